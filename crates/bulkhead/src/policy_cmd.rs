@@ -1,0 +1,369 @@
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bulkhead_inventory::{LabelRules, parse_label_rules};
+use bulkhead_model::{
+    Connection, DecidedBy, Inventory, ProtoMatch, ServicePort, VerdictKind, protocol_name,
+};
+use bulkhead_policy::{CompiledPolicy, ConnKey, Policy, explain, format};
+use clap::{Args, Subcommand};
+
+use crate::files::{read, read_policy_sources};
+use crate::{EXIT_INVALID, Reported};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Check policy files; exit 2 listing every error (file:line:column: field: why).
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Rewrite policy files in canonical form (comments are not kept).
+    Fmt {
+        /// Change nothing; exit 1 if a file is not canonical.
+        #[arg(long)]
+        check: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Explain the verdict of one connection: which rules in which tiers matched, and why.
+    Explain {
+        #[command(flatten)]
+        estate: Estate,
+        /// Consumer: an address or a workload name.
+        #[arg(long)]
+        from: String,
+        /// Provider: an address or a workload name.
+        #[arg(long)]
+        to: String,
+        /// Protocol and port: tcp/5432, udp/53, icmp/8.
+        #[arg(long)]
+        port: String,
+        /// The provider's process, if known.
+        #[arg(long)]
+        process: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verdicts for a list of connections (CSV: src,dst,service[,process]) and a summary.
+    Analyze {
+        #[command(flatten)]
+        estate: Estate,
+        /// CSV of connections; src and dst are addresses or workload names.
+        #[arg(long)]
+        flows: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InventoryCommand {
+    /// Check inventory files (CSV, JSON, YAML) and print the labelled workloads.
+    Check {
+        #[arg(long)]
+        label_rules: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Estate {
+    /// Inventory file (CSV, JSON or YAML); may be repeated.
+    #[arg(long, required = true)]
+    inventory: Vec<PathBuf>,
+    /// Label rules applied to the inventory.
+    #[arg(long)]
+    label_rules: Option<PathBuf>,
+    /// Policy files or directories; may be repeated.
+    #[arg(long, required = true)]
+    policy: Vec<PathBuf>,
+}
+
+fn load_policy(paths: &[PathBuf]) -> anyhow::Result<Policy> {
+    let sources = read_policy_sources(paths)?;
+    Policy::from_sources(&sources).map_err(|errors| {
+        eprint!("{errors}");
+        eprintln!("{} error(s); nothing was applied", errors.0.len());
+        Reported(EXIT_INVALID).into()
+    })
+}
+
+fn load_inventory(files: &[PathBuf], rules: Option<&Path>) -> anyhow::Result<Inventory> {
+    let rules: Option<LabelRules> = match rules {
+        None => None,
+        Some(p) => {
+            let (name, text) = read(p)?;
+            Some(parse_label_rules(&name, &text).map_err(|e| {
+                eprint!("{e}");
+                Reported(EXIT_INVALID)
+            })?)
+        }
+    };
+    let sources = files
+        .iter()
+        .map(|f| read(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    bulkhead_inventory::load(&sources, rules.as_ref()).map_err(|e| {
+        eprint!("{e}");
+        eprintln!("{} error(s) in the inventory", e.0.len());
+        Reported(EXIT_INVALID).into()
+    })
+}
+
+impl Estate {
+    fn load(&self) -> anyhow::Result<(Inventory, Policy)> {
+        let inv = load_inventory(&self.inventory, self.label_rules.as_deref())?;
+        let policy = load_policy(&self.policy)?;
+        Ok((inv, policy))
+    }
+}
+
+fn invalid(msg: String) -> anyhow::Error {
+    eprintln!("error: {msg}");
+    Reported(EXIT_INVALID).into()
+}
+
+/// An address as written, or the first address of the named workload (IPv4 first).
+fn resolve_endpoint(inv: &Inventory, s: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(a) = s.parse::<IpAddr>() {
+        return Ok(a);
+    }
+    let w = inv.by_name(s).ok_or_else(|| {
+        invalid(format!(
+            "{s:?} is neither an address nor a workload in the inventory"
+        ))
+    })?;
+    let mut addrs = w.addresses.clone();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| invalid(format!("workload {s} has no address")))
+}
+
+/// `tcp/5432` → (6, 5432); a single port or ICMP type, not a range.
+fn parse_port(s: &str) -> anyhow::Result<(u8, u16)> {
+    let sp: ServicePort = s.parse().map_err(|e| invalid(format!("--port: {e}")))?;
+    match sp.proto {
+        ProtoMatch::Proto(p) if sp.ports.start == sp.ports.end => Ok((p, sp.ports.start)),
+        ProtoMatch::Proto(p) if protocol_name(p).is_none() => Ok((p, 0)),
+        _ => Err(invalid(format!(
+            "--port: {s:?} must name one protocol and one port, e.g. tcp/5432"
+        ))),
+    }
+}
+
+pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Check { paths } => {
+            let p = load_policy(&paths)?;
+            println!(
+                "ok: {} tiers, {} rulesets, {} rules, {} label groups, {} ip lists, {} services",
+                p.tiers.len(),
+                p.rulesets.len(),
+                p.rule_count(),
+                p.label_groups.len(),
+                p.ip_lists.len(),
+                p.services.len()
+            );
+            Ok(())
+        }
+        PolicyCommand::Fmt { check, paths } => {
+            let sources = read_policy_sources(&paths)?;
+            let mut formatted = Vec::new();
+            let mut errors = 0;
+            for (name, text) in &sources {
+                match format::format_file(name, text) {
+                    Ok(f) => formatted.push((name, text, f)),
+                    Err(e) => {
+                        eprint!("{e}");
+                        errors += e.0.len();
+                    }
+                }
+            }
+            // All or nothing: no file is rewritten while any file has errors.
+            if errors > 0 {
+                eprintln!("{errors} error(s); no file was changed");
+                return Err(Reported(EXIT_INVALID).into());
+            }
+            let mut differing = 0;
+            for (name, text, f) in formatted {
+                if *text != f {
+                    differing += 1;
+                    if check {
+                        println!("would reformat {name}");
+                    } else {
+                        std::fs::write(name, &f).with_context(|| format!("writing {name}"))?;
+                        println!("formatted {name}");
+                    }
+                }
+            }
+            if check && differing > 0 {
+                return Err(Reported(1).into());
+            }
+            Ok(())
+        }
+        PolicyCommand::Explain {
+            estate,
+            from,
+            to,
+            port,
+            process,
+            json,
+        } => {
+            let (inv, policy) = estate.load()?;
+            let (proto, port) = parse_port(&port)?;
+            let c = Connection {
+                src: resolve_endpoint(&inv, &from)?,
+                dst: resolve_endpoint(&inv, &to)?,
+                proto,
+                port,
+                process,
+            };
+            let e = explain::explain(&policy, &inv, &c);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print!("{}", e.to_text());
+            }
+            Ok(())
+        }
+        PolicyCommand::Analyze {
+            estate,
+            flows,
+            json,
+        } => analyze(&estate, &flows, json),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct AnalyzedFlow {
+    line: u64,
+    src: String,
+    dst: String,
+    service: String,
+    process: Option<String>,
+    verdict: VerdictKind,
+    decided_by: DecidedBy,
+}
+
+fn analyze(estate: &Estate, flows: &Path, json: bool) -> anyhow::Result<()> {
+    let (inv, policy) = estate.load()?;
+    let started = std::time::Instant::now();
+    let compiled = CompiledPolicy::compile(&inv, &policy);
+    let compile_time = started.elapsed();
+    let (name, text) = read(flows)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| invalid(format!("{name}: {e}")))?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let field = |i: usize| rec.get(i).unwrap_or("").to_string();
+        let at = |e: anyhow::Error| invalid(format!("{name}:{line}: {e}"));
+        let (src_s, dst_s, svc) = (field(0), field(1), field(2));
+        let src = resolve_endpoint(&inv, &src_s).map_err(at)?;
+        let dst = resolve_endpoint(&inv, &dst_s).map_err(at)?;
+        let (proto, port) = parse_port(&svc).map_err(at)?;
+        let process = Some(field(3)).filter(|p| !p.is_empty());
+        let v = compiled.verdict(
+            &ConnKey {
+                src,
+                dst,
+                proto,
+                port,
+            },
+            process.as_deref(),
+        );
+        rows.push(AnalyzedFlow {
+            line,
+            src: src_s,
+            dst: dst_s,
+            service: svc,
+            process,
+            verdict: v.verdict,
+            decided_by: v.decided_by,
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "estate: {} workloads ({} managed), {} identity classes; policy: {} tiers, {} rulesets, {} rules; compiled in {:.1} ms",
+        inv.len(),
+        inv.workloads().iter().filter(|w| w.managed).count(),
+        compiled.class_count(),
+        policy.tiers.len(),
+        policy.rulesets.len(),
+        policy.rule_count(),
+        compile_time.as_secs_f64() * 1e3
+    );
+    println!();
+    println!(
+        "{:<22} {:<22} {:<12} {:<20} decided by",
+        "from", "to", "service", "verdict"
+    );
+    for r in &rows {
+        let by = match &r.decided_by {
+            DecidedBy::Rules { tier, rule_ids } => format!("{} ({tier})", rule_ids.join(", ")),
+            DecidedBy::Default => "default".to_string(),
+        };
+        println!(
+            "{:<22} {:<22} {:<12} {:<20} {by}",
+            r.src,
+            r.dst,
+            r.service,
+            r.verdict.to_string()
+        );
+    }
+    let count = |k: VerdictKind| rows.iter().filter(|r| r.verdict == k).count();
+    println!();
+    println!(
+        "{} connections: {} allowed, {} potentially blocked, {} blocked",
+        rows.len(),
+        count(VerdictKind::Allowed),
+        count(VerdictKind::PotentiallyBlocked),
+        count(VerdictKind::Blocked)
+    );
+    Ok(())
+}
+
+pub fn run_inventory(cmd: InventoryCommand) -> anyhow::Result<()> {
+    match cmd {
+        InventoryCommand::Check {
+            label_rules,
+            files,
+            json,
+        } => {
+            let inv = load_inventory(&files, label_rules.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(inv.workloads())?);
+                return Ok(());
+            }
+            for w in inv.workloads() {
+                let addrs: Vec<String> = w.addresses.iter().map(|a| a.to_string()).collect();
+                println!(
+                    "{:<16} {:<9} {:<9} {:<8} {:<28} {}",
+                    w.name,
+                    w.kind.to_string(),
+                    if w.managed { "managed" } else { "unmanaged" },
+                    w.mode.to_string(),
+                    addrs.join(" "),
+                    w.labels
+                );
+            }
+            println!("ok: {} workloads", inv.len());
+            Ok(())
+        }
+    }
+}

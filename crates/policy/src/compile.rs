@@ -1,0 +1,576 @@
+//! The fast path. Inventory + policy compile into:
+//!
+//! 1. identity classes: every address maps to a class, and addresses whose labels and
+//!    IP-list memberships are equal share one, so the tables below grow with label
+//!    combinations, not with workloads;
+//! 2. per rule, the set of source classes it admits (a bitset);
+//! 3. per destination class, per protocol, a partition of the port space where each
+//!    interval lists the candidate rules already sorted in decision order.
+//!
+//! Evaluating a connection is then two hash lookups, one binary search and a short scan
+//! testing one bit per candidate.
+
+use std::collections::BTreeSet;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use bulkhead_model::{
+    Action, DecidedBy, Decision, Inventory, Labels, ProtoMatch, ServicePort, Verdict, VerdictKind,
+};
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+
+use crate::document::{IpList, Ruleset, Selector, ServiceRef};
+use crate::policy::Policy;
+
+/// The 5-tuple minus the source port, as policy sees a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AddrInfo {
+    class: u32,
+    enforces: bool,
+}
+
+trait AddrKey: Copy + Eq + Hash {
+    const BITS: u8;
+    fn masked(self, len: u8) -> Self;
+}
+
+impl AddrKey for u32 {
+    const BITS: u8 = 32;
+    fn masked(self, len: u8) -> Self {
+        if len == 0 {
+            0
+        } else {
+            self & (u32::MAX << (32 - len))
+        }
+    }
+}
+
+impl AddrKey for u128 {
+    const BITS: u8 = 128;
+    fn masked(self, len: u8) -> Self {
+        if len == 0 {
+            0
+        } else {
+            self & (u128::MAX << (128 - len))
+        }
+    }
+}
+
+/// Exact host addresses first, then IP-list prefixes longest first.
+#[derive(Debug, Default)]
+struct AddrTable<K> {
+    exact: FxHashMap<K, AddrInfo>,
+    by_len: Vec<(u8, FxHashMap<K, AddrInfo>)>,
+}
+
+impl<K: AddrKey> AddrTable<K> {
+    fn insert(&mut self, key: K, len: u8, info: AddrInfo) {
+        if len == K::BITS {
+            self.exact.entry(key).or_insert(info);
+            return;
+        }
+        let pos = match self.by_len.iter().position(|(l, _)| *l <= len) {
+            Some(p) if self.by_len[p].0 == len => p,
+            Some(p) => {
+                self.by_len.insert(p, (len, FxHashMap::default()));
+                p
+            }
+            None => {
+                self.by_len.push((len, FxHashMap::default()));
+                self.by_len.len() - 1
+            }
+        };
+        self.by_len[pos].1.entry(key.masked(len)).or_insert(info);
+    }
+
+    #[inline]
+    fn lookup(&self, key: K) -> Option<AddrInfo> {
+        if let Some(i) = self.exact.get(&key) {
+            return Some(*i);
+        }
+        for (len, map) in &self.by_len {
+            if let Some(i) = map.get(&key.masked(*len)) {
+                return Some(*i);
+            }
+        }
+        None
+    }
+}
+
+const NO_PROCESS: u32 = u32::MAX;
+/// A process name the policy never mentions: equal to no constraint.
+const UNLISTED_PROCESS: u32 = u32::MAX - 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Entry {
+    tier: u32,
+    /// Denies sort before allows of the same tier: the first match decides.
+    allow: bool,
+    rule: u32,
+    process: u32,
+}
+
+#[derive(Debug, Default)]
+struct IntervalTable {
+    starts: Box<[u16]>,
+    /// (offset, len) into the entry arena, one per interval.
+    slices: Box<[(u32, u32)]>,
+}
+
+#[derive(Debug, Default)]
+struct DstTable {
+    protos: Vec<(u8, IntervalTable)>,
+    other: IntervalTable,
+}
+
+#[derive(Debug)]
+struct RuleMeta {
+    id: String,
+    tier: u32,
+}
+
+/// Inventory + policy, compiled for fast evaluation. Immutable; rebuild to change.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    v4: AddrTable<u32>,
+    v6: AddrTable<u128>,
+    unknown: AddrInfo,
+    class_table: Vec<u32>,
+    tables: Vec<DstTable>,
+    entries: Vec<Entry>,
+    words: usize,
+    src_bits: Vec<u64>,
+    rules: Vec<RuleMeta>,
+    tiers: Vec<String>,
+    processes: FxHashMap<String, u32>,
+    class_count: usize,
+}
+
+/// The result of the fast path, with enough context to name the deciding rules later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: VerdictKind,
+    pub decision: Decision,
+    src_class: u32,
+    process: u32,
+    /// Index of the first deciding entry and the end of its interval; `first == u32::MAX`
+    /// means the default decided.
+    first: u32,
+    end: u32,
+}
+
+struct ClassKey {
+    labels: Option<Labels>,
+    members: Vec<bool>,
+}
+
+/// The effective label requirement of a label or group selector after scope defaults:
+/// for each key, the allowed values.
+type LabelExpr = Vec<(String, BTreeSet<String>)>;
+
+enum Match {
+    Any,
+    Labels(LabelExpr),
+    IpList(usize),
+}
+
+fn resolve_selector(
+    policy: &Policy,
+    rs: &Ruleset,
+    sel: &Selector,
+    list_index: &FxHashMap<&str, usize>,
+) -> Match {
+    let with_scope = |mut expr: LabelExpr| {
+        for (k, v) in rs.scope.iter() {
+            if !expr.iter().any(|(ek, _)| ek == k) {
+                expr.push((k.to_string(), BTreeSet::from([v.to_string()])));
+            }
+        }
+        Match::Labels(expr)
+    };
+    match sel {
+        Selector::Any => Match::Any,
+        Selector::Labels(l) => with_scope(
+            l.iter()
+                .map(|(k, v)| (k.to_string(), BTreeSet::from([v.to_string()])))
+                .collect(),
+        ),
+        Selector::Group(g) => with_scope(
+            policy.label_groups[g]
+                .labels
+                .iter()
+                .map(|(k, vs)| (k.clone(), vs.clone()))
+                .collect(),
+        ),
+        Selector::IpList(n) => Match::IpList(list_index[n.as_str()]),
+    }
+}
+
+fn class_matches(m: &Match, c: &ClassKey) -> bool {
+    match m {
+        Match::Any => true,
+        Match::Labels(expr) => c.labels.as_ref().is_some_and(|l| {
+            expr.iter()
+                .all(|(k, vs)| l.get(k).is_some_and(|v| vs.contains(v)))
+        }),
+        Match::IpList(i) => c.members[*i],
+    }
+}
+
+fn membership_of_net(lists: &[&IpList], net: &IpNet) -> Vec<bool> {
+    lists
+        .iter()
+        .map(|l| {
+            l.include.iter().any(|n| n.contains(net)) && !l.exclude.iter().any(|n| n.contains(net))
+        })
+        .collect()
+}
+
+fn build_intervals(
+    items: &[(Entry, u16, u16)],
+    arena: &mut Vec<Entry>,
+    interned: &mut FxHashMap<Vec<Entry>, (u32, u32)>,
+) -> IntervalTable {
+    let mut bounds: BTreeSet<u32> = BTreeSet::from([0]);
+    for (_, a, b) in items {
+        bounds.insert(*a as u32);
+        bounds.insert(*b as u32 + 1);
+    }
+    bounds.remove(&65536);
+    let starts: Vec<u16> = bounds.iter().map(|&b| b as u16).collect();
+    let mut slices = Vec::with_capacity(starts.len());
+    for &s in &starts {
+        let mut list: Vec<Entry> = items
+            .iter()
+            .filter(|(_, a, b)| *a <= s && s <= *b)
+            .map(|(e, _, _)| *e)
+            .collect();
+        list.sort();
+        list.dedup();
+        let slice = *interned.entry(list).or_insert_with_key(|list| {
+            let off = arena.len() as u32;
+            arena.extend_from_slice(list);
+            (off, list.len() as u32)
+        });
+        slices.push(slice);
+    }
+    IntervalTable {
+        starts: starts.into(),
+        slices: slices.into(),
+    }
+}
+
+impl CompiledPolicy {
+    pub fn compile(inventory: &Inventory, policy: &Policy) -> CompiledPolicy {
+        let lists: Vec<&IpList> = policy.ip_lists.values().collect();
+        let list_index: FxHashMap<&str, usize> = lists
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect();
+
+        // 1. Identity classes.
+        let mut classes: Vec<ClassKey> = Vec::new();
+        let mut class_ids: FxHashMap<(Option<Labels>, Vec<bool>), u32> = FxHashMap::default();
+        let mut intern =
+            |labels: Option<Labels>, members: Vec<bool>, classes: &mut Vec<ClassKey>| -> u32 {
+                *class_ids
+                    .entry((labels.clone(), members.clone()))
+                    .or_insert_with(|| {
+                        classes.push(ClassKey { labels, members });
+                        (classes.len() - 1) as u32
+                    })
+            };
+        let mut v4 = AddrTable::<u32>::default();
+        let mut v6 = AddrTable::<u128>::default();
+        for w in inventory.workloads() {
+            for a in &w.addresses {
+                let members = membership_of_net(&lists, &IpNet::from(*a));
+                let info = AddrInfo {
+                    class: intern(Some(w.labels.clone()), members, &mut classes),
+                    enforces: w.enforces(),
+                };
+                match a {
+                    IpAddr::V4(x) => v4.insert(u32::from(*x), 32, info),
+                    IpAddr::V6(x) => v6.insert(u128::from(*x), 128, info),
+                }
+            }
+        }
+        // Addresses outside the inventory: their longest matching list prefix decides
+        // their memberships, because every prefix containing them contains that one.
+        for l in &lists {
+            for net in l.include.iter().chain(&l.exclude) {
+                let info = AddrInfo {
+                    class: intern(None, membership_of_net(&lists, net), &mut classes),
+                    enforces: false,
+                };
+                match net {
+                    IpNet::V4(n) => v4.insert(u32::from(n.network()), n.prefix_len(), info),
+                    IpNet::V6(n) => v6.insert(u128::from(n.network()), n.prefix_len(), info),
+                }
+            }
+        }
+        let unknown = AddrInfo {
+            class: intern(None, vec![false; lists.len()], &mut classes),
+            enforces: false,
+        };
+        let class_count = classes.len();
+        let words = class_count.div_ceil(64).max(1);
+
+        // 2. Rules, flattened, with their source and destination class sets.
+        let mut processes: FxHashMap<String, u32> = FxHashMap::default();
+        let mut rules = Vec::new();
+        let mut src_bits = Vec::new();
+        let mut dst_sets: Vec<Vec<bool>> = Vec::new();
+        let mut rule_services: Vec<Vec<(ServicePort, u32)>> = Vec::new();
+        let mut rule_allow = Vec::new();
+        for (rs, rule) in policy.rules() {
+            let tier = policy
+                .tier_index(&rs.tier)
+                .expect("checked policy names known tiers") as u32;
+            let from: Vec<Match> = rule
+                .from
+                .iter()
+                .map(|s| resolve_selector(policy, rs, s, &list_index))
+                .collect();
+            let to: Vec<Match> = rule
+                .to
+                .iter()
+                .map(|s| resolve_selector(policy, rs, s, &list_index))
+                .collect();
+            let mut bits = vec![0u64; words];
+            let mut dst = vec![false; class_count];
+            for (ci, c) in classes.iter().enumerate() {
+                if from.iter().any(|m| class_matches(m, c)) {
+                    bits[ci / 64] |= 1 << (ci % 64);
+                }
+                dst[ci] = to.iter().any(|m| class_matches(m, c));
+            }
+            src_bits.extend(bits);
+            dst_sets.push(dst);
+            let mut svcs = Vec::new();
+            for s in &rule.services {
+                match s {
+                    ServiceRef::Port(p) => svcs.push((*p, NO_PROCESS)),
+                    ServiceRef::Named(n) => {
+                        let svc = &policy.services[n];
+                        let pid = match &svc.process {
+                            None => NO_PROCESS,
+                            Some(p) => {
+                                let next = processes.len() as u32;
+                                *processes.entry(p.clone()).or_insert(next)
+                            }
+                        };
+                        svcs.extend(svc.ports.iter().map(|p| (*p, pid)));
+                    }
+                }
+            }
+            rule_services.push(svcs);
+            rule_allow.push(rule.action == Action::Allow);
+            rules.push(RuleMeta {
+                id: rule.id.clone(),
+                tier,
+            });
+        }
+
+        // 3. Per destination class, port-interval tables; classes with the same
+        // candidate rules share one table.
+        let mut entries = Vec::new();
+        let mut interned_lists = FxHashMap::default();
+        let mut tables = Vec::new();
+        let mut table_ids: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
+        let mut class_table = Vec::with_capacity(class_count);
+        for ci in 0..class_count {
+            let relevant: Vec<u32> = (0..rules.len() as u32)
+                .filter(|&r| dst_sets[r as usize][ci])
+                .collect();
+            if let Some(&t) = table_ids.get(&relevant) {
+                class_table.push(t);
+                continue;
+            }
+            let mut items: Vec<(Option<u8>, Entry, u16, u16)> = Vec::new();
+            for &r in &relevant {
+                for (sp, pid) in &rule_services[r as usize] {
+                    let e = Entry {
+                        tier: rules[r as usize].tier,
+                        allow: rule_allow[r as usize],
+                        rule: r,
+                        process: *pid,
+                    };
+                    match sp.proto {
+                        ProtoMatch::Any => items.push((None, e, 0, u16::MAX)),
+                        ProtoMatch::Proto(p) => {
+                            items.push((Some(p), e, sp.ports.start, sp.ports.end))
+                        }
+                    }
+                }
+            }
+            let protos: BTreeSet<u8> = items.iter().filter_map(|(p, ..)| *p).collect();
+            let mut table = DstTable::default();
+            for p in protos {
+                let for_p: Vec<(Entry, u16, u16)> = items
+                    .iter()
+                    .filter(|(ip, ..)| ip.is_none() || *ip == Some(p))
+                    .map(|(_, e, a, b)| (*e, *a, *b))
+                    .collect();
+                table.protos.push((
+                    p,
+                    build_intervals(&for_p, &mut entries, &mut interned_lists),
+                ));
+            }
+            let any: Vec<(Entry, u16, u16)> = items
+                .iter()
+                .filter(|(ip, ..)| ip.is_none())
+                .map(|(_, e, a, b)| (*e, *a, *b))
+                .collect();
+            table.other = build_intervals(&any, &mut entries, &mut interned_lists);
+            let id = tables.len() as u32;
+            tables.push(table);
+            table_ids.insert(relevant, id);
+            class_table.push(id);
+        }
+
+        CompiledPolicy {
+            v4,
+            v6,
+            unknown,
+            class_table,
+            tables,
+            entries,
+            words,
+            src_bits,
+            rules,
+            tiers: policy.tiers.iter().map(|t| t.name.clone()).collect(),
+            processes,
+            class_count,
+        }
+    }
+
+    /// Number of identity classes (distinct label sets × IP-list memberships).
+    pub fn class_count(&self) -> usize {
+        self.class_count
+    }
+
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    #[inline]
+    fn lookup(&self, a: IpAddr) -> AddrInfo {
+        match a {
+            IpAddr::V4(x) => self.v4.lookup(u32::from(x)),
+            IpAddr::V6(x) => self.v6.lookup(u128::from(x)),
+        }
+        .unwrap_or(self.unknown)
+    }
+
+    #[inline]
+    fn admits(&self, e: &Entry, src_class: u32, process: u32) -> bool {
+        let bit = self.src_bits[e.rule as usize * self.words + src_class as usize / 64]
+            >> (src_class % 64)
+            & 1
+            == 1;
+        bit && (e.process == NO_PROCESS
+            || if e.allow {
+                process == e.process
+            } else {
+                process == NO_PROCESS || process == e.process
+            })
+    }
+
+    /// The fast path: verdict for a connection, with the provider's process if known.
+    #[inline]
+    pub fn evaluate(&self, k: &ConnKey, process: Option<&str>) -> Outcome {
+        let s = self.lookup(k.src);
+        let d = self.lookup(k.dst);
+        let table = &self.tables[self.class_table[d.class as usize] as usize];
+        let it = table
+            .protos
+            .iter()
+            .find(|(p, _)| *p == k.proto)
+            .map_or(&table.other, |(_, t)| t);
+        let i = it.starts.partition_point(|&st| st <= k.port) - 1;
+        let (off, len) = it.slices[i];
+        let pid = match process {
+            None => NO_PROCESS,
+            Some(p) => self.processes.get(p).copied().unwrap_or(UNLISTED_PROCESS),
+        };
+        let end = off + len;
+        for idx in off..end {
+            let e = &self.entries[idx as usize];
+            if self.admits(e, s.class, pid) {
+                let decision = if e.allow {
+                    Decision::Allow
+                } else {
+                    Decision::Deny
+                };
+                return Outcome {
+                    verdict: VerdictKind::from_decision(decision, s.enforces, d.enforces),
+                    decision,
+                    src_class: s.class,
+                    process: pid,
+                    first: idx,
+                    end,
+                };
+            }
+        }
+        Outcome {
+            verdict: VerdictKind::from_decision(Decision::Deny, s.enforces, d.enforces),
+            decision: Decision::Deny,
+            src_class: s.class,
+            process: pid,
+            first: u32::MAX,
+            end,
+        }
+    }
+
+    /// The ids of the deciding rules (all matches of the deciding action in the
+    /// deciding tier), sorted; empty when the default decided.
+    pub fn deciding_rules(&self, o: &Outcome) -> Vec<&str> {
+        if o.first == u32::MAX {
+            return Vec::new();
+        }
+        let first = self.entries[o.first as usize];
+        let mut ids: Vec<&str> = self.entries[o.first as usize..o.end as usize]
+            .iter()
+            .take_while(|e| e.tier == first.tier && e.allow == first.allow)
+            .filter(|e| self.admits(e, o.src_class, o.process))
+            .map(|e| self.rules[e.rule as usize].id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The full verdict, with rule ids, as the oracle reports it.
+    pub fn verdict(&self, k: &ConnKey, process: Option<&str>) -> Verdict {
+        let o = self.evaluate(k, process);
+        let decided_by = if o.first == u32::MAX {
+            DecidedBy::Default
+        } else {
+            let tier = self.rules[self.entries[o.first as usize].rule as usize].tier;
+            DecidedBy::Rules {
+                tier: self.tiers[tier as usize].clone(),
+                rule_ids: self
+                    .deciding_rules(&o)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            }
+        };
+        Verdict {
+            verdict: o.verdict,
+            decision: o.decision,
+            decided_by,
+        }
+    }
+}

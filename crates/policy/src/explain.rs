@@ -1,0 +1,289 @@
+//! Why a connection gets its verdict, in data and in words. Built on the oracle so that
+//! the explanation is the semantics itself, not a second implementation of it.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use bulkhead_model::{
+    Action, Connection, DecidedBy, Decision, Inventory, Verdict, VerdictKind, protocol_name,
+};
+use serde::Serialize;
+
+use crate::oracle::{self, selector_matches, service_matches};
+use crate::policy::Policy;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    /// None when the address is not in the inventory.
+    pub workload: Option<String>,
+    pub kind: Option<String>,
+    pub managed: bool,
+    pub mode: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub ip_lists: Vec<String>,
+    /// Whether this end drops what policy denies (managed and enforced).
+    pub enforces: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleMatch {
+    pub rule_id: String,
+    pub ruleset: String,
+    pub action: Action,
+    /// The first selector/service of each part that matched.
+    pub from: String,
+    pub to: String,
+    pub service: String,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TierTrace {
+    pub tier: String,
+    pub matched: Vec<RuleMatch>,
+    /// True for the tier that decided; later tiers are listed but not consulted.
+    pub decided: bool,
+}
+
+/// A rule that fails on exactly one part: usually the one the user expected to match.
+#[derive(Debug, Clone, Serialize)]
+pub struct NearMiss {
+    pub rule_id: String,
+    pub ruleset: String,
+    pub tier: String,
+    pub action: Action,
+    pub failed: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub connection: Connection,
+    pub source: Endpoint,
+    pub destination: Endpoint,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub tiers: Vec<TierTrace>,
+    pub near_misses: Vec<NearMiss>,
+    pub summary: String,
+}
+
+fn endpoint(policy: &Policy, inv: &Inventory, a: IpAddr) -> Endpoint {
+    let w = inv.by_address(a);
+    Endpoint {
+        address: a,
+        workload: w.map(|w| w.name.clone()),
+        kind: w.map(|w| w.kind.to_string()),
+        managed: w.is_some_and(|w| w.managed),
+        mode: w.filter(|w| w.managed).map(|w| w.mode.to_string()),
+        labels: w
+            .map(|w| {
+                w.labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ip_lists: policy
+            .ip_lists
+            .values()
+            .filter(|l| l.contains(a))
+            .map(|l| l.name.clone())
+            .collect(),
+        enforces: w.is_some_and(|w| w.enforces()),
+    }
+}
+
+const NEAR_MISS_LIMIT: usize = 10;
+
+pub fn explain(policy: &Policy, inv: &Inventory, c: &Connection) -> Explanation {
+    let verdict = oracle::evaluate(policy, inv, c);
+    let src_w = inv.by_address(c.src);
+    let dst_w = inv.by_address(c.dst);
+    let decided_tier = match &verdict.decided_by {
+        DecidedBy::Rules { tier, .. } => Some(tier.clone()),
+        DecidedBy::Default => None,
+    };
+    let mut tiers = Vec::new();
+    let mut near_misses = Vec::new();
+    for tier in &policy.tiers {
+        let mut matched = Vec::new();
+        for rs in policy.rulesets.iter().filter(|rs| rs.tier == tier.name) {
+            for rule in &rs.rules {
+                let from = rule
+                    .from
+                    .iter()
+                    .find(|s| selector_matches(policy, rs, s, c.src, src_w));
+                let to = rule
+                    .to
+                    .iter()
+                    .find(|s| selector_matches(policy, rs, s, c.dst, dst_w));
+                let svc = rule
+                    .services
+                    .iter()
+                    .find(|s| service_matches(policy, s, rule.action, c));
+                match (from, to, svc) {
+                    (Some(f), Some(t), Some(s)) => matched.push(RuleMatch {
+                        rule_id: rule.id.clone(),
+                        ruleset: rs.name.clone(),
+                        action: rule.action,
+                        from: f.to_string(),
+                        to: t.to_string(),
+                        service: s.to_string(),
+                        origin: rule.origin.to_string(),
+                    }),
+                    (f, t, s) => {
+                        let failed: Vec<&'static str> = [
+                            (f.is_none(), "from"),
+                            (t.is_none(), "to"),
+                            (s.is_none(), "services"),
+                        ]
+                        .into_iter()
+                        .filter(|(missed, _)| *missed)
+                        .map(|(_, n)| n)
+                        .collect();
+                        if failed.len() == 1 && near_misses.len() < NEAR_MISS_LIMIT {
+                            near_misses.push(NearMiss {
+                                rule_id: rule.id.clone(),
+                                ruleset: rs.name.clone(),
+                                tier: tier.name.clone(),
+                                action: rule.action,
+                                failed: failed[0],
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        matched.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+        tiers.push(TierTrace {
+            decided: decided_tier.as_deref() == Some(tier.name.as_str()),
+            tier: tier.name.clone(),
+            matched,
+        });
+    }
+    let source = endpoint(policy, inv, c.src);
+    let destination = endpoint(policy, inv, c.dst);
+    let summary = summarize(&verdict, &source, &destination);
+    Explanation {
+        connection: c.clone(),
+        source,
+        destination,
+        verdict,
+        tiers,
+        near_misses,
+        summary,
+    }
+}
+
+fn name(e: &Endpoint) -> String {
+    match &e.workload {
+        Some(w) => format!("{w} ({})", e.address),
+        None => format!("{} (not in the inventory)", e.address),
+    }
+}
+
+fn summarize(v: &Verdict, src: &Endpoint, dst: &Endpoint) -> String {
+    let why = match &v.decided_by {
+        DecidedBy::Rules { tier, rule_ids } => {
+            let what = if v.decision == Decision::Allow {
+                "allowed"
+            } else {
+                "denied"
+            };
+            format!("{what} by rule {} in tier {tier}", rule_ids.join(", "))
+        }
+        DecidedBy::Default => "denied by default: no rule in any tier matches".to_string(),
+    };
+    let consequence = match v.verdict {
+        VerdictKind::Allowed => "the connection is allowed".to_string(),
+        VerdictKind::Blocked => {
+            let ends: Vec<String> = [src, dst].iter().filter(|e| e.enforces).map(|e| name(e)).collect();
+            format!("{} enforces, so the connection is blocked", ends.join(" and "))
+        }
+        VerdictKind::PotentiallyBlocked => {
+            "no managed end enforces (monitor, idle or unmanaged), so the connection passes and is reported as potentially blocked".to_string()
+        }
+    };
+    format!("{why}; {consequence}")
+}
+
+fn endpoint_text(out: &mut String, role: &str, e: &Endpoint) {
+    let _ = write!(out, "{role:<12}{}", name(e));
+    if e.workload.is_some() {
+        let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(
+            out,
+            "  [{}] {}, {}",
+            labels.join(" "),
+            e.kind.as_deref().unwrap_or("?"),
+            if e.managed {
+                format!("managed, {}", e.mode.as_deref().unwrap_or("?"))
+            } else {
+                "unmanaged".to_string()
+            }
+        );
+    }
+    if !e.ip_lists.is_empty() {
+        let _ = write!(out, "  ip lists: {}", e.ip_lists.join(", "));
+    }
+    out.push('\n');
+}
+
+impl Explanation {
+    /// The explanation in words, for people.
+    pub fn to_text(&self) -> String {
+        let c = &self.connection;
+        let proto = protocol_name(c.proto)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("proto {}", c.proto));
+        let mut out = String::new();
+        let _ = writeln!(out, "verdict     {}", self.verdict.verdict);
+        let _ = writeln!(
+            out,
+            "connection  {} -> {} {proto}/{}{}",
+            c.src,
+            c.dst,
+            c.port,
+            c.process
+                .as_ref()
+                .map(|p| format!(" process {p}"))
+                .unwrap_or_default()
+        );
+        endpoint_text(&mut out, "source", &self.source);
+        endpoint_text(&mut out, "destination", &self.destination);
+        let mut reached = true;
+        for t in &self.tiers {
+            let status = if t.decided {
+                "decides"
+            } else if reached {
+                "no match"
+            } else {
+                "not consulted"
+            };
+            let _ = writeln!(out, "tier {} ({status})", t.tier);
+            for m in &t.matched {
+                let _ = writeln!(
+                    out,
+                    "  {} {} [{}]: from {} to {} on {}  ({})",
+                    m.action, m.rule_id, m.ruleset, m.from, m.to, m.service, m.origin
+                );
+            }
+            if t.decided {
+                reached = false;
+            }
+        }
+        if !self.near_misses.is_empty() && self.verdict.verdict != VerdictKind::Allowed {
+            let _ = writeln!(out, "near misses (rules that fail on one part only):");
+            for n in &self.near_misses {
+                let _ = writeln!(
+                    out,
+                    "  {} {} [{} / {}]: {} does not match",
+                    n.action, n.rule_id, n.ruleset, n.tier, n.failed
+                );
+            }
+        }
+        let _ = writeln!(out, "why         {}", self.summary);
+        out
+    }
+}

@@ -1,0 +1,159 @@
+//! The canonical form of policy files: fixed key order, sorted maps, one style of
+//! lists and quoting, so that reviews show only real changes. Comments are not kept.
+
+use std::fmt::Write;
+
+use crate::document::{Object, parse_file};
+use crate::error::PolicyErrors;
+
+/// Quotes a string only when YAML would misread it plain.
+fn scalar(s: &str) -> String {
+    let plain_ok = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _-./@=:+".contains(c))
+        && !s.ends_with(' ')
+        && !s.contains(": ")
+        && !s.ends_with(':')
+        && s.parse::<f64>().is_err()
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "y" | "n" | "inf" | "nan"
+        );
+    if plain_ok {
+        return s.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list(out: &mut String, indent: &str, key: &str, items: impl IntoIterator<Item = String>) {
+    let _ = writeln!(out, "{indent}{key}:");
+    for i in items {
+        let _ = writeln!(out, "{indent}  - {}", scalar(&i));
+    }
+}
+
+/// Renders one checked object in canonical form.
+pub fn format_object(o: &Object) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "bulkhead: {}", crate::FORMAT_VERSION);
+    let _ = writeln!(out, "kind: {}", o.kind());
+    let _ = writeln!(out, "name: {}", scalar(o.name()));
+    let description = match o {
+        Object::LabelGroup(x) => &x.description,
+        Object::IpList(x) => &x.description,
+        Object::Service(x) => &x.description,
+        Object::Tier(x) => &x.description,
+        Object::Ruleset(x) => &x.description,
+    };
+    if let Some(d) = description {
+        let _ = writeln!(out, "description: {}", scalar(d));
+    }
+    match o {
+        Object::LabelGroup(g) => {
+            let _ = writeln!(out, "labels:");
+            for (k, vs) in &g.labels {
+                if vs.len() == 1 {
+                    let v = vs.iter().next().expect("one value");
+                    let _ = writeln!(out, "  {k}: {}", scalar(v));
+                } else {
+                    let vals: Vec<String> = vs.iter().map(|v| scalar(v)).collect();
+                    let _ = writeln!(out, "  {k}: [{}]", vals.join(", "));
+                }
+            }
+        }
+        Object::IpList(l) => {
+            list(
+                &mut out,
+                "",
+                "include",
+                l.include.iter().map(|n| n.to_string()),
+            );
+            if !l.exclude.is_empty() {
+                list(
+                    &mut out,
+                    "",
+                    "exclude",
+                    l.exclude.iter().map(|n| n.to_string()),
+                );
+            }
+        }
+        Object::Service(s) => {
+            list(&mut out, "", "ports", s.ports.iter().map(|p| p.to_string()));
+            if let Some(p) = &s.process {
+                let _ = writeln!(out, "process: {}", scalar(p));
+            }
+        }
+        Object::Tier(t) => {
+            let _ = writeln!(out, "order: {}", t.order);
+        }
+        Object::Ruleset(rs) => {
+            let _ = writeln!(out, "tier: {}", scalar(&rs.tier));
+            if let Some(o) = &rs.owner {
+                let _ = writeln!(out, "owner: {}", scalar(o));
+            }
+            if !rs.scope.is_empty() {
+                let _ = writeln!(out, "scope:");
+                for (k, v) in rs.scope.iter() {
+                    let _ = writeln!(out, "  {k}: {}", scalar(v));
+                }
+            }
+            if rs.rules.is_empty() {
+                let _ = writeln!(out, "rules: []");
+            } else {
+                let _ = writeln!(out, "rules:");
+            }
+            for r in &rs.rules {
+                let _ = writeln!(out, "  - id: {}", scalar(&r.id));
+                if let Some(d) = &r.description {
+                    let _ = writeln!(out, "    description: {}", scalar(d));
+                }
+                let _ = writeln!(out, "    action: {}", r.action);
+                list(
+                    &mut out,
+                    "    ",
+                    "from",
+                    r.from.iter().map(|s| s.to_string()),
+                );
+                list(&mut out, "    ", "to", r.to.iter().map(|s| s.to_string()));
+                list(
+                    &mut out,
+                    "    ",
+                    "services",
+                    r.services.iter().map(|s| s.to_string()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Formats a whole file: its documents in their written order, each canonical.
+/// A file with any error is not formatted (and must not be rewritten).
+pub fn format_file(file: &str, text: &str) -> Result<String, PolicyErrors> {
+    let (objects, errors) = parse_file(file, text);
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    Ok(objects
+        .iter()
+        .map(format_object)
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}

@@ -1,0 +1,24 @@
+//! Bulkhead's policy engine: policy-as-code in, verdicts out. Pure: no IO, no clock.
+//!
+//! - [`Policy::from_sources`] parses and checks YAML documents (file:line:column errors).
+//! - [`format::format_file`] rewrites a file canonically.
+//! - [`CompiledPolicy::compile`] turns inventory + policy into identity classes and
+//!   per-destination lookup tables; [`CompiledPolicy::evaluate`] is the fast path.
+//! - [`oracle::evaluate`] is the slow, obviously-correct reference the fast path is
+//!   tested against; [`explain::explain`] builds on it to say why.
+
+mod compile;
+mod document;
+mod error;
+pub mod explain;
+pub mod format;
+pub mod oracle;
+mod policy;
+
+pub use compile::{CompiledPolicy, ConnKey, Outcome};
+pub use document::{
+    FORMAT_VERSION, IpList, LabelGroup, Object, Rule, Ruleset, Selector, Service, ServiceRef, Tier,
+    parse_file,
+};
+pub use error::{Origin, PolicyError, PolicyErrors};
+pub use policy::Policy;
