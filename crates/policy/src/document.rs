@@ -61,6 +61,7 @@ pub enum Selector {
     /// Every address, in the inventory or not.
     Any,
     /// Workloads carrying all these labels (the ruleset scope fills in missing keys).
+    /// No labels, written `workloads`, means every inventory workload in scope.
     Labels(Labels),
     Group(String),
     IpList(String),
@@ -70,6 +71,7 @@ impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Selector::Any => f.write_str("any"),
+            Selector::Labels(l) if l.is_empty() => f.write_str("workloads"),
             Selector::Labels(l) => {
                 let parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 f.write_str(&parts.join(" "))
@@ -86,6 +88,9 @@ impl std::str::FromStr for Selector {
         let s = s.trim();
         if s == "any" {
             return Ok(Selector::Any);
+        }
+        if s == "workloads" {
+            return Ok(Selector::Labels(Labels::new()));
         }
         if let Some(name) = s.strip_prefix("group:") {
             validate_name(name).map_err(|e| format!("label group name {name:?} {e}"))?;
@@ -111,7 +116,7 @@ impl std::str::FromStr for Selector {
         let mut labels = Labels::new();
         for part in s.split_whitespace() {
             let label: Label = part.parse().map_err(|e| {
-                format!("{e}; a selector is any, group:NAME, iplist:NAME or key=value labels")
+                format!("{e}; a selector is any, workloads, group:NAME, iplist:NAME or key=value labels")
             })?;
             labels.insert(label).map_err(|e| e.to_string())?;
         }

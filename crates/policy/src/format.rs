@@ -13,7 +13,7 @@ fn scalar(s: &str) -> String {
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/'))
         && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || " _-./@=:+".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || " _-./@=:+,()'".contains(c))
         && !s.ends_with(' ')
         && !s.contains(": ")
         && !s.ends_with(':')
@@ -42,10 +42,12 @@ fn scalar(s: &str) -> String {
     out
 }
 
-fn list(out: &mut String, indent: &str, key: &str, items: impl IntoIterator<Item = String>) {
+/// Writes a block list, sorted and without repeats: every list in the format is a set.
+fn list<T: Ord + std::fmt::Display>(out: &mut String, indent: &str, key: &str, items: impl IntoIterator<Item = T>) {
+    let items: std::collections::BTreeSet<T> = items.into_iter().collect();
     let _ = writeln!(out, "{indent}{key}:");
     for i in items {
-        let _ = writeln!(out, "{indent}  - {}", scalar(&i));
+        let _ = writeln!(out, "{indent}  - {}", scalar(&i.to_string()));
     }
 }
 
@@ -83,19 +85,19 @@ pub fn format_object(o: &Object) -> String {
                 &mut out,
                 "",
                 "include",
-                l.include.iter().map(|n| n.to_string()),
+                l.include.iter(),
             );
             if !l.exclude.is_empty() {
                 list(
                     &mut out,
                     "",
                     "exclude",
-                    l.exclude.iter().map(|n| n.to_string()),
+                    l.exclude.iter(),
                 );
             }
         }
         Object::Service(s) => {
-            list(&mut out, "", "ports", s.ports.iter().map(|p| p.to_string()));
+            list(&mut out, "", "ports", s.ports.iter());
             if let Some(p) = &s.process {
                 let _ = writeln!(out, "process: {}", scalar(p));
             }
@@ -129,14 +131,14 @@ pub fn format_object(o: &Object) -> String {
                     &mut out,
                     "    ",
                     "from",
-                    r.from.iter().map(|s| s.to_string()),
+                    r.from.iter(),
                 );
-                list(&mut out, "    ", "to", r.to.iter().map(|s| s.to_string()));
+                list(&mut out, "    ", "to", r.to.iter());
                 list(
                     &mut out,
                     "    ",
                     "services",
-                    r.services.iter().map(|s| s.to_string()),
+                    r.services.iter(),
                 );
             }
         }
@@ -151,9 +153,46 @@ pub fn format_file(file: &str, text: &str) -> Result<String, PolicyErrors> {
     if !errors.is_empty() {
         return Err(PolicyErrors(errors));
     }
+    let heads = head_comments(text);
+    let keep_heads = heads.len() == objects.len();
     Ok(objects
         .iter()
-        .map(format_object)
+        .enumerate()
+        .map(|(i, o)| {
+            let head = if keep_heads { heads[i].as_str() } else { "" };
+            format!("{head}{}", format_object(o))
+        })
         .collect::<Vec<_>>()
         .join("---\n"))
+}
+
+/// The comment lines that open each non-empty document of a YAML stream.
+fn head_comments(text: &str) -> Vec<String> {
+    let mut heads = Vec::new();
+    let mut current = String::new();
+    let mut in_head = true;
+    let mut has_content = false;
+    for line in text.lines() {
+        if line.starts_with("---") {
+            if has_content {
+                heads.push(std::mem::take(&mut current));
+            }
+            current.clear();
+            in_head = true;
+            has_content = false;
+            continue;
+        }
+        let t = line.trim();
+        if in_head && t.starts_with('#') {
+            current.push_str(t);
+            current.push('\n');
+        } else if !t.is_empty() {
+            in_head = false;
+            has_content = true;
+        }
+    }
+    if has_content {
+        heads.push(current);
+    }
+    heads
 }
