@@ -116,7 +116,9 @@ impl std::str::FromStr for Selector {
         let mut labels = Labels::new();
         for part in s.split_whitespace() {
             let label: Label = part.parse().map_err(|e| {
-                format!("{e}; a selector is any, workloads, group:NAME, iplist:NAME or key=value labels")
+                format!(
+                    "{e}; a selector is any, workloads, group:NAME, iplist:NAME or key=value labels"
+                )
             })?;
             labels.insert(label).map_err(|e| e.to_string())?;
         }
@@ -194,6 +196,8 @@ pub struct Tier {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub id: String,
+    /// Where the rule sits in its document (`rules[3]`), for error messages.
+    pub path: String,
     pub description: Option<String>,
     pub action: Action,
     pub from: Vec<Selector>,
@@ -286,8 +290,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Parses every document of one file. Returns the objects that checked out and every
-/// error found; callers must treat any error as "nothing from this input is usable".
+/// Parses every document of one file. Returns the objects found and every error; when
+/// there is any error the objects may be incomplete and must not be used, except to
+/// look for more errors.
 pub fn parse_file(file: &str, text: &str) -> (Vec<Object>, Vec<PolicyError>) {
     let docs: Vec<S<RawDoc>> = match serde_saphyr::from_multiple(text) {
         Ok(d) => d,
@@ -450,11 +455,11 @@ fn check_doc(ctx: &mut Ctx<'_>, doc: S<RawDoc>) -> Option<Object> {
         "tier" => check_tier(ctx, &d, name, description, origin),
         _ => check_ruleset(ctx, &d, name.value.clone(), description, origin, kind),
     };
-    if ok && ctx.errors.len() == before {
-        object
-    } else {
-        None
-    }
+    // Kept even when this document had errors, so that references to and from it are
+    // still checked and every error is reported in one pass; callers never use objects
+    // from input with errors.
+    let _ = (ok, before);
+    object
 }
 
 use serde_saphyr::Location;
@@ -704,7 +709,7 @@ fn check_ruleset(
                     format!("{p}.id"),
                     "missing; every rule has an id unique across the policy",
                 );
-                continue;
+                String::new()
             }
             Some(id) => {
                 if let Err(e) = validate_name(&id.value) {
@@ -716,7 +721,7 @@ fn check_ruleset(
         let action = match &r.value.action {
             None => {
                 ctx.err(r, format!("{p}.action"), "missing; allow or deny");
-                continue;
+                Action::Deny
             }
             Some(a) => match a.value.as_str() {
                 "allow" => Action::Allow,
@@ -727,7 +732,7 @@ fn check_ruleset(
                         format!("{p}.action"),
                         format!("{other:?} is not allow or deny"),
                     );
-                    continue;
+                    Action::Deny
                 }
             },
         };
@@ -776,6 +781,7 @@ fn check_ruleset(
         }
         rules.push(Rule {
             id,
+            path: p.clone(),
             description: r.value.description.as_ref().map(|d| d.value.clone()),
             action,
             from,

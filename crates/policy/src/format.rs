@@ -43,7 +43,12 @@ fn scalar(s: &str) -> String {
 }
 
 /// Writes a block list, sorted and without repeats: every list in the format is a set.
-fn list<T: Ord + std::fmt::Display>(out: &mut String, indent: &str, key: &str, items: impl IntoIterator<Item = T>) {
+fn list<T: Ord + std::fmt::Display>(
+    out: &mut String,
+    indent: &str,
+    key: &str,
+    items: impl IntoIterator<Item = T>,
+) {
     let items: std::collections::BTreeSet<T> = items.into_iter().collect();
     let _ = writeln!(out, "{indent}{key}:");
     for i in items {
@@ -81,19 +86,9 @@ pub fn format_object(o: &Object) -> String {
             }
         }
         Object::IpList(l) => {
-            list(
-                &mut out,
-                "",
-                "include",
-                l.include.iter(),
-            );
+            list(&mut out, "", "include", l.include.iter());
             if !l.exclude.is_empty() {
-                list(
-                    &mut out,
-                    "",
-                    "exclude",
-                    l.exclude.iter(),
-                );
+                list(&mut out, "", "exclude", l.exclude.iter());
             }
         }
         Object::Service(s) => {
@@ -127,19 +122,9 @@ pub fn format_object(o: &Object) -> String {
                     let _ = writeln!(out, "    description: {}", scalar(d));
                 }
                 let _ = writeln!(out, "    action: {}", r.action);
-                list(
-                    &mut out,
-                    "    ",
-                    "from",
-                    r.from.iter(),
-                );
+                list(&mut out, "    ", "from", r.from.iter());
                 list(&mut out, "    ", "to", r.to.iter());
-                list(
-                    &mut out,
-                    "    ",
-                    "services",
-                    r.services.iter(),
-                );
+                list(&mut out, "    ", "services", r.services.iter());
             }
         }
     }

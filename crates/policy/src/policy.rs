@@ -98,11 +98,14 @@ impl Policy {
                     ),
                 ));
             }
-            for (i, rule) in rs.rules.iter().enumerate() {
-                if let Some(first) = rule_ids.get(&rule.id) {
+            for rule in &rs.rules {
+                let i = &rule.path;
+                if rule.id.is_empty() {
+                    // Already reported as missing.
+                } else if let Some(first) = rule_ids.get(&rule.id) {
                     errors.push(PolicyError::new(
                         rule.origin.clone(),
-                        format!("rules[{i}].id"),
+                        format!("{i}.id"),
                         format!("rule id {:?} is already used at {first}", rule.id),
                     ));
                 } else {
@@ -128,7 +131,7 @@ impl Policy {
                                     .get(j)
                                     .cloned()
                                     .unwrap_or_else(|| rule.origin.clone()),
-                                format!("rules[{i}].{side}[{j}]"),
+                                format!("{i}.{side}[{j}]"),
                                 m,
                             ));
                         }
@@ -140,7 +143,7 @@ impl Policy {
                     {
                         errors.push(PolicyError::new(
                             rule.item_origins.services.get(j).cloned().unwrap_or_else(|| rule.origin.clone()),
-                            format!("rules[{i}].services[{j}]"),
+                            format!("{i}.services[{j}]"),
                             format!("unknown service {n:?}; define it with a `kind: service` document or write a port such as tcp/443"),
                         ));
                     }

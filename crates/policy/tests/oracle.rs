@@ -4,10 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bulkhead_model::{Action, Connection, EnforcementMode, Inventory, Label, Labels, ServicePort, Workload, WorkloadKind};
+use bulkhead_model::{
+    Action, Connection, EnforcementMode, Inventory, Label, Labels, ServicePort, Workload,
+    WorkloadKind,
+};
 use bulkhead_policy::{
-    CompiledPolicy, ConnKey, IpList, LabelGroup, Object, Origin, Policy, Rule, Ruleset, Selector, Service, ServiceRef, Tier,
-    format::format_object, oracle, parse_file,
+    CompiledPolicy, ConnKey, IpList, LabelGroup, Object, Origin, Policy, Rule, Ruleset, Selector,
+    Service, ServiceRef, Tier, format::format_object, oracle, parse_file,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -17,7 +20,9 @@ const VALUES: &[&str] = &["a", "b", "c"];
 const PROCESSES: &[&str] = &["nginx", "postgres"];
 
 fn addr_pool() -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = (0..24u8).map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, i / 8, i))).collect();
+    let mut v: Vec<IpAddr> = (0..24u8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, i / 8, i)))
+        .collect();
     v.extend((0..6u16).map(|i| IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i))));
     v
 }
@@ -60,7 +65,11 @@ fn inventory() -> impl Strategy<Value = Inventory> {
                     os_version: None,
                     labels,
                     mode: if managed {
-                        [EnforcementMode::Idle, EnforcementMode::Monitor, EnforcementMode::Enforced][mode as usize]
+                        [
+                            EnforcementMode::Idle,
+                            EnforcementMode::Monitor,
+                            EnforcementMode::Enforced,
+                        ][mode as usize]
                     } else {
                         EnforcementMode::Idle
                     },
@@ -75,9 +84,19 @@ fn inventory() -> impl Strategy<Value = Inventory> {
 
 fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
-        (0u8..32, 20u8..=32).prop_map(|(i, len)| IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 0, i / 8, i * 3)), len).unwrap().trunc()),
+        (0u8..32, 20u8..=32).prop_map(|(i, len)| IpNet::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, i / 8, i * 3)),
+            len
+        )
+        .unwrap()
+        .trunc()),
         Just("0.0.0.0/0".parse().unwrap()),
-        (0u16..8, 124u8..=128).prop_map(|(i, len)| IpNet::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)), len).unwrap().trunc()),
+        (0u16..8, 124u8..=128).prop_map(|(i, len)| IpNet::new(
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i)),
+            len
+        )
+        .unwrap()
+        .trunc()),
     ]
 }
 
@@ -120,11 +139,27 @@ fn selector() -> impl Strategy<Value = (u8, Labels, usize)> {
 fn shape() -> impl Strategy<Value = Shape> {
     (
         proptest::collection::vec(
-            proptest::collection::btree_map(0..KEYS.len(), proptest::collection::btree_set(0..VALUES.len(), 1..3), 1..3),
+            proptest::collection::btree_map(
+                0..KEYS.len(),
+                proptest::collection::btree_set(0..VALUES.len(), 1..3),
+                1..3,
+            ),
             1..3,
         ),
-        proptest::collection::vec((proptest::collection::vec(net(), 1..3), proptest::collection::vec(net(), 0..2)), 1..3),
-        proptest::collection::vec((proptest::collection::vec(service_port(), 1..3), proptest::option::of(0..PROCESSES.len())), 1..3),
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(net(), 1..3),
+                proptest::collection::vec(net(), 0..2),
+            ),
+            1..3,
+        ),
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(service_port(), 1..3),
+                proptest::option::of(0..PROCESSES.len()),
+            ),
+            1..3,
+        ),
         1usize..4,
         proptest::collection::vec(
             (
@@ -137,7 +172,12 @@ fn shape() -> impl Strategy<Value = Shape> {
                         proptest::collection::vec(selector(), 1..3),
                         proptest::collection::vec((any::<bool>(), service_port(), 0usize..3), 1..3),
                     )
-                        .prop_map(|(deny, from, to, services)| RawRule { deny, from, to, services }),
+                        .prop_map(|(deny, from, to, services)| RawRule {
+                            deny,
+                            from,
+                            to,
+                            services,
+                        }),
                     0..5,
                 ),
             ),
@@ -162,7 +202,12 @@ fn build_policy(s: &Shape) -> Policy {
             description: None,
             labels: g
                 .iter()
-                .map(|(k, vs)| (KEYS[*k].to_string(), vs.iter().map(|v| VALUES[*v].to_string()).collect()))
+                .map(|(k, vs)| {
+                    (
+                        KEYS[*k].to_string(),
+                        vs.iter().map(|v| VALUES[*v].to_string()).collect(),
+                    )
+                })
                 .collect(),
             origin: o.clone(),
         }));
@@ -224,6 +269,7 @@ fn build_policy(s: &Shape) -> Policy {
                         .collect(),
                     origin: o.clone(),
                     item_origins: Default::default(),
+                    path: String::new(),
                 }
             })
             .collect();
@@ -243,7 +289,11 @@ fn build_policy(s: &Shape) -> Policy {
 
 fn connection() -> impl Strategy<Value = Connection> {
     let mut pool = addr_pool();
-    pool.extend(["10.0.5.1", "192.0.2.1", "fd00::ff", "10.0.0.200"].iter().map(|s| s.parse::<IpAddr>().unwrap()));
+    pool.extend(
+        ["10.0.5.1", "192.0.2.1", "fd00::ff", "10.0.0.200"]
+            .iter()
+            .map(|s| s.parse::<IpAddr>().unwrap()),
+    );
     (
         proptest::sample::select(pool.clone()),
         proptest::sample::select(pool),
