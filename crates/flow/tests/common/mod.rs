@@ -158,3 +158,5 @@ pub fn write_pcap(datagrams: &[Datagram]) -> Vec<u8> {
     }
     p
 }
+
+pub mod build;
