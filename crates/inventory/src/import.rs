@@ -106,7 +106,8 @@ fn build(
             ),
         }
     }
-    if addresses.is_empty() {
+    let written = raw.addresses.iter().any(|a| !a.trim().is_empty());
+    if !written {
         err("addresses", "a workload needs at least one address".into());
     }
     let mut labels = Labels::new();
@@ -369,7 +370,7 @@ mod tests {
     fn csv_errors_name_the_line_and_field() {
         let text = "name,kind,managed,addresses,labels\nweb-1,vm,true,10.0.0.1,app=a;role=web\nweb-2,vm,true,10.0.0.300,app=a\n";
         let e = parse_csv("inv.csv", text).unwrap_err();
-        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(e.0[0].line, 3);
         assert_eq!(e.0[0].field, "addresses");
     }

@@ -330,7 +330,7 @@ impl CompiledPolicy {
         let mut processes: FxHashMap<String, u32> = FxHashMap::default();
         let mut rules = Vec::new();
         let mut src_bits = Vec::new();
-        let mut dst_sets: Vec<Vec<bool>> = Vec::new();
+        let mut candidates: Vec<Vec<u32>> = vec![Vec::new(); class_count];
         let mut rule_services: Vec<Vec<(ServicePort, u32)>> = Vec::new();
         let mut rule_allow = Vec::new();
         for (rs, rule) in policy.rules() {
@@ -348,15 +348,16 @@ impl CompiledPolicy {
                 .map(|s| resolve_selector(policy, rs, s, &list_index))
                 .collect();
             let mut bits = vec![0u64; words];
-            let mut dst = vec![false; class_count];
+            let rule_index = rules.len() as u32;
             for (ci, c) in classes.iter().enumerate() {
                 if from.iter().any(|m| class_matches(m, c)) {
                     bits[ci / 64] |= 1 << (ci % 64);
                 }
-                dst[ci] = to.iter().any(|m| class_matches(m, c));
+                if to.iter().any(|m| class_matches(m, c)) {
+                    candidates[ci].push(rule_index);
+                }
             }
             src_bits.extend(bits);
-            dst_sets.push(dst);
             let mut svcs = Vec::new();
             for s in &rule.services {
                 match s {
@@ -389,10 +390,7 @@ impl CompiledPolicy {
         let mut tables = Vec::new();
         let mut table_ids: FxHashMap<Vec<u32>, u32> = FxHashMap::default();
         let mut class_table = Vec::with_capacity(class_count);
-        for ci in 0..class_count {
-            let relevant: Vec<u32> = (0..rules.len() as u32)
-                .filter(|&r| dst_sets[r as usize][ci])
-                .collect();
+        for relevant in candidates {
             if let Some(&t) = table_ids.get(&relevant) {
                 class_table.push(t);
                 continue;

@@ -199,7 +199,11 @@ fn summarize(v: &Verdict, src: &Endpoint, dst: &Endpoint) -> String {
         VerdictKind::Allowed => "the connection is allowed".to_string(),
         VerdictKind::Blocked => {
             let ends: Vec<String> = [src, dst].iter().filter(|e| e.enforces).map(|e| name(e)).collect();
-            format!("{} enforces, so the connection is blocked", ends.join(" and "))
+            format!(
+                "{} {}, so the connection is blocked",
+                ends.join(" and "),
+                if ends.len() > 1 { "enforce" } else { "enforces" }
+            )
         }
         VerdictKind::PotentiallyBlocked => {
             "no managed end enforces (monitor, idle or unmanaged), so the connection passes and is reported as potentially blocked".to_string()
