@@ -25,3 +25,4 @@ mod v5;
 pub use decoder::{Counters, Decoder, DecoderConfig};
 pub use error::DecodeError;
 pub use record::FlowRecord;
+pub use sflow::SFLOW_V5;

@@ -9,7 +9,7 @@ use serde::Serialize;
 pub struct FlowRecord {
     /// The address the datagram came from, as given by the caller.
     pub exporter: SocketAddr,
-    /// 5, 9, 10 (IPFIX) or 5000 for sFlow v5 (kept apart from NetFlow v5).
+    /// 5, 9, 10 (IPFIX) or [`SFLOW_V5`](crate::SFLOW_V5) (5000, kept apart from NetFlow v5).
     pub version: u16,
     /// IPFIX observation domain, v9 source id, v5 `engine_type << 8 | engine_id`,
     /// sFlow `source_id` of the sample.
