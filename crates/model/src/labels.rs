@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::Deserialize;
+
 /// One `key=value` pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
@@ -188,6 +190,18 @@ impl fmt::Display for Labels {
 impl serde::Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(d)?;
+        let mut labels = Labels::new();
+        for (k, v) in map {
+            let label = Label::new(k, v).map_err(serde::de::Error::custom)?;
+            labels.insert(label).map_err(serde::de::Error::custom)?;
+        }
+        Ok(labels)
     }
 }
 

@@ -3,12 +3,14 @@
 //! Plain immutable data with validating constructors: once a value of these types
 //! exists it is well-formed, so the policy engine never re-checks it. No IO here.
 
+mod flow;
 mod inventory;
 mod labels;
 mod service;
 mod verdict;
 mod workload;
 
+pub use flow::{Bucket, FlowSummary, SummaryKey, SummaryVerdict};
 pub use inventory::{Inventory, InventoryError};
 pub use labels::{Label, LabelError, Labels, validate_key, validate_value};
 pub use service::{

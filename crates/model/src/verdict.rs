@@ -38,7 +38,9 @@ pub enum Decision {
 }
 
 /// What happens to the connection once enforcement modes are taken into account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
     Allowed,
@@ -53,6 +55,20 @@ impl fmt::Display for VerdictKind {
             VerdictKind::PotentiallyBlocked => "potentially_blocked",
             VerdictKind::Blocked => "blocked",
         })
+    }
+}
+
+impl std::str::FromStr for VerdictKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allowed" => Ok(VerdictKind::Allowed),
+            "potentially_blocked" => Ok(VerdictKind::PotentiallyBlocked),
+            "blocked" => Ok(VerdictKind::Blocked),
+            _ => Err(format!(
+                "unknown verdict {s:?} (expected allowed, potentially_blocked or blocked)"
+            )),
+        }
     }
 }
 
