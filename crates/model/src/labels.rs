@@ -1,8 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
-
 /// One `key=value` pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
@@ -195,7 +193,7 @@ impl serde::Serialize for Labels {
 
 impl<'de> serde::Deserialize<'de> for Labels {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<String, String>::deserialize(d)?;
+        let map = <BTreeMap<String, String> as serde::Deserialize>::deserialize(d)?;
         let mut labels = Labels::new();
         for (k, v) in map {
             let label = Label::new(k, v).map_err(serde::de::Error::custom)?;
