@@ -19,6 +19,9 @@ pub struct DecoderConfig {
     /// Report non-core elements in [`FlowRecord::extra`]. Costs allocations
     /// per record; collectors that only aggregate can turn it off.
     pub capture_extra: bool,
+    /// Exporters with template state. Bounds what spoofed source
+    /// addresses can make the decoder allocate.
+    pub max_exporters: usize,
     /// Templates kept per (exporter, version, observation domain).
     pub max_templates_per_scope: usize,
     /// Observation domains / source ids kept per exporter.
@@ -33,6 +36,7 @@ impl Default for DecoderConfig {
     fn default() -> Self {
         Self {
             capture_extra: true,
+            max_exporters: 10_000,
             max_templates_per_scope: 1024,
             max_scopes_per_exporter: 64,
             max_pending_sets: 64,
@@ -278,6 +282,9 @@ impl Decoder {
             }
         }
         let cfg = &self.config;
+        if !self.exporters.contains_key(&exporter) && self.exporters.len() >= cfg.max_exporters {
+            return Err(DecodeError::ExporterLimit(cfg.max_exporters));
+        }
         let exp = self.exporters.entry(exporter).or_default();
         let key = (version, ctx.domain);
         if !exp.scopes.contains_key(&key) && exp.scopes.len() >= cfg.max_scopes_per_exporter {
@@ -484,7 +491,9 @@ fn decode_data_set(
 ) -> Result<(), DecodeError> {
     let mut pos = 0;
     while set.len() - pos >= t.min_len {
-        if t.has_varlen && set[pos..].iter().all(|&b| b == 0) && set.len() - pos < 4 {
+        // With variable-length fields the shortest record can be shorter
+        // than the up-to-3 bytes of zero padding that end a set.
+        if t.has_varlen && set.len() - pos < 4 && set[pos..].iter().all(|&b| b == 0) {
             break;
         }
         let mut acc = Acc::default();

@@ -37,6 +37,8 @@ pub enum DecodeError {
     },
     #[error("too many templates for one exporter scope (limit {0})")]
     TemplateLimit(usize),
+    #[error("too many exporters with template state (limit {0})")]
+    ExporterLimit(usize),
     #[error("sflow: {0}")]
     Sflow(&'static str),
 }

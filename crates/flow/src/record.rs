@@ -88,8 +88,9 @@ impl Sampling {
         {
             return Some(e.1);
         }
+        // A record that names no sampler (or an unknown one) only gets an
+        // interval announced for the whole scope, never a sampler's.
         self.default_interval
-            .or_else(|| (self.by_sampler.len() == 1).then(|| self.by_sampler[0].1))
     }
 }
 

@@ -535,6 +535,25 @@ fn malformed_datagrams_are_counted_errors() {
 }
 
 #[test]
+fn exporter_state_is_bounded() {
+    let cfg = DecoderConfig {
+        max_exporters: 2,
+        ..DecoderConfig::default()
+    };
+    let mut d = Decoder::with_config(cfg);
+    let t = ipfix(1, T0, &[set(2, &tpl(256, &basic_fields()))]);
+    assert!(d.decode(exporter(1), &t).is_ok());
+    assert!(d.decode(exporter(2), &t).is_ok());
+    assert!(matches!(
+        d.decode(exporter(3), &t),
+        Err(DecodeError::ExporterLimit(2))
+    ));
+    d.forget_exporter(&exporter(1));
+    assert!(d.decode(exporter(3), &t).is_ok());
+    assert_eq!(d.exporter_count(), 2);
+}
+
+#[test]
 fn extra_capture_can_be_turned_off() {
     let cfg = DecoderConfig {
         capture_extra: false,
