@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use bulkhead_model::{FlowSummary, Inventory, Labels, SummaryKey, SummaryVerdict};
+use bulkhead_model::{FlowSummary, Inventory, SummaryKey, SummaryVerdict};
 use bulkhead_policy::{CompiledPolicy, ConnKey};
 
 use crate::direction::ListeningPorts;
@@ -49,7 +49,7 @@ impl Enricher {
         let src = self.inventory.by_address(key.src);
         let dst = self.inventory.by_address(key.dst);
         let labels = |w: Option<&bulkhead_model::Workload>| {
-            w.map(|w| w.labels.clone()).unwrap_or_else(Labels::new)
+            w.map(|w| w.labels.clone()).unwrap_or_default()
         };
         FlowSummary {
             provisioned: self.provisioned.as_deref().map(|p| verdict_of(p, &key)),
