@@ -1,0 +1,303 @@
+//! UDP flow collectors.
+//!
+//! Each listen address gets one socket per core, bound with `SO_REUSEPORT`: the kernel
+//! spreads exporters over the sockets by their address, so one exporter always reaches
+//! the same worker and its templates stay in that worker's decoder. Every worker
+//! decodes, enriches and aggregates on its own, without locks on the per-record path,
+//! and hands closed buckets to a sink thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bulkhead_enrich::{Aggregator, Enricher, Observation};
+use bulkhead_flow::Decoder;
+use bulkhead_model::FlowSummary;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Defaults: NetFlow, IPFIX and sFlow on every interface.
+pub const DEFAULT_NETFLOW: &str = "0.0.0.0:2055";
+pub const DEFAULT_IPFIX: &str = "0.0.0.0:4739";
+pub const DEFAULT_SFLOW: &str = "0.0.0.0:6343";
+
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Sockets (and worker threads) per listen address; defaults to the core count.
+    pub workers: usize,
+    /// Requested receive buffer per socket; the kernel caps it at `net.core.rmem_max`.
+    pub recv_buffer: usize,
+    /// How often workers hand closed buckets to the sink.
+    pub flush_every: Duration,
+    /// How long after a bucket ends late records are still folded into it.
+    pub grace: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            listen: [DEFAULT_NETFLOW, DEFAULT_IPFIX, DEFAULT_SFLOW]
+                .iter()
+                .map(|a| a.parse().expect("valid default"))
+                .collect(),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            recv_buffer: 64 << 20,
+            flush_every: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters shared by every worker, readable at any time.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub datagrams: AtomicU64,
+    pub records: AtomicU64,
+    pub malformed: AtomicU64,
+    pub no_template: AtomicU64,
+    pub summaries: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    pub datagrams: u64,
+    pub records: u64,
+    pub malformed: u64,
+    pub no_template: u64,
+    pub summaries: u64,
+    /// Datagrams the kernel dropped on our sockets (receive buffer full).
+    pub dropped: u64,
+}
+
+/// The inventory and policy the workers enrich with; replace it to make them use new ones.
+pub type SharedEnricher = Arc<RwLock<Arc<Enricher>>>;
+
+/// A running collector. Dropping it without [`Collector::stop`] leaves the threads running
+/// until the process ends.
+#[derive(Debug)]
+pub struct Collector {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    sink: Option<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    local: Vec<SocketAddr>,
+    ports: Vec<u16>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a small buffer only means earlier drops, which are counted.
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+impl Collector {
+    /// Binds every socket first (so a port in use fails before anything runs), then
+    /// starts the workers and the sink thread, which calls `sink` with each batch of
+    /// closed summaries and with the rest at stop.
+    pub fn start<F>(
+        config: &CollectorConfig,
+        enricher: SharedEnricher,
+        mut sink: F,
+    ) -> std::io::Result<Collector>
+    where
+        F: FnMut(Vec<FlowSummary>) + Send + 'static,
+    {
+        let mut sockets = Vec::new();
+        let mut local = Vec::new();
+        for addr in &config.listen {
+            // Port 0 means "any free port": bind the first socket, then the others to
+            // the port it got, so every worker shares one address.
+            let first = bind(*addr, config.recv_buffer)?;
+            let bound = first.local_addr()?.as_socket().expect("inet socket");
+            local.push(bound);
+            sockets.push(first);
+            for _ in 1..config.workers.max(1) {
+                sockets.push(bind(bound, config.recv_buffer)?);
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::channel::<Vec<FlowSummary>>();
+        let sink_thread = std::thread::Builder::new()
+            .name("collector-sink".into())
+            .spawn(move || {
+                while let Ok(batch) = rx.recv() {
+                    sink(batch);
+                }
+            })?;
+        let mut workers = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let (stop, metrics, tx, enricher) =
+                (stop.clone(), metrics.clone(), tx.clone(), enricher.clone());
+            let flush_every = config.flush_every;
+            let grace = config.grace.as_millis() as i64;
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("collector-{i}"))
+                    .spawn(move || {
+                        worker(socket, stop, metrics, tx, enricher, flush_every, grace)
+                    })?,
+            );
+        }
+        let ports = local.iter().map(|a| a.port()).collect();
+        Ok(Collector {
+            stop,
+            workers,
+            sink: Some(sink_thread),
+            metrics,
+            local,
+            ports,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let m = &self.metrics;
+        MetricsSnapshot {
+            datagrams: m.datagrams.load(Ordering::Relaxed),
+            records: m.records.load(Ordering::Relaxed),
+            malformed: m.malformed.load(Ordering::Relaxed),
+            no_template: m.no_template.load(Ordering::Relaxed),
+            summaries: m.summaries.load(Ordering::Relaxed),
+            dropped: kernel_drops(&self.ports),
+        }
+    }
+
+    /// Stops the workers, flushes every open summary to the sink, and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(s) = self.sink.take() {
+            let _ = s.join();
+        }
+    }
+}
+
+fn worker(
+    socket: Socket,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    tx: mpsc::Sender<Vec<FlowSummary>>,
+    shared: SharedEnricher,
+    flush_every: Duration,
+    grace_ms: i64,
+) {
+    let socket: std::net::UdpSocket = socket.into();
+    let mut decoder = Decoder::new();
+    let current = shared.read().map(|e| e.clone()).unwrap_or_default();
+    let mut aggregator = Aggregator::new(current);
+    let mut buf = vec![0u8; 65536];
+    let mut records = Vec::with_capacity(64);
+    let mut last_flush = std::time::Instant::now();
+    let mut reported = bulkhead_flow::Counters::default();
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                records.clear();
+                let now = now_ms();
+                if decoder.decode_into(from, &buf[..n], &mut records).is_ok() {
+                    for r in &records {
+                        aggregator.add(&Observation::from(r), now);
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => tracing::warn!("collector receive error: {e}"),
+        }
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping || last_flush.elapsed() >= flush_every {
+            last_flush = std::time::Instant::now();
+            // Publish decoder counters as deltas so several workers add up.
+            let c = decoder.counters();
+            metrics
+                .datagrams
+                .fetch_add(c.datagrams - reported.datagrams, Ordering::Relaxed);
+            metrics
+                .records
+                .fetch_add(c.records - reported.records, Ordering::Relaxed);
+            metrics
+                .malformed
+                .fetch_add(c.malformed - reported.malformed, Ordering::Relaxed);
+            metrics
+                .no_template
+                .fetch_add(c.no_template - reported.no_template, Ordering::Relaxed);
+            reported = c;
+            if let Ok(e) = shared.read()
+                && !Arc::ptr_eq(&e, aggregator.enricher())
+            {
+                aggregator.set_enricher(e.clone());
+            }
+            let batch = if stopping {
+                aggregator.flush_all()
+            } else {
+                aggregator.flush(now_ms(), grace_ms)
+            };
+            if !batch.is_empty() {
+                metrics
+                    .summaries
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let _ = tx.send(batch);
+            }
+            if stopping {
+                decoder.expire_pending();
+                let c = decoder.counters();
+                metrics
+                    .no_template
+                    .fetch_add(c.no_template - reported.no_template, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Sums the kernel's per-socket drop counters for our UDP ports (`/proc/net/udp{,6}`,
+/// last column). Zero where the files cannot be read.
+pub fn kernel_drops(ports: &[u16]) -> u64 {
+    let mut total = 0;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let Some(local) = cols.get(1) else { continue };
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if port.is_some_and(|p| ports.contains(&p)) {
+                total += cols.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
