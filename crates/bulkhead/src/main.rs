@@ -2,6 +2,8 @@
 //! library crates.
 
 mod files;
+mod flows_cmd;
+mod pcap;
 mod policy_cmd;
 
 use std::process::ExitCode;
@@ -27,6 +29,9 @@ enum Command {
     /// Check, format, explain and analyze policy-as-code.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Decode, import, collect and query flows.
+    #[command(subcommand)]
+    Flows(flows_cmd::FlowsCommand),
     /// Check inventory files and show what label rules assign.
     #[command(subcommand)]
     Inventory(policy_cmd::InventoryCommand),
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(c) => policy_cmd::run_policy(c),
         Command::Inventory(c) => policy_cmd::run_inventory(c),
+        Command::Flows(c) => flows_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
