@@ -26,6 +26,9 @@ enum Known {
     /// tshark gives up part way through the datagram; the records it does
     /// show must match ours, in order.
     TsharkStopsEarly,
+    /// tshark subtracts 32-bit uptimes without handling the wrap; its time
+    /// is exactly 2^32 ms (49.7 days) away from ours.
+    TsharkUptimeWrap,
 }
 
 const KNOWN: &[(&str, Known, &str)] = &[
@@ -48,6 +51,13 @@ const KNOWN: &[(&str, Known, &str)] = &[
          which are templates, so it shows no records either",
     ),
     (
+        "netflow5.dat",
+        Known::TsharkUptimeWrap,
+        "softflowd had been up 3.381 s and reports a flow first seen 1 ms before its uptime \
+         zero (first = 0xffffffff). We take the signed 32-bit difference (start 3.382 s before \
+         export); tshark's unsigned one puts the start 49.7 days after the flow ended",
+    ),
+    (
         "netflow9_test_h3c_data3281.dat",
         Known::TsharkStopsEarly,
         "H3C template 3281 uses field 43 with length 2; tshark insists on Cisco's \
@@ -59,6 +69,9 @@ const KNOWN: &[(&str, Known, &str)] = &[
 ];
 
 struct TsFlow {
+    /// v5/v9 only: first/last switched, exporter uptime milliseconds.
+    uptime_start: Option<i64>,
+    uptime_end: Option<i64>,
     src: Option<IpAddr>,
     dst: Option<IpAddr>,
     sport: Vec<u16>,
@@ -101,7 +114,18 @@ fn flow_from(o: &serde_json::Map<String, Value>) -> TsFlow {
             .first()
             .map(|s| s.parse::<IpAddr>().expect("tshark address"))
     };
+    let tree = o.get("cflow.timedelta_tree").and_then(Value::as_object);
+    let uptime = |k: &str| {
+        let v = strings(tree?.get(k));
+        if v.len() == 1 {
+            seconds_to_ms(&v[0])
+        } else {
+            None
+        }
+    };
     TsFlow {
+        uptime_start: uptime("cflow.timestart"),
+        uptime_end: uptime("cflow.timeend"),
         src: addr(&["cflow.srcaddr", "cflow.srcaddrv6"]),
         dst: addr(&["cflow.dstaddr", "cflow.dstaddrv6"]),
         sport: parse_all(first(o, &["cflow.srcport"])),
@@ -126,6 +150,37 @@ fn flow_from(o: &serde_json::Map<String, Value>) -> TsFlow {
     }
 }
 
+/// tshark prints seconds with nine decimals; milliseconds without floats.
+fn seconds_to_ms(s: &str) -> Option<i64> {
+    let (secs, frac) = s.split_once('.')?;
+    let ms: i64 = frac.get(..3)?.parse().ok()?;
+    Some(secs.parse::<i64>().ok()? * 1000 + ms)
+}
+
+/// v5/v9 header: (export time, exporter uptime), both in milliseconds.
+struct TsHeader {
+    export_ms: i64,
+    uptime_ms: i64,
+}
+
+fn header(c: &Value) -> Option<TsHeader> {
+    let c = match c {
+        Value::Array(a) => a.first()?,
+        v => v,
+    };
+    let uptime_ms = seconds_to_ms(c.get("cflow.sysuptime")?.as_str()?)?;
+    let tree = c.get("cflow.timestamp_tree")?;
+    let secs: i64 = tree.get("cflow.unix_secs")?.as_str()?.parse().ok()?;
+    let nsecs: i64 = tree
+        .get("cflow.unix_nsecs")
+        .and_then(Value::as_str)
+        .map_or(Some(0), |s| s.parse().ok())?;
+    Some(TsHeader {
+        export_ms: secs * 1000 + nsecs / 1_000_000,
+        uptime_ms,
+    })
+}
+
 fn collect_flows(v: &Value, out: &mut Vec<TsFlow>) {
     match v {
         Value::Object(o) => {
@@ -147,7 +202,7 @@ fn collect_flows(v: &Value, out: &mut Vec<TsFlow>) {
     }
 }
 
-fn run_tshark(datagrams: &[Datagram]) -> Vec<Vec<TsFlow>> {
+fn run_tshark(datagrams: &[Datagram]) -> Vec<(Option<TsHeader>, Vec<TsFlow>)> {
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bulkhead-flow-oracle-{}.pcap", std::process::id()));
     std::fs::write(&path, write_pcap(datagrams)).expect("write pcap");
@@ -175,19 +230,43 @@ fn run_tshark(datagrams: &[Datagram]) -> Vec<Vec<TsFlow>> {
         .iter()
         .map(|f| {
             let mut flows = Vec::new();
+            let mut hdr = None;
             if let Some(c) = f.pointer("/_source/layers/cflow") {
                 collect_flows(c, &mut flows);
+                hdr = header(c);
             }
             // Options data (sampling, interface tables) has no addresses and
             // is not a flow: we do not emit it either.
             flows.retain(|t| t.src.is_some() || t.dst.is_some());
-            flows
+            (hdr, flows)
         })
         .collect()
 }
 
-fn compare(ours: &FlowRecord, ts: &TsFlow) -> Vec<String> {
+const UPTIME_WRAP: &str = "uptime wrap:";
+
+fn compare(ours: &FlowRecord, ts: &TsFlow, hdr: Option<&TsHeader>) -> Vec<String> {
     let mut diffs = Vec::new();
+    // tshark shows v5/v9 first/last as uptime offsets; the absolute time is
+    // the export time minus how long before export the uptime was.
+    if let Some(h) = hdr.filter(|_| ours.version != 10) {
+        for (what, uptime, abs) in [
+            ("start", ts.uptime_start, ours.start_ms),
+            ("end", ts.uptime_end, ours.end_ms),
+        ] {
+            if let Some(u) = uptime {
+                let want = h.export_ms - (h.uptime_ms - u);
+                let ours = abs.and_then(|a| i64::try_from(a).ok());
+                if ours.is_some_and(|o| want - o == 1 << 32) {
+                    diffs.push(format!(
+                        "{UPTIME_WRAP} {what}_ms: ours {abs:?}, from tshark {want}"
+                    ));
+                } else if ours != Some(want) {
+                    diffs.push(format!("{what}_ms: ours {abs:?}, from tshark {want}"));
+                }
+            }
+        }
+    }
     let mut check = |what: &str, ok: bool, ours: String, theirs: String| {
         if !ok {
             diffs.push(format!("{what}: ours {ours}, tshark {theirs}"));
@@ -276,7 +355,9 @@ fn fixtures_match_tshark() {
     let mut failures = Vec::new();
     let mut used: BTreeMap<&str, usize> = BTreeMap::new();
     let mut compared = 0usize;
-    for (d, ts) in datagrams.iter().zip(&theirs) {
+    let mut times_checked = 0usize;
+    let mut wraps = 0usize;
+    for (d, (hdr, ts)) in datagrams.iter().zip(&theirs) {
         let known = KNOWN.iter().find(|k| k.0 == d.file);
         if let Some(k) = known {
             *used.entry(k.0).or_default() += 1;
@@ -314,7 +395,16 @@ fn fixtures_match_tshark() {
         }
         for (i, (o, t)) in ours.iter().zip(ts).enumerate() {
             compared += 1;
-            for diff in compare(o, t) {
+            if hdr.is_some() && o.version != 10 && t.uptime_start.is_some() {
+                times_checked += 1;
+            }
+            for diff in compare(o, t, hdr.as_ref()) {
+                if diff.starts_with(UPTIME_WRAP)
+                    && known.map(|k| k.1) == Some(Known::TsharkUptimeWrap)
+                {
+                    wraps += 1;
+                    continue;
+                }
                 failures.push(format!("{label} record {i}: {diff}"));
             }
         }
@@ -332,9 +422,20 @@ fn fixtures_match_tshark() {
         failures.join("\n")
     );
     assert!(compared >= 380, "only {compared} records compared");
+    assert!(
+        times_checked >= 150,
+        "only {times_checked} timestamps checked"
+    );
+    assert_eq!(
+        wraps, 2,
+        "the two netflow5.dat records with first = 0xffffffff"
+    );
     let expired = decoder.expire_pending();
     let c = decoder.counters();
-    eprintln!("compared {compared} records with tshark; counters {c:?}; expired {expired}");
+    eprintln!(
+        "compared {compared} records ({times_checked} with uptime timestamps) with tshark; \
+         counters {c:?}; expired {expired}"
+    );
     // The three `*invalid*` files, and nothing else.
     assert_eq!(c.malformed, 3, "{c:?}");
     // Netscaler's data datagram carries a set for template 280, which its
