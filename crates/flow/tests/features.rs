@@ -594,3 +594,54 @@ fn records_serialize_to_json() {
     assert_eq!(v["exporter"], "192.0.2.1:4739");
     assert_eq!(v["bytes"], 1500);
 }
+
+#[test]
+fn v9_framing_rules() {
+    let e = exporter(1);
+    let body = [
+        set(0, &tpl(256, &basic_fields())),
+        set(256, &basic_record(0)),
+    ];
+    // Zero padding after the last flowset (Cisco ACI does this) is accepted.
+    let mut padded = v9(0, 1, T0, 2, &body);
+    padded.extend([0; 64]);
+    assert_eq!(Decoder::new().decode(e, &padded).unwrap().len(), 1);
+    // Anything else after it is not.
+    let mut junk = v9(0, 1, T0, 2, &body);
+    junk.extend([0, 0, 0, 0, 1, 2, 3, 4]);
+    assert!(Decoder::new().decode(e, &junk).is_err());
+    // A header count below the number of flowsets contradicts both readings
+    // of the field (records or flowsets).
+    let err = Decoder::new()
+        .decode(e, &v9(0, 1, T0, 1, &body))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::V9Count {
+                count: 1,
+                flowsets: 2
+            }
+        ),
+        "{err}"
+    );
+    // Counting flowsets instead of records is common and accepted.
+    let many = [
+        set(0, &tpl(256, &basic_fields())),
+        set(256, &[basic_record(0), basic_record(1)].concat()),
+    ];
+    assert_eq!(
+        Decoder::new()
+            .decode(e, &v9(0, 1, T0, 2, &many))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn decoder_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Decoder>();
+    assert_send_sync::<bulkhead_flow::FlowRecord>();
+}
