@@ -1,1 +1,127 @@
-//! placeholder
+//! The embedded store of flow summaries.
+//!
+//! [`FlowStore`] is what the rest of Bulkhead sees: upsert summaries, query them back
+//! with filters, expire old ones, and aggregate per address for the sprawl report. No SQL
+//! leaves this crate; [`SqliteFlowStore`] is the default backend (one file, WAL mode),
+//! and a column store can implement the same trait when one machine is not enough.
+//!
+//! The trait is synchronous on purpose: SQLite is an in-process library, so the server
+//! calls it from a blocking task rather than pretending it is asynchronous.
+#![forbid(unsafe_code)]
+
+mod error;
+mod query;
+mod sqlite;
+
+use std::net::IpAddr;
+
+pub use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryKey, SummaryVerdict, VerdictKind};
+pub use error::StoreError;
+pub use query::FlowQuery;
+pub use sqlite::SqliteFlowStore;
+
+/// A store of [`FlowSummary`] rows, one per [`SummaryKey`].
+pub trait FlowStore {
+    /// Writes all `summaries` in one transaction: all or nothing. A summary whose key is
+    /// already stored is folded into it as by [`FlowSummary::merge`], as are repeated
+    /// keys within the batch, in order. Counters saturate at `i64::MAX` (not
+    /// `u64::MAX`) because that is the widest integer the backends store.
+    fn upsert(&mut self, summaries: &[FlowSummary]) -> Result<(), StoreError>;
+
+    /// The summaries matching `q`, ordered by (bucket start, src, dst, proto, port,
+    /// process) with `None` before any process, then `offset`/`limit` applied.
+    /// [`FlowQuery::matches`] states what matches.
+    fn query(&self, q: &FlowQuery) -> Result<Vec<FlowSummary>, StoreError>;
+
+    /// Deletes every summary whose bucket ended at or before `older_than_ms` (of either
+    /// bucket width) and returns how many were deleted.
+    fn expire(&mut self, older_than_ms: i64) -> Result<u64, StoreError>;
+
+    /// Row counts and time span per bucket width.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// One row per address seen on either side of a `bucket` summary starting in
+    /// `[from_ms, to_ms)`, ordered by address. Takes the bucket width because minute
+    /// and hour summaries usually describe the same traffic twice.
+    fn seen_addresses(
+        &self,
+        bucket: Bucket,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeenAddress>, StoreError>;
+}
+
+/// How long summaries are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age_ms: i64,
+}
+
+impl Retention {
+    /// Thirty days: long enough to see monthly jobs before writing rules for them.
+    pub const DEFAULT: Retention = Retention {
+        max_age_ms: 30 * 24 * 3_600_000,
+    };
+
+    /// The `older_than_ms` to pass to [`FlowStore::expire`] at time `now_ms`.
+    pub fn cutoff(self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.max_age_ms)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What [`FlowStore::stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub minute: BucketStats,
+    pub hour: BucketStats,
+}
+
+impl StoreStats {
+    pub fn get(&self, bucket: Bucket) -> &BucketStats {
+        match bucket {
+            Bucket::Minute => &self.minute,
+            Bucket::Hour => &self.hour,
+        }
+    }
+}
+
+/// Rows of one bucket width; the starts are `None` when there are no rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BucketStats {
+    pub rows: u64,
+    pub oldest_start_ms: Option<i64>,
+    pub newest_start_ms: Option<i64>,
+}
+
+/// A provider port: what an address served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServedPort {
+    pub proto: u8,
+    pub port: u16,
+}
+
+/// One address as the traffic shows it, for comparing with the inventory (sprawl).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenAddress {
+    pub address: IpAddr,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// Bytes of every summary it took part in, on either side (saturating).
+    pub bytes: u64,
+    pub connections: u64,
+    /// Distinct addresses it talked to, on either side.
+    pub peers: u64,
+    /// Ports it answered on as the provider, sorted.
+    pub served: Vec<ServedPort>,
+    /// Exporters and agents that reported it, sorted.
+    pub reporters: Vec<String>,
+    /// Workload names the enrichment gave it, sorted; empty for an address the
+    /// inventory does not know.
+    pub workloads: Vec<String>,
+}

@@ -1,0 +1,47 @@
+use std::path::PathBuf;
+
+/// The backend's own error, boxed so that no backend type (and no SQL) leaks into the
+/// API of this crate.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open flow store {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: BackendError,
+    },
+    #[error(
+        "flow store schema version {found} is newer than this build understands ({supported}); \
+         upgrade bulkhead or open another file"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("migrating the flow store to schema version {version}: {source}")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: BackendError,
+    },
+    /// A backend operation failed; `context` says which.
+    #[error("{context}: {source}")]
+    Backend {
+        context: &'static str,
+        #[source]
+        source: BackendError,
+    },
+    /// A stored row does not decode into a summary (edited by hand, or a bug).
+    #[error("corrupt flow summary {row}: {what}")]
+    Corrupt { row: String, what: String },
+}
+
+impl StoreError {
+    pub(crate) fn backend(
+        context: &'static str,
+    ) -> impl FnOnce(rusqlite::Error) -> StoreError + 'static {
+        move |e| StoreError::Backend {
+            context,
+            source: Box::new(e),
+        }
+    }
+}
