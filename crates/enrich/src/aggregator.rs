@@ -102,7 +102,7 @@ impl Aggregator {
                 .saturating_add(o.bytes)
                 .saturating_add(o.reverse_bytes);
             // A reply record is the same connection seen from the other side.
-            c.connections += u64::from(!dir.reversed);
+            c.connections += if dir.reversed { 0 } else { o.connections };
             c.first_ms = c.first_ms.min(start);
             c.last_ms = c.last_ms.max(end);
         }

@@ -195,6 +195,7 @@ mod tests {
             reverse_packets: 0,
             reverse_bytes: 0,
             icmp_type: None,
+            connections: 1,
         }
     }
 

@@ -48,9 +48,8 @@ impl Enricher {
     pub fn summary(&self, key: SummaryKey, reporter: Option<String>) -> FlowSummary {
         let src = self.inventory.by_address(key.src);
         let dst = self.inventory.by_address(key.dst);
-        let labels = |w: Option<&bulkhead_model::Workload>| {
-            w.map(|w| w.labels.clone()).unwrap_or_default()
-        };
+        let labels =
+            |w: Option<&bulkhead_model::Workload>| w.map(|w| w.labels.clone()).unwrap_or_default();
         FlowSummary {
             provisioned: self.provisioned.as_deref().map(|p| verdict_of(p, &key)),
             draft: self.draft.as_deref().map(|p| verdict_of(p, &key)),

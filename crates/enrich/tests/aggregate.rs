@@ -53,6 +53,7 @@ fn obs(src: &str, sp: u16, dst: &str, dp: u16, t: i64, packets: u64) -> Observat
         reverse_packets: 0,
         reverse_bytes: 0,
         icmp_type: None,
+        connections: 1,
     }
 }
 

@@ -17,6 +17,8 @@ mod bytes;
 mod decoder;
 mod elements;
 mod error;
+pub mod import;
+mod observation;
 mod record;
 mod sflow;
 mod template;
@@ -24,5 +26,6 @@ mod v5;
 
 pub use decoder::{Counters, Decoder, DecoderConfig};
 pub use error::DecodeError;
+pub use observation::Observation;
 pub use record::FlowRecord;
 pub use sflow::SFLOW_V5;
