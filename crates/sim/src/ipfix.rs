@@ -201,7 +201,7 @@ impl IpfixEncoder {
         while i < flows.len() {
             buf.clear();
             buf.resize(HEADER_LEN, 0);
-            if self.datagrams % self.template_refresh == 0 {
+            if self.datagrams.is_multiple_of(self.template_refresh) {
                 template_set(&mut buf);
             }
             let mut records = 0u32;

@@ -407,7 +407,7 @@ fn attack_flows(estate: &Estate, rng: &mut Rng) -> Vec<SimFlow> {
 
     // Lateral movement: a shell and a file share on each target, then the database.
     let lateral_start = start + duration * 60 / 100;
-    let window = (duration / 4).min(120_000).max(1) as u64;
+    let window = (duration / 4).clamp(1, 120_000) as u64;
     let mut push = |rng: &mut Rng, dst: IpAddr, port: u16, profile: &'static Profile| {
         let c = Conversation {
             src: Endpoint::Addr(a.addr),
