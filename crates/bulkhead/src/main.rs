@@ -1,10 +1,41 @@
 //! The `bulkhead` command: argument parsing, file IO and printing. Logic lives in the
 //! library crates.
 
+/// Writes a line to stdout; a closed pipe (`bulkhead … | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            crate::stdout_failed(e)
+        }
+    }};
+}
+
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($t)*) {
+            crate::stdout_failed(e)
+        }
+    }};
+}
+
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(1);
+}
+
+mod estate;
 mod files;
 mod flows_cmd;
 mod pcap;
 mod policy_cmd;
+mod report_cmd;
+mod simulate_cmd;
 
 use std::process::ExitCode;
 
@@ -32,6 +63,11 @@ enum Command {
     /// Decode, import, collect and query flows.
     #[command(subcommand)]
     Flows(flows_cmd::FlowsCommand),
+    /// Reports over the flow store (sprawl).
+    #[command(subcommand)]
+    Report(report_cmd::ReportCommand),
+    /// Generate a synthetic estate: inventory, policy and its IPFIX traffic.
+    Simulate(simulate_cmd::SimulateArgs),
     /// Check inventory files and show what label rules assign.
     #[command(subcommand)]
     Inventory(policy_cmd::InventoryCommand),
@@ -55,6 +91,8 @@ fn main() -> ExitCode {
         Command::Policy(c) => policy_cmd::run_policy(c),
         Command::Inventory(c) => policy_cmd::run_inventory(c),
         Command::Flows(c) => flows_cmd::run(c),
+        Command::Report(c) => report_cmd::run(c),
+        Command::Simulate(a) => simulate_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

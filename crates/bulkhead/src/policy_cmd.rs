@@ -84,7 +84,7 @@ pub struct Estate {
     policy: Vec<PathBuf>,
 }
 
-fn load_policy(paths: &[PathBuf]) -> anyhow::Result<Policy> {
+pub(crate) fn load_policy(paths: &[PathBuf]) -> anyhow::Result<Policy> {
     let sources = read_policy_sources(paths)?;
     Policy::from_sources(&sources).map_err(|errors| {
         eprint!("{errors}");
@@ -93,7 +93,7 @@ fn load_policy(paths: &[PathBuf]) -> anyhow::Result<Policy> {
     })
 }
 
-fn load_inventory(files: &[PathBuf], rules: Option<&Path>) -> anyhow::Result<Inventory> {
+pub(crate) fn load_inventory(files: &[PathBuf], rules: Option<&Path>) -> anyhow::Result<Inventory> {
     let rules: Option<LabelRules> = match rules {
         None => None,
         Some(p) => {
@@ -162,7 +162,7 @@ pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Check { paths } => {
             let p = load_policy(&paths)?;
-            println!(
+            outln!(
                 "ok: {} tiers, {} rulesets, {} rules, {} label groups, {} ip lists, {} services",
                 p.tiers.len(),
                 p.rulesets.len(),
@@ -196,10 +196,10 @@ pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
                 if *text != f {
                     differing += 1;
                     if check {
-                        println!("would reformat {name}");
+                        outln!("would reformat {name}");
                     } else {
                         std::fs::write(name, &f).with_context(|| format!("writing {name}"))?;
-                        println!("formatted {name}");
+                        outln!("formatted {name}");
                     }
                 }
             }
@@ -227,9 +227,9 @@ pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
             };
             let e = explain::explain(&policy, &inv, &c);
             if json {
-                println!("{}", serde_json::to_string_pretty(&e)?);
+                outln!("{}", serde_json::to_string_pretty(&e)?);
             } else {
-                print!("{}", e.to_text());
+                out!("{}", e.to_text());
             }
             Ok(())
         }
@@ -295,10 +295,10 @@ fn analyze(estate: &Estate, flows: &Path, json: bool) -> anyhow::Result<()> {
         });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "estate: {} workloads ({} managed), {} identity classes; policy: {} tiers, {} rulesets, {} rules; compiled in {:.1} ms",
         inv.len(),
         inv.workloads().iter().filter(|w| w.managed).count(),
@@ -308,17 +308,20 @@ fn analyze(estate: &Estate, flows: &Path, json: bool) -> anyhow::Result<()> {
         policy.rule_count(),
         compile_time.as_secs_f64() * 1e3
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<22} {:<22} {:<12} {:<20} decided by",
-        "from", "to", "service", "verdict"
+        "from",
+        "to",
+        "service",
+        "verdict"
     );
     for r in &rows {
         let by = match &r.decided_by {
             DecidedBy::Rules { tier, rule_ids } => format!("{} ({tier})", rule_ids.join(", ")),
             DecidedBy::Default => "default".to_string(),
         };
-        println!(
+        outln!(
             "{:<22} {:<22} {:<12} {:<20} {by}",
             r.src,
             r.dst,
@@ -327,8 +330,8 @@ fn analyze(estate: &Estate, flows: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     let count = |k: VerdictKind| rows.iter().filter(|r| r.verdict == k).count();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} connections: {} allowed, {} potentially blocked, {} blocked",
         rows.len(),
         count(VerdictKind::Allowed),
@@ -347,12 +350,12 @@ pub fn run_inventory(cmd: InventoryCommand) -> anyhow::Result<()> {
         } => {
             let inv = load_inventory(&files, label_rules.as_deref())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(inv.workloads())?);
+                outln!("{}", serde_json::to_string_pretty(inv.workloads())?);
                 return Ok(());
             }
             for w in inv.workloads() {
                 let addrs: Vec<String> = w.addresses.iter().map(|a| a.to_string()).collect();
-                println!(
+                outln!(
                     "{:<16} {:<9} {:<9} {:<8} {:<28} {}",
                     w.name,
                     w.kind.to_string(),
@@ -362,7 +365,7 @@ pub fn run_inventory(cmd: InventoryCommand) -> anyhow::Result<()> {
                     w.labels
                 );
             }
-            println!("ok: {} workloads", inv.len());
+            outln!("ok: {} workloads", inv.len());
             Ok(())
         }
     }

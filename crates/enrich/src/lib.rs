@@ -6,12 +6,15 @@
 //!    policy and the draft.
 //! 4. [`Aggregator`]: summaries per (consumer, provider, protocol, provider port,
 //!    process) per minute and per hour.
+//! 5. [`sprawl::sprawl`]: addresses the traffic shows and the inventory does not know,
+//!    and workloads the inventory believes in that the traffic never shows.
 //!
 //! Pure: the caller supplies records and the current time.
 
 mod aggregator;
 pub mod direction;
 mod enricher;
+pub mod sprawl;
 
 pub use aggregator::{Aggregator, AggregatorStats};
 pub use direction::{ListeningPorts, Oriented};
