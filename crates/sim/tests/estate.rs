@@ -59,6 +59,18 @@ fn check(config: &SimConfig) -> Vec<SimFlow> {
     let estate = Estate::generate(config);
     let (inv, policy) = load(&estate);
     assert_eq!(inv.len(), estate.workloads().len());
+    for w in estate.workloads() {
+        let loaded = inv.by_name(&w.name).expect("workload loaded");
+        let labels: Vec<(String, String)> = loaded
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let want: Vec<(String, String)> = w.labels.clone().into_iter().collect();
+        assert_eq!(labels, want, "{}", w.name);
+        assert_eq!(loaded.addresses, w.addresses, "{}", w.name);
+        assert_eq!(loaded.mode, w.mode, "{}", w.name);
+    }
     let flows: Vec<SimFlow> = estate.flows().collect();
 
     for (k, v) in verdicts(&inv, &policy, &connections(&flows, FlowKind::Normal)) {
@@ -192,7 +204,7 @@ fn flows_are_ordered_in_the_window_and_at_the_asked_rate() {
     let end = cfg.start_ms + cfg.duration_ms;
     for f in &flows {
         assert!(f.start_ms >= cfg.start_ms && f.start_ms < end, "{f:?}");
-        assert!(f.end_ms >= f.start_ms && f.packets >= 1 && f.bytes >= 40 * f.packets.min(1));
+        assert!(f.end_ms >= f.start_ms && f.packets >= 1 && f.bytes >= 40 * f.packets);
         assert!(f.src_port >= 1024, "{f:?} has no ephemeral source port");
     }
 }
