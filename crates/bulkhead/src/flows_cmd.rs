@@ -1,4 +1,4 @@
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -53,6 +53,20 @@ pub enum FlowsCommand {
         exporter: SocketAddr,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Replay the export datagrams of a capture to a collector on this machine, paced in
+    /// flow records per second (for tests and benchmarks; loopback addresses only).
+    Replay {
+        capture: PathBuf,
+        /// Where to send: a loopback address (127.0.0.0/8 or ::1).
+        #[arg(long)]
+        to: SocketAddr,
+        /// Flow records per second over all senders (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Independent exporters (source sockets), each replaying the whole capture.
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
     },
     /// Import flow logs into the flow store, enriched and verdicted. Any malformed line
     /// stops the import before anything is stored.
@@ -150,6 +164,12 @@ fn record_json(r: &FlowRecord) -> serde_json::Value {
 pub fn run(cmd: FlowsCommand) -> anyhow::Result<()> {
     match cmd {
         FlowsCommand::Decode { exporter, files } => decode(exporter, &files),
+        FlowsCommand::Replay {
+            capture,
+            to,
+            rate,
+            senders,
+        } => replay(&capture, to, rate, senders.max(1)),
         FlowsCommand::Import {
             format,
             data,
@@ -464,4 +484,75 @@ fn print_summaries(rows: &[FlowSummary]) {
         );
     }
     outln!("{} summaries", rows.len());
+}
+
+fn replay(capture: &Path, to: SocketAddr, rate: u64, senders: usize) -> anyhow::Result<()> {
+    if !to.ip().is_loopback() {
+        return Err(invalid(format!(
+            "--to {to}: replay only sends to loopback addresses (127.0.0.0/8, ::1)"
+        )));
+    }
+    let bytes =
+        std::fs::read(capture).map_err(|e| invalid(format!("{}: {e}", capture.display())))?;
+    let datagrams =
+        pcap::udp_datagrams(&bytes).map_err(|e| invalid(format!("{}: {e}", capture.display())))?;
+    // Decode once to know how many records each datagram carries, so pacing is in records.
+    let mut decoder = Decoder::new();
+    let mut counts = Vec::with_capacity(datagrams.len());
+    let mut records = Vec::new();
+    for d in &datagrams {
+        records.clear();
+        let n = decoder
+            .decode_into(d.from, &d.payload, &mut records)
+            .unwrap_or(0);
+        counts.push(n as u64);
+    }
+    let per_sender: u64 = counts.iter().sum();
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..senders {
+            let (datagrams, counts) = (&datagrams, &counts);
+            handles.push(scope.spawn(move || -> std::io::Result<()> {
+                let sock = UdpSocket::bind(if to.is_ipv6() {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                })?;
+                let share = if rate == 0 {
+                    0.0
+                } else {
+                    rate as f64 / senders as f64
+                };
+                let begin = std::time::Instant::now();
+                let mut sent = 0u64;
+                for (d, n) in datagrams.iter().zip(counts) {
+                    if share > 0.0 {
+                        let due = Duration::from_secs_f64(sent as f64 / share);
+                        if let Some(wait) = due.checked_sub(begin.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    sock.send_to(&d.payload, to)?;
+                    sent += n;
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    let total = per_sender * senders as u64;
+    outln!(
+        "{{\"datagrams\":{},\"records\":{},\"seconds\":{:.3},\"records_per_second\":{:.0}}}",
+        datagrams.len() * senders,
+        total,
+        secs,
+        total as f64 / secs
+    );
+    Ok(())
 }
