@@ -635,3 +635,52 @@ fn a_failed_batch_leaves_nothing_and_forgets_its_ids() {
     q.workload = Some("brand-new".into());
     assert_eq!(store.query(&q).unwrap(), vec![fresh]);
 }
+
+#[test]
+fn address_and_workload_filters_hold_across_hours_and_before_1970() {
+    // The hour index truncates toward zero: -90 min is in hour -1 but -30 min and
+    // +30 min are both in hour 0. A window longer than the per-hour seek limit takes the
+    // other plan. Both plans must return the same rows.
+    let mut model = Vec::new();
+    for (i, start) in [-90 * MINUTE, -30 * MINUTE, 30 * MINUTE, 500 * 24 * HOUR]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = summary(0, "10.0.0.1", "10.0.0.2", 6, 80);
+        s.key.bucket_start_ms = start;
+        s.packets = i as u64;
+        s.dst_workload = Some("db".into());
+        model.push(s);
+        let mut other = summary(0, "10.0.0.3", "10.0.0.4", 6, 80);
+        other.key.bucket_start_ms = start;
+        model.push(other);
+    }
+    let store = store_with(&model);
+    for (from, to) in [
+        (i64::MIN, i64::MAX),
+        (-HOUR, HOUR),
+        (-90 * MINUTE, -30 * MINUTE),
+        (-89 * MINUTE, 31 * MINUTE),
+        (HOUR, 499 * 24 * HOUR),
+    ] {
+        let mut q = all_minutes();
+        q.from_ms = from;
+        q.to_ms = to;
+        q.address = Some(ip("10.0.0.2"));
+        assert_eq!(
+            store.query(&q).unwrap(),
+            expected(&model, &q),
+            "{from}..{to}"
+        );
+        q.address = None;
+        q.workload = Some("db".into());
+        assert_eq!(
+            store.query(&q).unwrap(),
+            expected(&model, &q),
+            "{from}..{to}"
+        );
+    }
+    let mut q = all_minutes();
+    q.address = Some(ip("10.0.0.2"));
+    assert_eq!(store.query(&q).unwrap().len(), 4);
+}
