@@ -13,8 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bulkhead_enrich::{Aggregator, Enricher, Observation};
+use bulkhead_enrich::{Aggregator, Closed, Enricher, Observation};
 use bulkhead_flow::Decoder;
+
 use bulkhead_model::FlowSummary;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -136,12 +137,15 @@ impl Collector {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
-        let (tx, rx) = mpsc::channel::<Vec<FlowSummary>>();
+        let (tx, rx) = mpsc::channel::<Closed>();
+        // Enrichment and verdicts run here, off the workers' receive path.
+        let sink_enricher = enricher.clone();
         let sink_thread = std::thread::Builder::new()
             .name("collector-sink".into())
             .spawn(move || {
-                while let Ok(batch) = rx.recv() {
-                    sink(batch);
+                while let Ok(closed) = rx.recv() {
+                    let current = sink_enricher.read().map(|e| e.clone()).unwrap_or_default();
+                    sink(closed.materialize(&current));
                 }
             })?;
         let mut workers = Vec::new();
@@ -202,27 +206,39 @@ fn worker(
     socket: Socket,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    tx: mpsc::Sender<Vec<FlowSummary>>,
+    tx: mpsc::Sender<Closed>,
     shared: SharedEnricher,
     flush_every: Duration,
     grace_ms: i64,
 ) {
     let socket: std::net::UdpSocket = socket.into();
-    let mut decoder = Decoder::new();
+    // The aggregator reads only the core fields; extra elements would cost allocations.
+    let mut decoder = Decoder::with_config(bulkhead_flow::DecoderConfig {
+        capture_extra: false,
+        ..Default::default()
+    });
+    // The worker's enricher only serves provider inference (listening ports);
+    // enrichment itself happens in the sink with the newest one.
     let current = shared.read().map(|e| e.clone()).unwrap_or_default();
     let mut aggregator = Aggregator::new(current);
     let mut buf = vec![0u8; 65536];
     let mut records = Vec::with_capacity(64);
     let mut last_flush = std::time::Instant::now();
     let mut reported = bulkhead_flow::Counters::default();
+    let mut reporters: std::collections::HashMap<SocketAddr, Arc<str>> =
+        std::collections::HashMap::new();
     loop {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 records.clear();
                 let now = now_ms();
                 if decoder.decode_into(from, &buf[..n], &mut records).is_ok() {
+                    let reporter = reporters
+                        .entry(from)
+                        .or_insert_with(|| format!("exporter {from}").into())
+                        .clone();
                     for r in &records {
-                        aggregator.add(&Observation::from(r), now);
+                        aggregator.add(&Observation::from_record(r, reporter.clone()), now);
                     }
                 }
             }
@@ -257,9 +273,9 @@ fn worker(
                 aggregator.set_enricher(e.clone());
             }
             let batch = if stopping {
-                aggregator.flush_all()
+                aggregator.flush_all_closed()
             } else {
-                aggregator.flush(now_ms(), grace_ms)
+                aggregator.flush_closed(now_ms(), grace_ms)
             };
             if !batch.is_empty() {
                 metrics

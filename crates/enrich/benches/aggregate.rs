@@ -47,7 +47,12 @@ fn enricher() -> (Arc<Enricher>, Vec<Observation>) {
             connections: 1,
         })
         .collect();
-    eprintln!("estate: {} workloads, {} rules, {} observations", inv.len(), policy.rule_count(), observations.len());
+    eprintln!(
+        "estate: {} workloads, {} rules, {} observations",
+        inv.len(),
+        policy.rule_count(),
+        observations.len()
+    );
     let e = Enricher {
         inventory: Arc::new(inv),
         provisioned: Some(compiled.clone()),
@@ -59,7 +64,12 @@ fn enricher() -> (Arc<Enricher>, Vec<Observation>) {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
 }
 
 fn bench(c: &mut Criterion) {

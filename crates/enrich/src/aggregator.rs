@@ -7,7 +7,7 @@ use crate::direction::orient;
 use crate::{Enricher, Observation};
 
 /// The hot part of a summary. Enrichment and verdicts are added once, when the bucket
-/// is flushed, so the per-record cost is two hash updates.
+/// is flushed, so the per-record cost is one hash update.
 #[derive(Debug, Clone, Copy)]
 struct Counters {
     packets: u64,
@@ -18,6 +18,55 @@ struct Counters {
     reporter: u32,
 }
 
+impl Counters {
+    fn fold(&mut self, o: &Counters) {
+        self.packets = self.packets.saturating_add(o.packets);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.connections = self.connections.saturating_add(o.connections);
+        self.first_ms = self.first_ms.min(o.first_ms);
+        self.last_ms = self.last_ms.max(o.last_ms);
+    }
+}
+
+/// Closed summaries with their counters but not yet enriched: enrichment and verdicts
+/// cost far more than counting, so a collector does them off its receive path.
+#[derive(Debug, Default)]
+pub struct Closed {
+    entries: Vec<(SummaryKey, Counters)>,
+    reporters: Vec<Arc<str>>,
+}
+
+impl Closed {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Enriched and verdicted summaries, sorted by key.
+    pub fn materialize(self, enricher: &Enricher) -> Vec<FlowSummary> {
+        let mut out: Vec<FlowSummary> = self
+            .entries
+            .into_iter()
+            .map(|(key, c)| {
+                let mut s =
+                    enricher.summary(key, Some(self.reporters[c.reporter as usize].to_string()));
+                s.packets = c.packets;
+                s.bytes = c.bytes;
+                // A conversation seen only as replies still happened once.
+                s.connections = c.connections.max(1);
+                s.first_seen_ms = c.first_ms;
+                s.last_seen_ms = c.last_ms;
+                s
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AggregatorStats {
     pub records: u64,
@@ -26,13 +75,20 @@ pub struct AggregatorStats {
     pub flushed: u64,
 }
 
-/// Folds observations into per-minute and per-hour summaries.
+/// Folds observations into per-minute summaries, and closed minutes into per-hour ones.
+///
+/// Records only touch the minute table; an hour summary is the sum of its minutes, folded
+/// in when each minute closes. An hour closes after its last minute (same grace), so
+/// nothing arrives late to it.
 #[derive(Debug)]
 pub struct Aggregator {
     enricher: Arc<Enricher>,
-    open: FxHashMap<SummaryKey, Counters>,
-    reporters: Vec<String>,
-    reporter_ids: FxHashMap<String, u32>,
+    minutes: FxHashMap<SummaryKey, Counters>,
+    hours: FxHashMap<SummaryKey, Counters>,
+    reporters: Vec<Arc<str>>,
+    reporter_ids: FxHashMap<Arc<str>, u32>,
+    /// The last reporter seen: consecutive records nearly always share it.
+    last_reporter: Option<(Arc<str>, u32)>,
     records: u64,
     flushed: u64,
 }
@@ -41,9 +97,11 @@ impl Aggregator {
     pub fn new(enricher: Arc<Enricher>) -> Self {
         Self {
             enricher,
-            open: FxHashMap::default(),
+            minutes: FxHashMap::default(),
+            hours: FxHashMap::default(),
             reporters: Vec::new(),
             reporter_ids: FxHashMap::default(),
+            last_reporter: None,
             records: 0,
             flushed: 0,
         }
@@ -58,13 +116,22 @@ impl Aggregator {
         &self.enricher
     }
 
-    fn reporter_id(&mut self, r: &str) -> u32 {
-        if let Some(&id) = self.reporter_ids.get(r) {
-            return id;
+    fn reporter_id(&mut self, r: &Arc<str>) -> u32 {
+        if let Some((last, id)) = &self.last_reporter
+            && Arc::ptr_eq(last, r)
+        {
+            return *id;
         }
-        let id = self.reporters.len() as u32;
-        self.reporters.push(r.to_string());
-        self.reporter_ids.insert(r.to_string(), id);
+        let id = match self.reporter_ids.get(r) {
+            Some(&id) => id,
+            None => {
+                let id = self.reporters.len() as u32;
+                self.reporters.push(r.clone());
+                self.reporter_ids.insert(r.clone(), id);
+                id
+            }
+        };
+        self.last_reporter = Some((r.clone(), id));
         id
     }
 
@@ -75,99 +142,125 @@ impl Aggregator {
         let start = o.start_ms.unwrap_or(now_ms);
         let end = o.end_ms.unwrap_or(start).max(start);
         let reporter = self.reporter_id(&o.reporter);
-        for bucket in [Bucket::Minute, Bucket::Hour] {
-            let key = SummaryKey {
-                bucket,
-                bucket_start_ms: bucket.start_of(start),
-                src: dir.consumer,
-                dst: dir.provider,
-                proto: o.proto,
-                port: dir.port,
-                process: o.process.clone(),
-            };
-            let c = self.open.entry(key).or_insert(Counters {
-                packets: 0,
-                bytes: 0,
-                connections: 0,
-                first_ms: start,
-                last_ms: end,
-                reporter,
-            });
-            c.packets = c
-                .packets
-                .saturating_add(o.packets)
-                .saturating_add(o.reverse_packets);
-            c.bytes = c
-                .bytes
-                .saturating_add(o.bytes)
-                .saturating_add(o.reverse_bytes);
-            // A reply record is the same connection seen from the other side.
-            c.connections += if dir.reversed { 0 } else { o.connections };
-            c.first_ms = c.first_ms.min(start);
-            c.last_ms = c.last_ms.max(end);
-        }
+        let key = SummaryKey {
+            bucket: Bucket::Minute,
+            bucket_start_ms: Bucket::Minute.start_of(start),
+            src: dir.consumer,
+            dst: dir.provider,
+            proto: o.proto,
+            port: dir.port,
+            process: o.process.clone(),
+        };
+        let c = self.minutes.entry(key).or_insert(Counters {
+            packets: 0,
+            bytes: 0,
+            connections: 0,
+            first_ms: start,
+            last_ms: end,
+            reporter,
+        });
+        c.packets = c
+            .packets
+            .saturating_add(o.packets)
+            .saturating_add(o.reverse_packets);
+        c.bytes = c
+            .bytes
+            .saturating_add(o.bytes)
+            .saturating_add(o.reverse_bytes);
+        // A reply record is the same connection seen from the other side.
+        c.connections += if dir.reversed { 0 } else { o.connections };
+        c.first_ms = c.first_ms.min(start);
+        c.last_ms = c.last_ms.max(end);
     }
 
-    fn materialize(&self, key: SummaryKey, c: Counters) -> FlowSummary {
-        let mut s = self
-            .enricher
-            .summary(key, Some(self.reporters[c.reporter as usize].clone()));
-        s.packets = c.packets;
-        s.bytes = c.bytes;
-        // A conversation seen only as replies still happened once.
-        s.connections = c.connections.max(1);
-        s.first_seen_ms = c.first_ms;
-        s.last_seen_ms = c.last_ms;
-        s
+    fn fold_into_hour(&mut self, minute: &SummaryKey, c: &Counters) {
+        let hour = SummaryKey {
+            bucket: Bucket::Hour,
+            bucket_start_ms: Bucket::Hour.start_of(minute.bucket_start_ms),
+            ..minute.clone()
+        };
+        self.hours
+            .entry(hour)
+            .and_modify(|h| h.fold(c))
+            .or_insert(*c);
     }
 
-    /// Removes and returns the summaries of buckets that ended at least `grace_ms`
-    /// before `now_ms`: late records for them are not expected any more.
-    pub fn flush(&mut self, now_ms: i64, grace_ms: i64) -> Vec<FlowSummary> {
-        let closed: Vec<SummaryKey> = self
-            .open
+    fn take_closed(
+        &mut self,
+        bucket: Bucket,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Vec<(SummaryKey, Counters)> {
+        let table = match bucket {
+            Bucket::Minute => &mut self.minutes,
+            Bucket::Hour => &mut self.hours,
+        };
+        let closed: Vec<SummaryKey> = table
             .keys()
-            .filter(|k| k.bucket_start_ms + k.bucket.millis() + grace_ms <= now_ms)
+            .filter(|k| k.bucket_start_ms + bucket.millis() + grace_ms <= now_ms)
             .cloned()
             .collect();
-        let mut out = Vec::with_capacity(closed.len());
-        for k in closed {
-            if let Some(c) = self.open.remove(&k) {
-                out.push(self.materialize(k, c));
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        self.flushed += out.len() as u64;
-        out
+        closed
+            .into_iter()
+            .filter_map(|k| table.remove(&k).map(|c| (k, c)))
+            .collect()
     }
 
-    /// Removes and returns every open summary (shutdown, end of a file).
+    fn closed(&mut self, entries: Vec<(SummaryKey, Counters)>) -> Closed {
+        self.flushed += entries.len() as u64;
+        Closed {
+            entries,
+            reporters: self.reporters.clone(),
+        }
+    }
+
+    /// Removes the buckets that ended at least `grace_ms` before `now_ms` (late records
+    /// for them are not expected any more), without enriching them yet.
+    pub fn flush_closed(&mut self, now_ms: i64, grace_ms: i64) -> Closed {
+        let minutes = self.take_closed(Bucket::Minute, now_ms, grace_ms);
+        for (k, c) in &minutes {
+            self.fold_into_hour(k, c);
+        }
+        let mut closed = minutes;
+        closed.extend(self.take_closed(Bucket::Hour, now_ms, grace_ms));
+        self.closed(closed)
+    }
+
+    /// Removes every open bucket (shutdown, end of a file), without enriching them yet.
+    pub fn flush_all_closed(&mut self) -> Closed {
+        let minutes: Vec<(SummaryKey, Counters)> =
+            std::mem::take(&mut self.minutes).into_iter().collect();
+        for (k, c) in &minutes {
+            self.fold_into_hour(k, c);
+        }
+        let mut closed = minutes;
+        closed.extend(std::mem::take(&mut self.hours));
+        self.closed(closed)
+    }
+
+    /// [`Aggregator::flush_closed`], enriched with the current enricher.
+    pub fn flush(&mut self, now_ms: i64, grace_ms: i64) -> Vec<FlowSummary> {
+        let enricher = self.enricher.clone();
+        self.flush_closed(now_ms, grace_ms).materialize(&enricher)
+    }
+
+    /// [`Aggregator::flush_all_closed`], enriched with the current enricher.
     pub fn flush_all(&mut self) -> Vec<FlowSummary> {
-        let open = std::mem::take(&mut self.open);
-        let mut out: Vec<FlowSummary> = open
-            .into_iter()
-            .map(|(k, c)| self.materialize(k, c))
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        self.flushed += out.len() as u64;
-        out
+        let enricher = self.enricher.clone();
+        self.flush_all_closed().materialize(&enricher)
     }
 
     pub fn stats(&self) -> AggregatorStats {
-        let open_minute = self
-            .open
-            .keys()
-            .filter(|k| k.bucket == Bucket::Minute)
-            .count();
         AggregatorStats {
             records: self.records,
-            open_minute,
-            open_hour: self.open.len() - open_minute,
+            open_minute: self.minutes.len(),
+            open_hour: self.hours.len(),
             flushed: self.flushed,
         }
     }
 
+    /// Open summaries of both widths.
     pub fn open_len(&self) -> usize {
-        self.open.len()
+        self.minutes.len() + self.hours.len()
     }
 }

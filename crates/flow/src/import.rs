@@ -156,7 +156,7 @@ pub fn aws_vpc(text: &str) -> Imported {
             continue;
         }
         out.observations.push(Observation {
-            reporter: format!("aws {}", get("interface-id").unwrap_or("vpc")),
+            reporter: format!("aws {}", get("interface-id").unwrap_or("vpc")).into(),
             src,
             dst,
             src_port: values[0] as u16,
@@ -256,7 +256,7 @@ fn azure_tuple(t: &str, rule: &str, mac: &str) -> Result<Observation, String> {
         return Err(format!("flow state {:?} is not B, C or E", f[8]));
     }
     Ok(Observation {
-        reporter: format!("azure nsg {rule} {mac}"),
+        reporter: format!("azure nsg {rule} {mac}").into(),
         src: ip(1)?,
         dst: ip(2)?,
         src_port: num(3)?.try_into().map_err(|_| "source port out of range")?,
@@ -338,7 +338,10 @@ fn from_file_record(
         )
     })?;
     Ok(Observation {
-        reporter: r.reporter.unwrap_or_else(|| default_reporter.to_string()),
+        reporter: r
+            .reporter
+            .unwrap_or_else(|| default_reporter.to_string())
+            .into(),
         src: r
             .src
             .parse()
@@ -454,7 +457,7 @@ mod tests {
             ("172.31.16.139".into(), 22, 6, 20, 4249)
         );
         assert_eq!(o.start_ms, Some(1_418_530_010_000));
-        assert_eq!(o.reporter, "aws eni-1235b8ca123456789");
+        assert_eq!(&*o.reporter, "aws eni-1235b8ca123456789");
     }
 
     #[test]

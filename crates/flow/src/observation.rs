@@ -1,4 +1,5 @@
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::FlowRecord;
 
@@ -7,7 +8,8 @@ use crate::FlowRecord;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Observation {
     /// Who reported it: `exporter 192.0.2.1:2055`, `aws eni-0a1b…`, an agent's name.
-    pub reporter: String,
+    /// Shared, because one exporter reports millions of records.
+    pub reporter: Arc<str>,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub src_port: u16,
@@ -32,8 +34,16 @@ pub struct Observation {
 
 impl From<&FlowRecord> for Observation {
     fn from(r: &FlowRecord) -> Self {
+        Observation::from_record(r, format!("exporter {}", r.exporter).into())
+    }
+}
+
+impl Observation {
+    /// The collector's hot path: the reporter name is made once per exporter, not per
+    /// record.
+    pub fn from_record(r: &FlowRecord, reporter: Arc<str>) -> Self {
         Observation {
-            reporter: format!("exporter {}", r.exporter),
+            reporter,
             src: r.src_addr,
             dst: r.dst_addr,
             src_port: r.src_port,
