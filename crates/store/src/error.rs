@@ -6,18 +6,18 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open flow store {}: {source}", path.display())]
+    #[error("cannot open store {}: {source}", path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: BackendError,
     },
     #[error(
-        "flow store schema version {found} is newer than this build understands ({supported}); \
+        "store schema version {found} is newer than this build understands ({supported}); \
          upgrade bulkhead or open another file"
     )]
     SchemaTooNew { found: i64, supported: i64 },
-    #[error("migrating the flow store to schema version {version}: {source}")]
+    #[error("migrating the store to schema version {version}: {source}")]
     Migrate {
         version: i64,
         #[source]
@@ -33,6 +33,17 @@ pub enum StoreError {
     /// A stored row does not decode into a summary (edited by hand, or a bug).
     #[error("corrupt flow summary {row}: {what}")]
     Corrupt { row: String, what: String },
+    /// The request names something that does not exist (a version to revert to, an
+    /// object or workload to delete, a token to revoke).
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    /// The request is malformed: an unknown object kind, an empty name, a name given
+    /// twice in one replacement.
+    #[error("invalid request: {what}")]
+    Invalid { what: String },
+    /// The request conflicts with what is stored (a token hash already in use).
+    #[error("conflict: {what}")]
+    Conflict { what: String },
 }
 
 impl StoreError {

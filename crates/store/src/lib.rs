@@ -9,6 +9,7 @@
 //! calls it from a blocking task rather than pretending it is asynchronous.
 #![forbid(unsafe_code)]
 
+pub mod control;
 mod error;
 mod query;
 mod sqlite;
@@ -19,6 +20,12 @@ pub use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryKey, SummaryVerdict
 pub use error::StoreError;
 pub use query::FlowQuery;
 pub use sqlite::SqliteFlowStore;
+
+pub use control::{
+    AlertFilter, AlertObservation, AlertRecord, AlertRecorded, AlertState, AuditContext,
+    AuditEntry, Change, ControlStore, DiffChange, DraftObject, NewToken, ObjectDiff, StoredObject,
+    StoredWorkload, TokenMeta, Version, VersionMeta, WorkloadDiff,
+};
 
 /// A store of [`FlowSummary`] rows, one per [`SummaryKey`].
 pub trait FlowStore {

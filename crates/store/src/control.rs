@@ -1,0 +1,1464 @@
+//! The control-plane store: draft policy objects, workloads, provisioned versions, API
+//! tokens, the audit log and alerts, in one SQLite file.
+//!
+//! The store keeps policy objects and workloads as opaque text: the server checks them
+//! with the policy engine before storing them. What the store guarantees is durability
+//! (WAL with `synchronous=FULL`: an acknowledged write survives `kill -9` and power
+//! loss), atomicity (one transaction per mutating call, all or nothing), immutable
+//! numbered versions, and an append-only audit log written in the same transaction as
+//! the change it records.
+//!
+//! The API is synchronous, with `&mut self` for writes: the server holds one
+//! [`ControlStore`] behind a mutex and calls it from blocking tasks.
+
+mod diff;
+mod schema;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Value, ValueRef};
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params, params_from_iter,
+};
+
+use crate::StoreError;
+pub use diff::{DiffChange, ObjectDiff, WorkloadDiff, diff, diff_workloads};
+pub use schema::CONTROL_SCHEMA_VERSION;
+
+/// The kinds of policy object the draft holds.
+pub const OBJECT_KINDS: [&str; 5] = ["label_group", "ip_list", "service", "tier", "ruleset"];
+
+/// How often, at most, [`ControlStore::touch_token`] writes a token's `last_used_ms`.
+pub const TOKEN_TOUCH_GRANULARITY_MS: i64 = 60_000;
+
+/// A policy object of the draft or of a version: its canonical YAML and who last
+/// changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub kind: String,
+    pub name: String,
+    pub yaml: String,
+    pub updated_ms: i64,
+    pub updated_by: String,
+}
+
+/// A workload of the inventory, as opaque JSON, and who last changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWorkload {
+    pub name: String,
+    pub json: String,
+    pub updated_ms: i64,
+    pub updated_by: String,
+}
+
+/// A policy object to store, as in [`Change::ReplaceDraft`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftObject {
+    pub kind: String,
+    pub name: String,
+    pub yaml: String,
+}
+
+/// One change to the draft or the inventory; see [`ControlStore::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Creates or replaces one draft object.
+    PutObject {
+        kind: String,
+        name: String,
+        yaml: String,
+    },
+    /// Deletes one draft object; it must exist.
+    DeleteObject { kind: String, name: String },
+    /// Creates or replaces one workload.
+    PutWorkload { name: String, json: String },
+    /// Deletes one workload; it must exist.
+    DeleteWorkload { name: String },
+    /// Makes the draft exactly `objects` (`policy push`).
+    ReplaceDraft { objects: Vec<DraftObject> },
+}
+
+/// Who does what, from where, when: stamped on every audit entry a call writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    pub actor: String,
+    /// The client's address.
+    pub source: String,
+    pub at_ms: i64,
+    /// What was asked, e.g. `ruleset.update`.
+    pub action: String,
+}
+
+/// One row of the append-only audit log. `target` names what changed
+/// (`ruleset/payments`, `workload/db-1`, `version/3`, `token/7`, `alert/12`, `draft`);
+/// `before` and `after` are its text around the change, when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub source: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// A provisioned version, without its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMeta {
+    /// 1, 2, 3… in provisioning order.
+    pub id: u64,
+    pub comment: String,
+    pub author: String,
+    pub created_ms: i64,
+    pub objects: usize,
+    pub workloads: usize,
+}
+
+/// A provisioned version: the draft objects and the workloads as they were, sorted by
+/// (kind, name) and by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub meta: VersionMeta,
+    pub objects: Vec<StoredObject>,
+    pub workloads: Vec<StoredWorkload>,
+}
+
+/// A token to create. The server generates the secret and hands over only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub name: String,
+    pub role: String,
+    pub scope: Option<String>,
+    pub hash: [u8; 32],
+    pub expires_ms: Option<i64>,
+}
+
+/// A stored token, without its hash. Expiry is for the server to enforce; revocation is
+/// recorded here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenMeta {
+    pub id: u64,
+    pub name: String,
+    pub role: String,
+    pub scope: Option<String>,
+    pub created_ms: i64,
+    pub created_by: String,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+    pub revoked_by: Option<String>,
+    pub last_used_ms: Option<i64>,
+}
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+impl fmt::Display for AlertState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AlertState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "open" => Ok(AlertState::Open),
+            "acknowledged" => Ok(AlertState::Acknowledged),
+            "resolved" => Ok(AlertState::Resolved),
+            other => Err(StoreError::Invalid {
+                what: format!("alert state {other:?} is not one of open, acknowledged, resolved"),
+            }),
+        }
+    }
+}
+
+impl FromSql for AlertState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        text.parse().map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// One or more sightings of what an alert is about, as the server saw them. Alerts are
+/// deduplicated by `key`, which the server builds from what makes two sightings the
+/// same alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertObservation {
+    pub key: String,
+    pub kind: String,
+    pub severity: String,
+    pub title: String,
+    pub details_json: String,
+    /// Sightings in this observation (flows, connections…).
+    pub count: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// What [`ControlStore::record_alert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertRecorded {
+    /// A new alert: notify.
+    New,
+    /// A resolved alert seen again after its resolution: open again, notify.
+    Reopened,
+    /// Added to an alert that was open or acknowledged (or resolved, for sightings from
+    /// before its resolution): no news.
+    Repeated,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub id: u64,
+    pub key: String,
+    pub kind: String,
+    pub severity: String,
+    pub title: String,
+    pub details_json: String,
+    pub count: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub state: AlertState,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_ms: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub resolved_ms: Option<i64>,
+}
+
+/// Which alerts [`ControlStore::alerts`] returns: all filters must match. Ordered by
+/// last sighting, newest first (then id, newest first), then paged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFilter {
+    pub state: Option<AlertState>,
+    pub kind: Option<String>,
+    pub severity: Option<String>,
+    /// Only alerts last seen at or after this time.
+    pub since_ms: Option<i64>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl AlertFilter {
+    pub const DEFAULT_LIMIT: usize = 100;
+}
+
+impl Default for AlertFilter {
+    fn default() -> Self {
+        Self {
+            state: None,
+            kind: None,
+            severity: None,
+            since_ms: None,
+            limit: Self::DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+/// The control-plane state in one SQLite database (a file, or memory for tests).
+pub struct ControlStore {
+    conn: Connection,
+}
+
+impl fmt::Debug for ControlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlStore")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+const OBJECT_COLUMNS: &str = "kind, name, yaml, updated_ms, updated_by";
+const WORKLOAD_COLUMNS: &str = "name, json, updated_ms, updated_by";
+const VERSION_COLUMNS: &str = "id, comment, author, created_ms, objects, workloads";
+const TOKEN_COLUMNS: &str = "id, name, role, scope, created_ms, created_by, expires_ms, \
+    revoked_ms, revoked_by, last_used_ms";
+const AUDIT_COLUMNS: &str = "id, at_ms, actor, source, action, target, before, after";
+const ALERT_COLUMNS: &str = "id, key, kind, severity, title, details_json, count, \
+    first_seen_ms, last_seen_ms, state, acknowledged_by, acknowledged_ms, resolved_by, \
+    resolved_ms";
+
+impl ControlStore {
+    /// Opens (creating if needed) the store in the file at `path`, migrating its schema.
+    /// WAL mode with `synchronous=FULL`: a call that returned `Ok` is on disk.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        // journal_mode answers with a row, so it cannot go through execute_batch.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: format!("the file refused WAL mode (journal mode is {mode})").into(),
+            });
+        }
+        Self::setup(conn).map_err(|e| match e {
+            StoreError::Backend { source, .. } => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// A store that lives as long as this value; for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(StoreError::backend("opening an in-memory control store"))?;
+        Self::setup(conn)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        // FULL: in WAL mode, NORMAL may lose the last commits on power loss; this state
+        // (who may do what, which policy is in force) cannot.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(StoreError::backend("configuring the control store"))?;
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(StoreError::backend("configuring the control store"))?;
+        if synchronous != 2 {
+            return Err(StoreError::Backend {
+                context: "configuring the control store",
+                source: format!("synchronous is {synchronous}, not FULL (2)").into(),
+            });
+        }
+        conn.set_prepared_statement_cache_capacity(32);
+        schema::migrate(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// The control schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT version FROM control_schema_version", [], |r| {
+                r.get(0)
+            })
+            .map_err(StoreError::backend("reading the control schema version"))
+    }
+
+    /// Runs `f` in one immediate transaction, committed if it returns `Ok`, rolled back
+    /// otherwise.
+    fn write<T>(
+        &mut self,
+        context: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::backend(context))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::backend(context))?;
+        Ok(out)
+    }
+
+    /// Runs reads that must see one snapshot.
+    fn read<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(StoreError::backend(context))?;
+        let out = f(&tx)?;
+        tx.finish().map_err(StoreError::backend(context))?;
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- draft, inventory
+
+    /// Every draft object, sorted by (kind, name).
+    pub fn draft_objects(&self) -> Result<Vec<StoredObject>, StoreError> {
+        query_all(
+            &self.conn,
+            &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
+            [],
+            object_row,
+            "reading draft objects",
+        )
+    }
+
+    /// One draft object.
+    pub fn draft_object(&self, kind: &str, name: &str) -> Result<Option<StoredObject>, StoreError> {
+        get_object(&self.conn, kind, name)
+    }
+
+    /// Every workload, sorted by name.
+    pub fn workloads(&self) -> Result<Vec<StoredWorkload>, StoreError> {
+        query_all(
+            &self.conn,
+            &format!("SELECT {WORKLOAD_COLUMNS} FROM workload ORDER BY name"),
+            [],
+            workload_row,
+            "reading workloads",
+        )
+    }
+
+    /// One workload.
+    pub fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
+        get_workload(&self.conn, name)
+    }
+
+    /// Applies `changes` in order, in one transaction: all or nothing. Returns the audit
+    /// entries written, in order:
+    ///
+    /// - `PutObject`/`PutWorkload`: one entry (`kind/name`, `workload/name`) with the
+    ///   text before (`None` if new) and after. A put of the stored text changes
+    ///   nothing, not even `updated_ms`, but is still recorded.
+    /// - `DeleteObject`/`DeleteWorkload`: one entry with the text before; deleting
+    ///   what does not exist is [`StoreError::NotFound`].
+    /// - `ReplaceDraft`: one entry per object added, changed or removed, sorted by
+    ///   (kind, name); objects whose text is unchanged keep their `updated_ms` and
+    ///   `updated_by`. If nothing differs, a single entry targets `draft`.
+    ///
+    /// Unknown kinds, empty names and a (kind, name) given twice in one `ReplaceDraft`
+    /// are [`StoreError::Invalid`].
+    pub fn apply(
+        &mut self,
+        changes: &[Change],
+        audit: &AuditContext,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.write("applying draft changes", |tx| {
+            let mut out = Vec::new();
+            for change in changes {
+                apply_change(tx, change, audit, &mut out)?;
+            }
+            Ok(out)
+        })
+    }
+
+    // ---------------------------------------------------------------- versions
+
+    /// Snapshots the whole draft and every workload into a new immutable version,
+    /// numbered one past the latest, and audits it (`version/N`, after: the version's
+    /// metadata as JSON; before: the previous version's, if any).
+    pub fn provision(
+        &mut self,
+        comment: &str,
+        audit: &AuditContext,
+    ) -> Result<VersionMeta, StoreError> {
+        self.write("provisioning a version", |tx| {
+            let previous = latest_meta(tx)?;
+            let id = previous.as_ref().map_or(1, |m| m.id + 1);
+            let objects = query_all(
+                tx,
+                &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
+                [],
+                object_row,
+                "reading the draft to provision",
+            )?;
+            let workloads = query_all(
+                tx,
+                &format!("SELECT {WORKLOAD_COLUMNS} FROM workload ORDER BY name"),
+                [],
+                workload_row,
+                "reading workloads to provision",
+            )?;
+            let meta = VersionMeta {
+                id,
+                comment: comment.to_string(),
+                author: audit.actor.clone(),
+                created_ms: audit.at_ms,
+                objects: objects.len(),
+                workloads: workloads.len(),
+            };
+            let ctx = "writing a version";
+            tx.execute(
+                "INSERT INTO version (id, comment, author, created_ms, objects, workloads)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    to_i64(id),
+                    meta.comment,
+                    meta.author,
+                    meta.created_ms,
+                    to_i64(meta.objects as u64),
+                    to_i64(meta.workloads as u64)
+                ],
+            )
+            .map_err(StoreError::backend(ctx))?;
+            for o in &objects {
+                let content = intern(tx, &o.yaml)?;
+                tx.prepare_cached(
+                    "INSERT INTO version_object
+                        (version, kind, name, content, updated_ms, updated_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        to_i64(id),
+                        o.kind,
+                        o.name,
+                        content,
+                        o.updated_ms,
+                        o.updated_by
+                    ])
+                })
+                .map_err(StoreError::backend(ctx))?;
+            }
+            for w in &workloads {
+                let content = intern(tx, &w.json)?;
+                tx.prepare_cached(
+                    "INSERT INTO version_workload
+                        (version, name, content, updated_ms, updated_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        to_i64(id),
+                        w.name,
+                        content,
+                        w.updated_ms,
+                        w.updated_by
+                    ])
+                })
+                .map_err(StoreError::backend(ctx))?;
+            }
+            let before = previous.as_ref().map(meta_json);
+            insert_audit(
+                tx,
+                audit,
+                &format!("version/{id}"),
+                before.as_deref(),
+                Some(&meta_json(&meta)),
+            )?;
+            Ok(meta)
+        })
+    }
+
+    /// Every version's metadata, oldest first.
+    pub fn versions(&self) -> Result<Vec<VersionMeta>, StoreError> {
+        query_all(
+            &self.conn,
+            &format!("SELECT {VERSION_COLUMNS} FROM version ORDER BY id"),
+            [],
+            version_row,
+            "reading versions",
+        )
+    }
+
+    /// One version with its contents.
+    pub fn version(&self, id: u64) -> Result<Option<Version>, StoreError> {
+        self.read("reading a version", |tx| read_version(tx, id))
+    }
+
+    /// The latest version with its contents, if anything was ever provisioned.
+    pub fn latest_version(&self) -> Result<Option<Version>, StoreError> {
+        self.read("reading the latest version", |tx| match latest_meta(tx)? {
+            Some(meta) => read_version(tx, meta.id),
+            None => Ok(None),
+        })
+    }
+
+    /// Makes the draft objects those of version `id` (workloads are untouched). Writes
+    /// an entry for `version/id` (after: its metadata as JSON), then one per draft
+    /// object that changed, as `ReplaceDraft` does; returns them. A version that does
+    /// not exist is [`StoreError::NotFound`].
+    pub fn revert_draft_to(
+        &mut self,
+        id: u64,
+        audit: &AuditContext,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.write("reverting the draft", |tx| {
+            let Some(version) = read_version(tx, id)? else {
+                return Err(StoreError::NotFound {
+                    what: format!("version {id}"),
+                });
+            };
+            let mut out = vec![insert_audit(
+                tx,
+                audit,
+                &format!("version/{id}"),
+                None,
+                Some(&meta_json(&version.meta)),
+            )?];
+            let objects: Vec<DraftObject> = version
+                .objects
+                .into_iter()
+                .map(|o| DraftObject {
+                    kind: o.kind,
+                    name: o.name,
+                    yaml: o.yaml,
+                })
+                .collect();
+            replace_draft(tx, &objects, audit, &mut out, false)?;
+            Ok(out)
+        })
+    }
+
+    // ---------------------------------------------------------------- tokens
+
+    /// Stores a token and audits it (`token/ID`, after: its metadata as JSON, never the
+    /// hash). A hash already stored is [`StoreError::Conflict`].
+    pub fn create_token(
+        &mut self,
+        t: NewToken,
+        audit: &AuditContext,
+    ) -> Result<TokenMeta, StoreError> {
+        if t.name.is_empty() || t.role.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "a token needs a name and a role".into(),
+            });
+        }
+        self.write("creating a token", |tx| {
+            let taken: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM token WHERE hash = ?1)",
+                    [&t.hash[..]],
+                    |r| r.get(0),
+                )
+                .map_err(StoreError::backend("creating a token"))?;
+            if taken {
+                return Err(StoreError::Conflict {
+                    what: "a token with this hash already exists".into(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO token (name, role, scope, hash, created_ms, created_by, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    t.name,
+                    t.role,
+                    t.scope,
+                    &t.hash[..],
+                    audit.at_ms,
+                    audit.actor,
+                    t.expires_ms
+                ],
+            )
+            .map_err(StoreError::backend("creating a token"))?;
+            let id = tx.last_insert_rowid();
+            let meta = get_token(tx, "id = ?1", id)?.ok_or_else(|| StoreError::Backend {
+                context: "creating a token",
+                source: "the new token is not there".into(),
+            })?;
+            insert_audit(
+                tx,
+                audit,
+                &format!("token/{}", meta.id),
+                None,
+                Some(&token_json(&meta)),
+            )?;
+            Ok(meta)
+        })
+    }
+
+    /// The token whose secret hashes to `hash`, revoked or not: the server checks
+    /// `revoked_ms` and `expires_ms`.
+    pub fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenMeta>, StoreError> {
+        get_token(&self.conn, "hash = ?1", &hash[..])
+    }
+
+    /// One token by id.
+    pub fn token(&self, id: u64) -> Result<Option<TokenMeta>, StoreError> {
+        get_token(&self.conn, "id = ?1", to_i64(id))
+    }
+
+    /// Every token, revoked ones included, by id.
+    pub fn tokens(&self) -> Result<Vec<TokenMeta>, StoreError> {
+        query_all(
+            &self.conn,
+            &format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY id"),
+            [],
+            token_row,
+            "reading tokens",
+        )
+    }
+
+    /// Revokes a token: `Ok(true)` if this call revoked it (audited, `token/ID` with
+    /// its metadata before and after), `Ok(false)` if it already was (nothing written,
+    /// the first revocation stands). An unknown id is [`StoreError::NotFound`].
+    pub fn revoke_token(&mut self, id: u64, audit: &AuditContext) -> Result<bool, StoreError> {
+        self.write("revoking a token", |tx| {
+            let Some(before) = get_token(tx, "id = ?1", to_i64(id))? else {
+                return Err(StoreError::NotFound {
+                    what: format!("token {id}"),
+                });
+            };
+            if before.revoked_ms.is_some() {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE token SET revoked_ms = ?2, revoked_by = ?3 WHERE id = ?1",
+                params![to_i64(id), audit.at_ms, audit.actor],
+            )
+            .map_err(StoreError::backend("revoking a token"))?;
+            let after = TokenMeta {
+                revoked_ms: Some(audit.at_ms),
+                revoked_by: Some(audit.actor.clone()),
+                ..before.clone()
+            };
+            insert_audit(
+                tx,
+                audit,
+                &format!("token/{id}"),
+                Some(&token_json(&before)),
+                Some(&token_json(&after)),
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Records that token `id` was used at `at_ms`. Not audited, and written only when
+    /// the stored time is older than [`TOKEN_TOUCH_GRANULARITY_MS`], so that a request
+    /// does not cost a synchronous disk write. Returns whether the token exists.
+    pub fn touch_token(&mut self, id: u64, at_ms: i64) -> Result<bool, StoreError> {
+        let id = to_i64(id);
+        let exists: bool = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM token WHERE id = ?1)")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(StoreError::backend("touching a token"))?;
+        if exists {
+            self.conn
+                .prepare_cached(
+                    "UPDATE token SET last_used_ms = ?2 WHERE id = ?1
+                     AND (last_used_ms IS NULL OR last_used_ms <= ?2 - ?3)",
+                )
+                .and_then(|mut s| s.execute(params![id, at_ms, TOKEN_TOUCH_GRANULARITY_MS]))
+                .map_err(StoreError::backend("touching a token"))?;
+        }
+        Ok(exists)
+    }
+
+    // ---------------------------------------------------------------- audit
+
+    /// Up to `limit` audit entries with ids above `after_id`, oldest first. Pass the
+    /// last id seen to page or tail; 0 starts from the beginning.
+    pub fn audit(&self, after_id: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        query_all(
+            &self.conn,
+            &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            params![to_i64(after_id), to_i64(limit as u64)],
+            audit_row,
+            "reading the audit log",
+        )
+    }
+
+    /// Appends an entry for an action that changes nothing else (a failed sign-in, an
+    /// explain query…).
+    pub fn append_audit(
+        &mut self,
+        ctx: &AuditContext,
+        target: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<AuditEntry, StoreError> {
+        self.write("appending to the audit log", |tx| {
+            insert_audit(tx, ctx, target, before, after)
+        })
+    }
+
+    // ---------------------------------------------------------------- alerts
+
+    /// Records an observation: a new alert (state open) if its key is new; otherwise the
+    /// count is added (saturating), first/last seen widen, and kind, severity, title and
+    /// details take the new values. A resolved alert is reopened (state open, ack and
+    /// resolution cleared) only by a sighting after its resolution: a late report of
+    /// traffic from before it (an hour summary closing late) is counted but does not
+    /// reopen it. An acknowledged alert stays acknowledged.
+    pub fn record_alert(
+        &mut self,
+        a: AlertObservation,
+    ) -> Result<(AlertRecord, AlertRecorded), StoreError> {
+        if a.key.is_empty() {
+            return Err(StoreError::Invalid {
+                what: "an alert needs a key".into(),
+            });
+        }
+        if a.first_seen_ms > a.last_seen_ms {
+            return Err(StoreError::Invalid {
+                what: format!(
+                    "alert {} is first seen ({}) after it is last seen ({})",
+                    a.key, a.first_seen_ms, a.last_seen_ms
+                ),
+            });
+        }
+        let count = to_i64(a.count);
+        self.write("recording an alert", |tx| {
+            let ctx = "recording an alert";
+            let existing = get_alert(tx, "key = ?1", &a.key)?;
+            let (id, recorded) = match existing {
+                None => {
+                    tx.execute(
+                        "INSERT INTO alert (key, kind, severity, title, details_json, count,
+                            first_seen_ms, last_seen_ms, state)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open')",
+                        params![
+                            a.key,
+                            a.kind,
+                            a.severity,
+                            a.title,
+                            a.details_json,
+                            count,
+                            a.first_seen_ms,
+                            a.last_seen_ms
+                        ],
+                    )
+                    .map_err(StoreError::backend(ctx))?;
+                    (tx.last_insert_rowid(), AlertRecorded::New)
+                }
+                Some(old) => {
+                    let reopen = old.state == AlertState::Resolved
+                        && old.resolved_ms.is_none_or(|r| a.last_seen_ms > r);
+                    tx.execute(
+                        "UPDATE alert SET kind = ?2, severity = ?3, title = ?4,
+                            details_json = ?5,
+                            count = CASE WHEN ?6 > 9223372036854775807 - count
+                                THEN 9223372036854775807 ELSE count + ?6 END,
+                            first_seen_ms = min(first_seen_ms, ?7),
+                            last_seen_ms = max(last_seen_ms, ?8)
+                         WHERE id = ?1",
+                        params![
+                            to_i64(old.id),
+                            a.kind,
+                            a.severity,
+                            a.title,
+                            a.details_json,
+                            count,
+                            a.first_seen_ms,
+                            a.last_seen_ms
+                        ],
+                    )
+                    .map_err(StoreError::backend(ctx))?;
+                    if reopen {
+                        set_state_row(tx, old.id, AlertState::Open, None)?;
+                        (to_i64(old.id), AlertRecorded::Reopened)
+                    } else {
+                        (to_i64(old.id), AlertRecorded::Repeated)
+                    }
+                }
+            };
+            let record = get_alert(tx, "id = ?1", id)?.ok_or_else(|| StoreError::Backend {
+                context: ctx,
+                source: "the alert just written is not there".into(),
+            })?;
+            Ok((record, recorded))
+        })
+    }
+
+    /// The alerts matching `filter`, last seen newest first.
+    pub fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(state) = filter.state {
+            args.push(Value::Text(state.as_str().into()));
+            clauses.push(format!("state = ?{}", args.len()));
+        }
+        if let Some(kind) = &filter.kind {
+            args.push(Value::Text(kind.clone()));
+            clauses.push(format!("kind = ?{}", args.len()));
+        }
+        if let Some(severity) = &filter.severity {
+            args.push(Value::Text(severity.clone()));
+            clauses.push(format!("severity = ?{}", args.len()));
+        }
+        if let Some(since) = filter.since_ms {
+            args.push(Value::Integer(since));
+            clauses.push(format!("last_seen_ms >= ?{}", args.len()));
+        }
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alert");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        args.push(Value::Integer(to_i64(filter.limit as u64)));
+        args.push(Value::Integer(to_i64(filter.offset as u64)));
+        sql.push_str(&format!(
+            " ORDER BY last_seen_ms DESC, id DESC LIMIT ?{} OFFSET ?{}",
+            args.len() - 1,
+            args.len()
+        ));
+        query_all(
+            &self.conn,
+            &sql,
+            params_from_iter(args),
+            alert_row,
+            "reading alerts",
+        )
+    }
+
+    /// One alert.
+    pub fn alert(&self, id: u64) -> Result<Option<AlertRecord>, StoreError> {
+        get_alert(&self.conn, "id = ?1", to_i64(id))
+    }
+
+    /// Moves an alert to `state`, recording who and when: acknowledging sets
+    /// `acknowledged_by/ms`, resolving sets `resolved_by/ms`, opening clears both. Any
+    /// state may move to any other; a change is audited (`alert/ID`, before and after
+    /// its state), setting the state it already has writes nothing. `None` if there is
+    /// no such alert.
+    pub fn set_alert_state(
+        &mut self,
+        id: u64,
+        state: AlertState,
+        audit: &AuditContext,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        self.write("changing an alert's state", |tx| {
+            let Some(old) = get_alert(tx, "id = ?1", to_i64(id))? else {
+                return Ok(None);
+            };
+            if old.state == state {
+                return Ok(Some(old));
+            }
+            set_state_row(tx, id, state, Some(audit))?;
+            insert_audit(
+                tx,
+                audit,
+                &format!("alert/{id}"),
+                Some(old.state.as_str()),
+                Some(state.as_str()),
+            )?;
+            get_alert(tx, "id = ?1", to_i64(id))
+        })
+    }
+}
+
+// -------------------------------------------------------------------- writes
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    change: &Change,
+    audit: &AuditContext,
+    out: &mut Vec<AuditEntry>,
+) -> Result<(), StoreError> {
+    match change {
+        Change::PutObject { kind, name, yaml } => {
+            check_object_key(kind, name)?;
+            let before = get_object(tx, kind, name)?.map(|o| o.yaml);
+            if before.as_deref() != Some(yaml.as_str()) {
+                put_object_row(tx, kind, name, yaml, audit)?;
+            }
+            out.push(insert_audit(
+                tx,
+                audit,
+                &format!("{kind}/{name}"),
+                before.as_deref(),
+                Some(yaml),
+            )?);
+        }
+        Change::DeleteObject { kind, name } => {
+            check_object_key(kind, name)?;
+            let Some(before) = get_object(tx, kind, name)? else {
+                return Err(StoreError::NotFound {
+                    what: format!("draft object {kind}/{name}"),
+                });
+            };
+            delete_object_row(tx, kind, name)?;
+            out.push(insert_audit(
+                tx,
+                audit,
+                &format!("{kind}/{name}"),
+                Some(&before.yaml),
+                None,
+            )?);
+        }
+        Change::PutWorkload { name, json } => {
+            check_name("workload", name)?;
+            let before = get_workload(tx, name)?.map(|w| w.json);
+            if before.as_deref() != Some(json.as_str()) {
+                tx.prepare_cached(
+                    "INSERT INTO workload (name, json, updated_ms, updated_by)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET json = excluded.json,
+                        updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+                )
+                .and_then(|mut s| s.execute(params![name, json, audit.at_ms, audit.actor]))
+                .map_err(StoreError::backend("writing a workload"))?;
+            }
+            out.push(insert_audit(
+                tx,
+                audit,
+                &format!("workload/{name}"),
+                before.as_deref(),
+                Some(json),
+            )?);
+        }
+        Change::DeleteWorkload { name } => {
+            check_name("workload", name)?;
+            let Some(before) = get_workload(tx, name)? else {
+                return Err(StoreError::NotFound {
+                    what: format!("workload {name}"),
+                });
+            };
+            tx.execute("DELETE FROM workload WHERE name = ?1", [name])
+                .map_err(StoreError::backend("deleting a workload"))?;
+            out.push(insert_audit(
+                tx,
+                audit,
+                &format!("workload/{name}"),
+                Some(&before.json),
+                None,
+            )?);
+        }
+        Change::ReplaceDraft { objects } => replace_draft(tx, objects, audit, out, true)?,
+    }
+    Ok(())
+}
+
+/// Makes the draft exactly `objects`, auditing each difference. With `note_no_change`,
+/// writes an entry for `draft` when nothing differs.
+fn replace_draft(
+    tx: &Transaction<'_>,
+    objects: &[DraftObject],
+    audit: &AuditContext,
+    out: &mut Vec<AuditEntry>,
+    note_no_change: bool,
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let wanted: Vec<StoredObject> = objects
+        .iter()
+        .map(|o| {
+            check_object_key(&o.kind, &o.name)?;
+            if !seen.insert((o.kind.as_str(), o.name.as_str())) {
+                return Err(StoreError::Invalid {
+                    what: format!("{}/{} is given twice", o.kind, o.name),
+                });
+            }
+            Ok(StoredObject {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                yaml: o.yaml.clone(),
+                updated_ms: audit.at_ms,
+                updated_by: audit.actor.clone(),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let current = query_all(
+        tx,
+        &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
+        [],
+        object_row,
+        "reading the draft",
+    )?;
+    let changes = diff(&current, &wanted);
+    if changes.is_empty() && note_no_change {
+        out.push(insert_audit(tx, audit, "draft", None, None)?);
+    }
+    for d in changes {
+        match &d.after {
+            Some(yaml) => put_object_row(tx, &d.kind, &d.name, yaml, audit)?,
+            None => delete_object_row(tx, &d.kind, &d.name)?,
+        }
+        out.push(insert_audit(
+            tx,
+            audit,
+            &format!("{}/{}", d.kind, d.name),
+            d.before.as_deref(),
+            d.after.as_deref(),
+        )?);
+    }
+    Ok(())
+}
+
+fn put_object_row(
+    tx: &Transaction<'_>,
+    kind: &str,
+    name: &str,
+    yaml: &str,
+    audit: &AuditContext,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO draft_object (kind, name, yaml, updated_ms, updated_by)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (kind, name) DO UPDATE SET yaml = excluded.yaml,
+            updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+    )
+    .and_then(|mut s| s.execute(params![kind, name, yaml, audit.at_ms, audit.actor]))
+    .map_err(StoreError::backend("writing a draft object"))?;
+    Ok(())
+}
+
+fn delete_object_row(tx: &Transaction<'_>, kind: &str, name: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM draft_object WHERE kind = ?1 AND name = ?2")
+        .and_then(|mut s| s.execute([kind, name]))
+        .map_err(StoreError::backend("deleting a draft object"))?;
+    Ok(())
+}
+
+fn check_object_key(kind: &str, name: &str) -> Result<(), StoreError> {
+    if !OBJECT_KINDS.contains(&kind) {
+        return Err(StoreError::Invalid {
+            what: format!(
+                "object kind {kind:?} is not one of {}",
+                OBJECT_KINDS.join(", ")
+            ),
+        });
+    }
+    check_name(kind, name)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::Invalid {
+            what: format!("a {what} needs a name"),
+        });
+    }
+    Ok(())
+}
+
+fn insert_audit(
+    tx: &Connection,
+    ctx: &AuditContext,
+    target: &str,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<AuditEntry, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at_ms, actor, source, action, target, before, after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ctx.at_ms, ctx.actor, ctx.source, ctx.action, target, before, after
+        ])
+    })
+    .map_err(StoreError::backend("writing the audit log"))?;
+    Ok(AuditEntry {
+        id: tx.last_insert_rowid().cast_unsigned(),
+        at_ms: ctx.at_ms,
+        actor: ctx.actor.clone(),
+        source: ctx.source.clone(),
+        action: ctx.action.clone(),
+        target: target.to_string(),
+        before: before.map(str::to_string),
+        after: after.map(str::to_string),
+    })
+}
+
+/// The id of `text` in `content`, inserting it if new.
+fn intern(tx: &Connection, text: &str) -> Result<i64, StoreError> {
+    let hash = content_hash(text);
+    let found: Option<i64> = tx
+        .prepare_cached("SELECT id FROM content WHERE hash = ?1 AND text = ?2")
+        .and_then(|mut s| s.query_row(params![hash, text], |r| r.get(0)).optional())
+        .map_err(StoreError::backend("interning version contents"))?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO content (hash, text) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![hash, text]))
+        .map_err(StoreError::backend("interning version contents"))?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// FNV-1a, 64 bits: stable across builds (it is stored), and the text is compared in
+/// full anyway, so collisions only cost a comparison.
+fn content_hash(text: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.cast_signed()
+}
+
+fn set_state_row(
+    tx: &Connection,
+    id: u64,
+    state: AlertState,
+    audit: Option<&AuditContext>,
+) -> Result<(), StoreError> {
+    let result = match state {
+        AlertState::Open => tx
+            .prepare_cached(
+                "UPDATE alert SET state = 'open', acknowledged_by = NULL,
+                    acknowledged_ms = NULL, resolved_by = NULL, resolved_ms = NULL
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute([to_i64(id)])),
+        AlertState::Acknowledged | AlertState::Resolved => {
+            let sql = if state == AlertState::Acknowledged {
+                "UPDATE alert SET state = 'acknowledged', acknowledged_by = ?2,
+                    acknowledged_ms = ?3, resolved_by = NULL, resolved_ms = NULL
+                 WHERE id = ?1"
+            } else {
+                "UPDATE alert SET state = 'resolved', resolved_by = ?2, resolved_ms = ?3
+                 WHERE id = ?1"
+            };
+            let who = audit.map(|a| a.actor.as_str());
+            let at = audit.map(|a| a.at_ms);
+            tx.prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![to_i64(id), who, at]))
+        }
+    };
+    result.map_err(StoreError::backend("changing an alert's state"))?;
+    Ok(())
+}
+
+// -------------------------------------------------------------------- reads
+
+fn query_all<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    context: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(StoreError::backend(context))?;
+    let rows = stmt
+        .query_map(params, map)
+        .map_err(StoreError::backend(context))?;
+    rows.collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(StoreError::backend(context))
+}
+
+fn query_one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    context: &'static str,
+) -> Result<Option<T>, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params, map).optional())
+        .map_err(StoreError::backend(context))
+}
+
+fn get_object(
+    conn: &Connection,
+    kind: &str,
+    name: &str,
+) -> Result<Option<StoredObject>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {OBJECT_COLUMNS} FROM draft_object WHERE kind = ?1 AND name = ?2"),
+        [kind, name],
+        object_row,
+        "reading a draft object",
+    )
+}
+
+fn get_workload(conn: &Connection, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {WORKLOAD_COLUMNS} FROM workload WHERE name = ?1"),
+        [name],
+        workload_row,
+        "reading a workload",
+    )
+}
+
+fn get_token(
+    conn: &Connection,
+    condition: &str,
+    arg: impl rusqlite::ToSql,
+) -> Result<Option<TokenMeta>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {TOKEN_COLUMNS} FROM token WHERE {condition}"),
+        [arg],
+        token_row,
+        "reading a token",
+    )
+}
+
+fn get_alert(
+    conn: &Connection,
+    condition: &str,
+    arg: impl rusqlite::ToSql,
+) -> Result<Option<AlertRecord>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {ALERT_COLUMNS} FROM alert WHERE {condition}"),
+        [arg],
+        alert_row,
+        "reading an alert",
+    )
+}
+
+fn latest_meta(conn: &Connection) -> Result<Option<VersionMeta>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {VERSION_COLUMNS} FROM version ORDER BY id DESC LIMIT 1"),
+        [],
+        version_row,
+        "reading the latest version",
+    )
+}
+
+fn read_version(conn: &Connection, id: u64) -> Result<Option<Version>, StoreError> {
+    let Some(meta) = query_one(
+        conn,
+        &format!("SELECT {VERSION_COLUMNS} FROM version WHERE id = ?1"),
+        [to_i64(id)],
+        version_row,
+        "reading a version",
+    )?
+    else {
+        return Ok(None);
+    };
+    let objects = query_all(
+        conn,
+        "SELECT v.kind, v.name, c.text, v.updated_ms, v.updated_by
+         FROM version_object v JOIN content c ON c.id = v.content
+         WHERE v.version = ?1 ORDER BY v.kind, v.name",
+        [to_i64(id)],
+        object_row,
+        "reading a version's objects",
+    )?;
+    let workloads = query_all(
+        conn,
+        "SELECT v.name, c.text, v.updated_ms, v.updated_by
+         FROM version_workload v JOIN content c ON c.id = v.content
+         WHERE v.version = ?1 ORDER BY v.name",
+        [to_i64(id)],
+        workload_row,
+        "reading a version's workloads",
+    )?;
+    Ok(Some(Version {
+        meta,
+        objects,
+        workloads,
+    }))
+}
+
+/// A column that must hold a non-negative integer.
+fn unsigned(r: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(idx)?;
+    u64::try_from(v).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Integer, Box::new(e))
+    })
+}
+
+fn object_row(r: &Row<'_>) -> rusqlite::Result<StoredObject> {
+    Ok(StoredObject {
+        kind: r.get(0)?,
+        name: r.get(1)?,
+        yaml: r.get(2)?,
+        updated_ms: r.get(3)?,
+        updated_by: r.get(4)?,
+    })
+}
+
+fn workload_row(r: &Row<'_>) -> rusqlite::Result<StoredWorkload> {
+    Ok(StoredWorkload {
+        name: r.get(0)?,
+        json: r.get(1)?,
+        updated_ms: r.get(2)?,
+        updated_by: r.get(3)?,
+    })
+}
+
+fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionMeta> {
+    Ok(VersionMeta {
+        id: unsigned(r, 0)?,
+        comment: r.get(1)?,
+        author: r.get(2)?,
+        created_ms: r.get(3)?,
+        objects: unsigned(r, 4)?.try_into().unwrap_or(usize::MAX),
+        workloads: unsigned(r, 5)?.try_into().unwrap_or(usize::MAX),
+    })
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenMeta> {
+    Ok(TokenMeta {
+        id: unsigned(r, 0)?,
+        name: r.get(1)?,
+        role: r.get(2)?,
+        scope: r.get(3)?,
+        created_ms: r.get(4)?,
+        created_by: r.get(5)?,
+        expires_ms: r.get(6)?,
+        revoked_ms: r.get(7)?,
+        revoked_by: r.get(8)?,
+        last_used_ms: r.get(9)?,
+    })
+}
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: unsigned(r, 0)?,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        source: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        before: r.get(6)?,
+        after: r.get(7)?,
+    })
+}
+
+fn alert_row(r: &Row<'_>) -> rusqlite::Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: unsigned(r, 0)?,
+        key: r.get(1)?,
+        kind: r.get(2)?,
+        severity: r.get(3)?,
+        title: r.get(4)?,
+        details_json: r.get(5)?,
+        count: unsigned(r, 6)?,
+        first_seen_ms: r.get(7)?,
+        last_seen_ms: r.get(8)?,
+        state: r.get(9)?,
+        acknowledged_by: r.get(10)?,
+        acknowledged_ms: r.get(11)?,
+        resolved_by: r.get(12)?,
+        resolved_ms: r.get(13)?,
+    })
+}
+
+fn meta_json(m: &VersionMeta) -> String {
+    serde_json::json!({
+        "id": m.id,
+        "comment": m.comment,
+        "author": m.author,
+        "created_ms": m.created_ms,
+        "objects": m.objects,
+        "workloads": m.workloads,
+    })
+    .to_string()
+}
+
+fn token_json(t: &TokenMeta) -> String {
+    serde_json::json!({
+        "id": t.id,
+        "name": t.name,
+        "role": t.role,
+        "scope": t.scope,
+        "expires_ms": t.expires_ms,
+        "revoked_ms": t.revoked_ms,
+        "revoked_by": t.revoked_by,
+    })
+    .to_string()
+}
+
+/// Ids and counts are stored as SQLite integers; past `i64::MAX` they saturate (no
+/// real id or count gets there).
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
