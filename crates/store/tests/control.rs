@@ -1415,3 +1415,9 @@ fn acknowledged_writes_survive_kill_9() {
         assert_eq!(version.meta.workloads as u64, v * 10);
     }
 }
+
+#[test]
+fn the_store_can_live_behind_a_mutex_shared_by_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<std::sync::Mutex<ControlStore>>();
+}
