@@ -186,18 +186,18 @@ impl WebhookSink {
                 })
             })?;
         // The connection future does the I/O; it is polled only until the response
-        // head arrives, and dropping it closes the socket.
+        // head arrives, and dropping it closes the socket. It may finish first when the
+        // server answers and closes at once: the response is then already in hand.
         let mut conn = std::pin::pin!(conn);
+        let mut exchange = std::pin::pin!(sender.send_request(request));
         let response = tokio::select! {
-            r = sender.send_request(request) => r.map_err(http)?,
-            r = &mut conn => {
-                r.map_err(http)?;
-                return Err(Failure::retry(AlertError::Io {
-                    addr: addr(),
-                    source: std::io::ErrorKind::UnexpectedEof.into(),
-                }));
-            }
-        };
+            r = &mut exchange => r,
+            r = &mut conn => match r {
+                Ok(()) => exchange.await,
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(http)?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -277,7 +277,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
     let bytes = s.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes
