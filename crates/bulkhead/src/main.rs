@@ -35,6 +35,7 @@ mod flows_cmd;
 mod pcap;
 mod policy_cmd;
 mod report_cmd;
+mod server_cmd;
 mod simulate_cmd;
 
 use std::process::ExitCode;
@@ -66,6 +67,10 @@ enum Command {
     /// Reports over the flow store (sprawl).
     #[command(subcommand)]
     Report(report_cmd::ReportCommand),
+    /// Run the control plane: REST API, stores, collectors, alerts.
+    Server(server_cmd::ServerArgs),
+    /// The server on 127.0.0.1 with a synthetic estate streaming into it, until Ctrl-C.
+    Demo(server_cmd::DemoArgs),
     /// Generate a synthetic estate: inventory, policy and its IPFIX traffic.
     Simulate(simulate_cmd::SimulateArgs),
     /// Check inventory files and show what label rules assign.
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
         Command::Flows(c) => flows_cmd::run(c),
         Command::Report(c) => report_cmd::run(c),
         Command::Simulate(a) => simulate_cmd::run(a),
+        Command::Server(a) => server_cmd::server(a),
+        Command::Demo(a) => server_cmd::demo(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

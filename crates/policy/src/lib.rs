@@ -22,3 +22,8 @@ pub use document::{
 };
 pub use error::{Origin, PolicyError, PolicyErrors};
 pub use policy::Policy;
+
+/// Reads YAML (or JSON) into a JSON value, for APIs that show policy objects as JSON.
+pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.without_snippet().to_string())
+}

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{StoredObject, StoredWorkload};
 
 /// How one object differs between two sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DiffChange {
     /// Only in the second set.
     Added,
@@ -27,7 +28,7 @@ impl DiffChange {
 
 /// One policy object that differs. `before` is its text in the first set (`None` when
 /// added), `after` in the second (`None` when removed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectDiff {
     pub kind: String,
     pub name: String,
@@ -37,7 +38,7 @@ pub struct ObjectDiff {
 }
 
 /// One workload that differs, as [`ObjectDiff`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WorkloadDiff {
     pub name: String,
     pub change: DiffChange,

@@ -1,0 +1,141 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bulkhead_server::demo::{self, DemoOptions};
+use clap::Args;
+
+/// Settings come from flags, then environment variables (BULKHEAD_*), then defaults.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Data directory: control.sqlite (inventory, policy, versions, tokens, audit, alerts)
+    /// and flows.sqlite (flow summaries).
+    #[arg(long, env = "BULKHEAD_DATA")]
+    pub data: PathBuf,
+    /// HTTP listen address.
+    #[arg(long, env = "BULKHEAD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Flow collector listen addresses (NetFlow/IPFIX/sFlow), repeatable.
+    #[arg(long, env = "BULKHEAD_COLLECT", value_delimiter = ',')]
+    pub collect: Vec<SocketAddr>,
+    /// Collector worker threads per address (default: one per core).
+    #[arg(long, env = "BULKHEAD_COLLECTOR_WORKERS")]
+    pub collector_workers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[arg(long, env = "BULKHEAD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the demo's collector listens (loopback).
+    #[arg(long, default_value = "127.0.0.1:4739")]
+    pub collect: SocketAddr,
+    /// Data directory (default: a new temporary one, removed at exit).
+    #[arg(long, env = "BULKHEAD_DATA")]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub apps: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn workers(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn ctrl_c(stop: Arc<AtomicBool>) {
+    let _ = tokio::signal::ctrl_c().await;
+    stop.store(true, Ordering::SeqCst);
+}
+
+pub fn server(a: ServerArgs) -> anyhow::Result<()> {
+    let state = bulkhead_server::open(&a.data)?;
+    if let Some(token) = bulkhead_server::bootstrap_admin(&state)? {
+        outln!("first start: admin token (shown once, store it now): {token}");
+    }
+    bulkhead_server::start_collectors(&state, a.collect.clone(), workers(a.collector_workers))?;
+    for addr in bulkhead_server::collector_addrs(&state) {
+        eprintln!("collecting flows on udp {addr}");
+    }
+    let rt = runtime()?;
+    let st = state.clone();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen).await?;
+        eprintln!(
+            "bulkhead server on http://{} (data in {})",
+            listener.local_addr()?,
+            a.data.display()
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        bulkhead_server::serve(st, listener, ctrl_c(stop)).await
+    })?;
+    bulkhead_server::stop_collectors(&state);
+    Ok(())
+}
+
+pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    if !a.collect.ip().is_loopback() {
+        anyhow::bail!(
+            "--collect {}: the demo sends its traffic only to loopback",
+            a.collect
+        );
+    }
+    let temp = match &a.data {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let data = a.data.clone().unwrap_or_else(|| {
+        temp.as_ref()
+            .map(|t| t.path().to_path_buf())
+            .unwrap_or_default()
+    });
+    let state = bulkhead_server::open(&data)?;
+    let opts = DemoOptions {
+        listen: a.listen,
+        collect: a.collect,
+        data: data.clone(),
+        apps: a.apps,
+        seed: a.seed,
+    };
+    if demo::load(&state, &opts)? {
+        eprintln!("loaded the synthetic estate and provisioned its starter policy (monitor mode)");
+    }
+    let token = bulkhead_server::bootstrap_admin(&state)?;
+    bulkhead_server::start_collectors(&state, vec![a.collect], workers(None))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamer = {
+        let (stop, opts) = (stop.clone(), opts.clone());
+        std::thread::spawn(move || demo::stream(&opts, stop))
+    };
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.listen).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        outln!("Bulkhead demo is running at {url}");
+        match &token {
+            Some(t) => outln!("admin token: {t}"),
+            None => outln!(
+                "admin token: the one printed when {} was first used",
+                data.display()
+            ),
+        }
+        outln!("try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/alerts");
+        outln!("Ctrl-C to stop");
+        bulkhead_server::serve(state.clone(), listener, ctrl_c(stop.clone())).await
+    });
+    stop.store(true, Ordering::SeqCst);
+    let _ = streamer.join();
+    bulkhead_server::stop_collectors(&state);
+    result
+}

@@ -1,0 +1,263 @@
+//! Tokens, the audit log, health, readiness and Prometheus metrics.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use bulkhead_model::Labels;
+use bulkhead_store::FlowStore;
+use bulkhead_store::control::{AuditContext, NewToken};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{Principal, Role, new_token, token_hash};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, blocking, lock, now_ms};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    pub role: String,
+    /// For app owners: the labels of their workloads, `app=payments` or `app=payments,env=prod`.
+    pub scope: Option<String>,
+    /// Lifetime in days (default 90).
+    pub expires_in_days: Option<u32>,
+}
+
+fn ctx(p: &Principal, action: &str) -> AuditContext {
+    AuditContext {
+        actor: p.actor(),
+        source: p.source.clone(),
+        at_ms: now_ms(),
+        action: action.to_string(),
+    }
+}
+
+/// Creates a token and returns it once; only its hash is kept.
+pub fn issue_token(
+    store: &mut bulkhead_store::control::ControlStore,
+    req: &TokenRequest,
+    audit: &AuditContext,
+) -> ApiResult<(String, Value)> {
+    if req.name.trim().is_empty() || req.name.len() > 128 {
+        return Err(ApiError::invalid("name", "1 to 128 characters"));
+    }
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::invalid("role", e))?;
+    let scope = match (&req.scope, role) {
+        (Some(s), Role::AppOwner) => {
+            let l = Labels::parse_list(s).map_err(|e| ApiError::invalid("scope", e.to_string()))?;
+            if l.is_empty() {
+                return Err(ApiError::invalid(
+                    "scope",
+                    "an app owner needs a non-empty label scope",
+                ));
+            }
+            Some(l.to_string())
+        }
+        (None, Role::AppOwner) => {
+            return Err(ApiError::invalid(
+                "scope",
+                "required for app_owner, e.g. app=payments",
+            ));
+        }
+        (Some(_), _) => {
+            return Err(ApiError::invalid(
+                "scope",
+                "only app_owner tokens have a scope",
+            ));
+        }
+        (None, _) => None,
+    };
+    let days = req.expires_in_days.unwrap_or(90);
+    if !(1..=3650).contains(&days) {
+        return Err(ApiError::invalid("expires_in_days", "from 1 to 3650"));
+    }
+    let token = new_token()?;
+    let meta = store.create_token(
+        NewToken {
+            name: req.name.trim().to_string(),
+            role: role.as_str().to_string(),
+            scope,
+            hash: token_hash(&token),
+            expires_ms: Some(now_ms() + i64::from(days) * 86_400_000),
+        },
+        audit,
+    )?;
+    let v = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((token, v))
+}
+
+pub async fn create_token(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<impl IntoResponse> {
+    p.require(&[Role::Admin], "create tokens")?;
+    let (token, meta) = blocking(move || {
+        let mut c = lock(&s.control)?;
+        issue_token(&mut c, &req, &ctx(&p, "token.create"))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            serde_json::json!({ "token": token, "meta": meta, "note": "shown once; store it now" }),
+        ),
+    ))
+}
+
+pub async fn list_tokens(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin], "list tokens")?;
+    let tokens = blocking(move || Ok(lock(&s.control)?.tokens()?)).await?;
+    Ok(Json(serde_json::json!({ "items": tokens })))
+}
+
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin], "revoke tokens")?;
+    let done =
+        blocking(move || Ok(lock(&s.control)?.revoke_token(id, &ctx(&p, "token.revoke"))?)).await?;
+    if !done {
+        return Err(ApiError::NotFound(format!("token {id}")));
+    }
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+#[derive(Deserialize)]
+pub struct AuditParams {
+    after_id: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn audit(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(q): Query<AuditParams>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "read the audit log")?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let entries =
+        blocking(move || Ok(lock(&s.control)?.audit(q.after_id.unwrap_or(0), limit)?)).await?;
+    Ok(Json(serde_json::json!({ "items": entries })))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when both stores answer.
+pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let ok = blocking(move || {
+        lock(&s.control)?.versions()?;
+        lock(&s.flows)?.stats()?;
+        Ok(())
+    })
+    .await;
+    match ok {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+    }
+}
+
+pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let m = s
+        .collector
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.metrics()))
+        .unwrap_or_default();
+    let e = s.current();
+    let s2 = s.clone();
+    let (stats, open_alerts) = blocking(move || {
+        let stats = lock(&s2.flows)?.stats()?;
+        let open = lock(&s2.control)?
+            .alerts(&bulkhead_store::control::AlertFilter {
+                state: Some(bulkhead_store::control::AlertState::Open),
+                limit: usize::MAX,
+                ..Default::default()
+            })?
+            .len();
+        Ok((stats, open))
+    })
+    .await?;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "bulkhead_ingest_datagrams_total",
+        "counter",
+        "Export datagrams received.",
+        m.datagrams.to_string(),
+    );
+    metric(
+        "bulkhead_ingest_records_total",
+        "counter",
+        "Flow records decoded.",
+        m.records.to_string(),
+    );
+    metric(
+        "bulkhead_ingest_malformed_total",
+        "counter",
+        "Datagrams rejected as malformed.",
+        m.malformed.to_string(),
+    );
+    metric(
+        "bulkhead_ingest_no_template_total",
+        "counter",
+        "Data sets dropped for want of a template.",
+        m.no_template.to_string(),
+    );
+    metric(
+        "bulkhead_ingest_dropped_total",
+        "counter",
+        "Datagrams the kernel dropped on the collector sockets.",
+        m.dropped.to_string(),
+    );
+    metric(
+        "bulkhead_summaries_total",
+        "counter",
+        "Flow summaries produced.",
+        m.summaries.to_string(),
+    );
+    metric(
+        "bulkhead_flow_store_rows",
+        "gauge",
+        "Minute summaries stored.",
+        stats.minute.rows.to_string(),
+    );
+    metric(
+        "bulkhead_alerts_open",
+        "gauge",
+        "Alerts in state open.",
+        open_alerts.to_string(),
+    );
+    metric(
+        "bulkhead_workloads",
+        "gauge",
+        "Workloads in the inventory.",
+        e.inventory.len().to_string(),
+    );
+    metric(
+        "bulkhead_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        ((now_ms() - s.started_ms) / 1000).to_string(),
+    );
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    ))
+}

@@ -1,0 +1,180 @@
+//! Alerts: flows that would be blocked (monitor) or were blocked (enforced), deduplicated
+//! per (source group, destination group, protocol/port); lifecycle open → acknowledged →
+//! resolved.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use bulkhead_model::{FlowSummary, Labels, VerdictKind, protocol_name};
+use bulkhead_store::control::{
+    AlertFilter, AlertObservation, AlertState, AuditContext, ControlStore,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, blocking, lock, now_ms};
+
+/// The group an end belongs to for deduplication: its app/env/role labels; for an
+/// address the inventory does not know, whether it is internal or external (one alert
+/// per scanned port, not one per scanned address; the details keep the address).
+fn group(labels: &Labels, addr: std::net::IpAddr, known: bool) -> String {
+    let parts: Vec<String> = ["app", "env", "role"]
+        .iter()
+        .filter_map(|k| labels.get(k).map(|v| format!("{k}={v}")))
+        .collect();
+    match (known, parts.is_empty()) {
+        (true, false) => parts.join(","),
+        (true, true) => "unlabelled workloads".to_string(),
+        (false, _) if bulkhead_enrich::sprawl::is_internal(addr) => "unknown internal".to_string(),
+        (false, _) => "external".to_string(),
+    }
+}
+
+/// Records an alert for every summary whose provisioned verdict is not `allowed`.
+/// Returns how many alerts were new.
+pub fn record_from_summaries(
+    store: &mut ControlStore,
+    summaries: &[FlowSummary],
+) -> Result<usize, bulkhead_store::StoreError> {
+    let mut new = 0;
+    for s in summaries
+        .iter()
+        .filter(|s| s.key.bucket == bulkhead_model::Bucket::Minute)
+    {
+        let Some(v) = &s.provisioned else { continue };
+        let (kind, severity) = match v.verdict {
+            VerdictKind::Allowed => continue,
+            VerdictKind::PotentiallyBlocked => ("potentially_blocked", "warning"),
+            VerdictKind::Blocked => ("blocked", "critical"),
+        };
+        let src = group(&s.src_labels, s.key.src, s.src_workload.is_some());
+        let dst = group(&s.dst_labels, s.key.dst, s.dst_workload.is_some());
+        let service = match protocol_name(s.key.proto) {
+            Some(p) => format!("{p}/{}", s.key.port),
+            None => format!("proto/{}", s.key.proto),
+        };
+        let key = format!("{kind}|{src}|{dst}|{service}");
+        let title = format!(
+            "{} {src} → {dst} on {service}",
+            if kind == "blocked" {
+                "blocked:"
+            } else {
+                "would be blocked:"
+            }
+        );
+        let details = serde_json::json!({
+            "src_group": src, "dst_group": dst, "service": service,
+            "src": s.key.src, "dst": s.key.dst,
+            "src_workload": s.src_workload, "dst_workload": s.dst_workload,
+            "src_labels": s.src_labels, "dst_labels": s.dst_labels,
+            "rules": v.rules,
+        });
+        let (_, recorded) = store.record_alert(AlertObservation {
+            key,
+            kind: kind.to_string(),
+            severity: severity.to_string(),
+            title,
+            details_json: details.to_string(),
+            count: s.connections,
+            first_seen_ms: s.first_seen_ms,
+            last_seen_ms: s.last_seen_ms,
+        })?;
+        new += usize::from(recorded != bulkhead_store::control::AlertRecorded::Repeated);
+    }
+    Ok(new)
+}
+
+#[derive(Deserialize)]
+pub struct AlertParams {
+    state: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn visible(p: &Principal, details: &str) -> bool {
+    if p.role != Role::AppOwner {
+        return true;
+    }
+    let d: Value = serde_json::from_str(details).unwrap_or_default();
+    let labels = |k: &str| -> Labels { serde_json::from_value(d[k].clone()).unwrap_or_default() };
+    p.sees(&labels("src_labels"), &labels("dst_labels"))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(q): Query<AlertParams>,
+) -> ApiResult<Json<Value>> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(x) => Some(
+            x.parse::<AlertState>()
+                .map_err(|e| ApiError::invalid("state", e.to_string()))?,
+        ),
+    };
+    let filter = AlertFilter {
+        state,
+        kind: q.kind,
+        limit: q.limit.unwrap_or(100).min(10_000),
+        offset: q.offset.unwrap_or(0),
+        ..AlertFilter::default()
+    };
+    let alerts = blocking(move || Ok(lock(&s.control)?.alerts(&filter)?)).await?;
+    let items: Vec<Value> = alerts
+        .into_iter()
+        .filter(|a| visible(&p, &a.details_json))
+        .map(|a| {
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            v["details"] = serde_json::from_str(&a.details_json).unwrap_or_default();
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiResult<Json<Value>> {
+    p.require(
+        &[Role::Admin, Role::Secops, Role::AppOwner],
+        "change alerts",
+    )?;
+    blocking(move || {
+        let mut c = lock(&s.control)?;
+        let a = c
+            .alert(id)?
+            .ok_or_else(|| ApiError::NotFound(format!("alert {id}")))?;
+        if !visible(&p, &a.details_json) {
+            return Err(ApiError::NotFound(format!("alert {id}")));
+        }
+        let ctx = AuditContext {
+            actor: p.actor(),
+            source: p.source.clone(),
+            at_ms: now_ms(),
+            action: format!("alert.{}", to.as_str()),
+        };
+        let updated = c
+            .set_alert_state(id, to, &ctx)?
+            .ok_or_else(|| ApiError::NotFound(format!("alert {id}")))?;
+        Ok(Json(
+            serde_json::to_value(updated).map_err(|e| ApiError::Internal(e.to_string()))?,
+        ))
+    })
+    .await
+}
+
+pub async fn acknowledge(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    transition(s, p, id, AlertState::Acknowledged).await
+}
+
+pub async fn resolve(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    transition(s, p, id, AlertState::Resolved).await
+}

@@ -1,0 +1,157 @@
+//! Flow queries and the sprawl report over the embedded flow store.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use bulkhead_enrich::sprawl::{SeenHost, sprawl};
+use bulkhead_model::{Bucket, Labels, ServicePort, VerdictKind};
+use bulkhead_store::{FlowQuery, FlowStore};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, blocking, lock, now_ms};
+
+#[derive(Deserialize)]
+pub struct FlowParams {
+    bucket: Option<String>,
+    /// Window start and end, unix milliseconds; default the last hour.
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    workload: Option<String>,
+    labels: Option<String>,
+    address: Option<String>,
+    port: Option<String>,
+    verdict: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+pub async fn query(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(f): Query<FlowParams>,
+) -> ApiResult<Json<Value>> {
+    let bucket = match f.bucket.as_deref() {
+        None | Some("minute") => Bucket::Minute,
+        Some("hour") => Bucket::Hour,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "bucket",
+                format!("{other:?} is not minute or hour"),
+            ));
+        }
+    };
+    let to = f.to_ms.unwrap_or_else(now_ms);
+    let from = f.from_ms.unwrap_or(to - 3_600_000);
+    if from > to {
+        return Err(ApiError::invalid("from_ms", "after to_ms"));
+    }
+    let mut q = FlowQuery::new(bucket, from, to);
+    q.workload = f.workload;
+    q.limit = f.limit.unwrap_or(100);
+    if q.limit > 10_000 {
+        return Err(ApiError::invalid("limit", "at most 10000"));
+    }
+    q.offset = f.offset.unwrap_or(0);
+    if let Some(l) = f.labels {
+        q.labels =
+            Some(Labels::parse_list(&l).map_err(|e| ApiError::invalid("labels", e.to_string()))?);
+    }
+    if let Some(a) = f.address {
+        q.address =
+            Some(a.parse().map_err(|_| {
+                ApiError::invalid("address", format!("{a:?} is not an IP address"))
+            })?);
+    }
+    if let Some(port) = f.port {
+        let sp: ServicePort = port
+            .parse()
+            .map_err(|e: bulkhead_model::ServiceError| ApiError::invalid("port", e.to_string()))?;
+        match sp.proto {
+            bulkhead_model::ProtoMatch::Proto(pr) if sp.ports.start == sp.ports.end => {
+                q.proto = Some(pr);
+                q.port = Some(sp.ports.start);
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "port",
+                    "one protocol and one port, e.g. tcp/5432",
+                ));
+            }
+        }
+    }
+    if let Some(v) = f.verdict {
+        q.verdict = Some(
+            v.parse::<VerdictKind>()
+                .map_err(|e| ApiError::invalid("verdict", e))?,
+        );
+    }
+    // App owners see only traffic touching their workloads: the filter is part of the
+    // query, so pages stay full.
+    if p.role == Role::AppOwner {
+        q.labels = Some(match q.labels.take() {
+            None => p.scope.clone(),
+            Some(mut l) => {
+                for (k, v) in p.scope.iter() {
+                    l.set(
+                        bulkhead_model::Label::new(k, v)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    );
+                }
+                l
+            }
+        });
+    }
+    let rows = blocking(move || Ok(lock(&s.flows)?.query(&q)?)).await?;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| p.sees(&r.src_labels, &r.dst_labels))
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "from_ms": from, "to_ms": to, "items": rows }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct SprawlParams {
+    /// Window in hours back from now; default 168 (7 days).
+    hours: Option<i64>,
+}
+
+pub async fn sprawl_report(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(q): Query<SprawlParams>,
+) -> ApiResult<Json<Value>> {
+    p.require(
+        &[Role::Admin, Role::Secops, Role::Netops],
+        "read the estate-wide sprawl report",
+    )?;
+    let hours = q.hours.unwrap_or(168);
+    if !(1..=24 * 366).contains(&hours) {
+        return Err(ApiError::invalid("hours", "from 1 to 8784"));
+    }
+    let end = Bucket::Hour.start_of(now_ms()) + Bucket::Hour.millis();
+    let start = end - hours * 3_600_000;
+    let enricher = s.current();
+    let seen =
+        blocking(move || Ok(lock(&s.flows)?.seen_addresses(Bucket::Hour, start, end)?)).await?;
+    let hosts: Vec<SeenHost> = seen
+        .into_iter()
+        .map(|a| SeenHost {
+            address: a.address,
+            first_seen_ms: a.first_seen_ms,
+            last_seen_ms: a.last_seen_ms,
+            bytes: a.bytes,
+            connections: a.connections,
+            peers: a.peers,
+            served: a.served.iter().map(|x| (x.proto, x.port)).collect(),
+            reporters: a.reporters,
+        })
+        .collect();
+    let r = sprawl(&enricher.inventory, &hosts, start, end);
+    Ok(Json(
+        serde_json::to_value(r).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}

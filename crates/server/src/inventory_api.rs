@@ -1,0 +1,245 @@
+//! Workloads: list (filtered by labels, paginated), get, put, delete, bulk import.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use bulkhead_model::Labels;
+use bulkhead_store::control::{AuditContext, Change};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, blocking, lock, now_ms};
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// `k=v,k=v`: workloads carrying all these labels.
+    labels: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+fn audit(p: &Principal, action: &str) -> AuditContext {
+    AuditContext {
+        actor: p.actor(),
+        source: p.source.clone(),
+        at_ms: now_ms(),
+        action: action.to_string(),
+    }
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let filter = match &q.labels {
+        Some(l) => Labels::parse_list(l).map_err(|e| ApiError::invalid("labels", e.to_string()))?,
+        None => Labels::new(),
+    };
+    if q.limit > 10_000 {
+        return Err(ApiError::invalid("limit", "at most 10000"));
+    }
+    let e = s.current();
+    let mut items: Vec<&bulkhead_model::Workload> = e
+        .inventory
+        .workloads()
+        .iter()
+        .filter(|w| {
+            w.labels.includes(&filter) && (p.role != Role::AppOwner || w.labels.includes(&p.scope))
+        })
+        .collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    let total = items.len();
+    let page: Vec<_> = items.into_iter().skip(q.offset).take(q.limit).collect();
+    Ok(Json(
+        serde_json::json!({ "total": total, "offset": q.offset, "items": page }),
+    ))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let e = s.current();
+    let w = e
+        .inventory
+        .by_name(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("workload {name}")))?;
+    Ok(Json(
+        serde_json::to_value(w).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}
+
+/// Checks workload JSON objects with the inventory parser, so the API accepts exactly
+/// what inventory files accept and reports the same field names.
+fn check(items: &[Value]) -> ApiResult<Vec<(String, String)>> {
+    let text = serde_json::to_string(items).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let located = bulkhead_inventory::parse_structured("(body)", &text).map_err(|e| {
+        let details: Vec<crate::error::FieldError> =
+            e.0.iter()
+                .map(|e| crate::error::FieldError {
+                    field: e.field.clone(),
+                    message: e.message.clone(),
+                    line: None,
+                    column: None,
+                })
+                .collect();
+        ApiError::Invalid {
+            message: details
+                .first()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .unwrap_or_default(),
+            details,
+        }
+    })?;
+    located
+        .into_iter()
+        .zip(items)
+        .map(|(l, raw)| {
+            Ok((
+                l.workload.name,
+                serde_json::to_string(raw).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ))
+        })
+        .collect()
+}
+
+fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> ApiResult<()> {
+    {
+        let mut c = lock(&s.control)?;
+        // The whole inventory must stay consistent (unique names and addresses).
+        let mut all = c.workloads()?;
+        for ch in &changes {
+            match ch {
+                Change::PutWorkload { name, json } => {
+                    all.retain(|w| w.name != *name);
+                    all.push(bulkhead_store::control::StoredWorkload {
+                        name: name.clone(),
+                        json: json.clone(),
+                        updated_ms: 0,
+                        updated_by: String::new(),
+                    });
+                }
+                Change::DeleteWorkload { name } => all.retain(|w| w.name != *name),
+                _ => {}
+            }
+        }
+        let text = format!(
+            "[{}]",
+            all.iter()
+                .map(|w| w.json.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        bulkhead_inventory::load(&[("inventory", text)], None).map_err(|e| {
+            ApiError::invalid(
+                e.0.first()
+                    .map(|x| x.field.clone())
+                    .unwrap_or_else(|| "workloads".into()),
+                e.0.first().map(|x| x.message.clone()).unwrap_or_default(),
+            )
+        })?;
+        c.apply(&changes, &audit(p, action))?;
+    }
+    s.recompile()
+}
+
+pub async fn put(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    Json(mut body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "change the inventory")?;
+    let map = body
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("(body)", "expected a JSON object"))?;
+    match map.get("name") {
+        None => {
+            map.insert("name".into(), Value::from(name.clone()));
+        }
+        Some(Value::String(n)) if *n == name => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "name",
+                format!("{other} does not match the URL ({name:?})"),
+            ));
+        }
+    }
+    let checked = check(std::slice::from_ref(&body))?;
+    let (n, json) = checked
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("no workload".into()))?;
+    let s2 = s.clone();
+    blocking(move || {
+        apply(
+            &s2,
+            &p,
+            vec![Change::PutWorkload { name: n, json }],
+            "workload.put",
+        )
+    })
+    .await?;
+    get(State(s), Principal::system(), Path(name)).await
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "change the inventory")?;
+    if s.current().inventory.by_name(&name).is_none() {
+        return Err(ApiError::NotFound(format!("workload {name}")));
+    }
+    let n = name.clone();
+    blocking(move || {
+        apply(
+            &s,
+            &p,
+            vec![Change::DeleteWorkload { name: n }],
+            "workload.delete",
+        )
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "deleted": name })))
+}
+
+/// Bulk import: a JSON list of workloads (the inventory file format), all or nothing.
+pub async fn import(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "change the inventory")?;
+    let items = match body {
+        Value::Array(a) => a,
+        Value::Object(mut o) => match o.remove("workloads") {
+            Some(Value::Array(a)) => a,
+            _ => {
+                return Err(ApiError::invalid(
+                    "workloads",
+                    "expected a list of workloads",
+                ));
+            }
+        },
+        _ => return Err(ApiError::invalid("(body)", "expected a list of workloads")),
+    };
+    let checked = check(&items)?;
+    let count = checked.len();
+    let changes = checked
+        .into_iter()
+        .map(|(name, json)| Change::PutWorkload { name, json })
+        .collect();
+    blocking(move || apply(&s, &p, changes, "workload.import")).await?;
+    Ok(Json(serde_json::json!({ "imported": count })))
+}

@@ -1,0 +1,210 @@
+//! The control plane: one source of truth for inventory, labels and policy, with a REST
+//! API under `/api/v1`, token auth with label-scoped roles, an append-only audit log,
+//! draft → provisioned versions, collectors that verdict live traffic, and alerts.
+
+mod admin_api;
+mod alerts;
+mod auth;
+pub mod demo;
+mod error;
+mod flows_api;
+mod inventory_api;
+mod openapi;
+mod policy_api;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::routing::{get, post};
+use bulkhead_collector::{Collector, CollectorConfig};
+use bulkhead_store::control::{AuditContext, ControlStore};
+use bulkhead_store::{FlowStore, Retention, SqliteFlowStore};
+
+pub use admin_api::TokenRequest;
+pub use auth::{Role, token_hash};
+pub use error::ApiError;
+pub use state::{AppState, now_ms};
+
+/// Requests larger than this are refused before they are read.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    /// Flow collectors inside the server; empty for none.
+    pub collect: Vec<SocketAddr>,
+    pub collector_workers: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    use axum::routing::delete;
+    let api = Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/workloads", get(inventory_api::list))
+        .route("/workloads/import", post(inventory_api::import))
+        .route(
+            "/workloads/{name}",
+            get(inventory_api::get)
+                .put(inventory_api::put)
+                .delete(inventory_api::delete),
+        )
+        .route("/draft/objects", get(policy_api::list_objects))
+        .route(
+            "/draft/objects/{kind}/{name}",
+            get(policy_api::get_object)
+                .put(policy_api::put_object)
+                .delete(policy_api::delete_object),
+        )
+        .route(
+            "/draft/files",
+            get(policy_api::pull_draft).put(policy_api::push_draft),
+        )
+        .route("/draft/diff", get(policy_api::draft_diff))
+        .route("/provision", post(policy_api::provision))
+        .route("/versions", get(policy_api::versions))
+        .route("/versions/{id}", get(policy_api::version))
+        .route("/versions/{id}/diff", get(policy_api::version_diff))
+        .route("/versions/{id}/revert", post(policy_api::revert))
+        .route("/explain", post(policy_api::explain_flow))
+        .route("/flows", get(flows_api::query))
+        .route("/reports/sprawl", get(flows_api::sprawl_report))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route("/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/audit", get(admin_api::audit))
+        .route(
+            "/tokens",
+            get(admin_api::list_tokens).post(admin_api::create_token),
+        )
+        .route("/tokens/{id}", delete(admin_api::revoke_token));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(admin_api::healthz))
+        .route("/readyz", get(admin_api::readyz))
+        .route("/metrics", get(admin_api::metrics))
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Opens (or creates) both stores under `data` and compiles the current policy.
+pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(data)?;
+    let control = ControlStore::open(data.join("control.sqlite"))?;
+    let flows = SqliteFlowStore::open(data.join("flows.sqlite"))?;
+    let state = AppState {
+        control: Arc::new(Mutex::new(control)),
+        flows: Arc::new(Mutex::new(flows)),
+        enricher: Arc::new(RwLock::new(Arc::new(Default::default()))),
+        collector: Arc::new(Mutex::new(None)),
+        started_ms: now_ms(),
+    };
+    state
+        .recompile()
+        .map_err(|e| anyhow::anyhow!("compiling the stored policy: {e}"))?;
+    Ok(state)
+}
+
+/// On first start, creates an admin token and returns it (to be shown once).
+pub fn bootstrap_admin(state: &AppState) -> anyhow::Result<Option<String>> {
+    let mut c = state.control.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    if !c.tokens()?.is_empty() {
+        return Ok(None);
+    }
+    let audit = AuditContext {
+        actor: "bulkhead (first start)".into(),
+        source: "local".into(),
+        at_ms: now_ms(),
+        action: "token.create".into(),
+    };
+    let req = TokenRequest {
+        name: "initial admin".into(),
+        role: "admin".into(),
+        scope: None,
+        expires_in_days: Some(365),
+    };
+    let (token, _) =
+        admin_api::issue_token(&mut c, &req, &audit).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some(token))
+}
+
+/// Stops the collectors (flushing every open summary into the store).
+pub fn stop_collectors(state: &AppState) {
+    if let Some(c) = state.collector.lock().ok().and_then(|mut c| c.take()) {
+        c.stop();
+    }
+}
+
+/// Starts the collectors feeding the flow store and the alerts.
+pub fn start_collectors(
+    state: &AppState,
+    listen: Vec<SocketAddr>,
+    workers: usize,
+) -> anyhow::Result<()> {
+    if listen.is_empty() {
+        return Ok(());
+    }
+    let config = CollectorConfig {
+        listen,
+        workers: workers.max(1),
+        ..CollectorConfig::default()
+    };
+    let (flows, control) = (state.flows.clone(), state.control.clone());
+    let mut last_expiry = 0;
+    let collector = Collector::start(&config, state.enricher.clone(), move |batch| {
+        // Summaries that cannot be stored are logged with their count: nothing vanishes
+        // silently.
+        if let Ok(mut f) = flows.lock() {
+            if let Err(e) = f.upsert(&batch) {
+                tracing::error!("storing {} summaries: {e}", batch.len());
+            }
+            let now = now_ms();
+            if now - last_expiry > 60_000 {
+                last_expiry = now;
+                if let Err(e) = f.expire(Retention::DEFAULT.cutoff(now)) {
+                    tracing::error!("expiring old summaries: {e}");
+                }
+            }
+        }
+        if let Ok(mut c) = control.lock()
+            && let Err(e) = alerts::record_from_summaries(&mut c, &batch)
+        {
+            tracing::error!("recording alerts: {e}");
+        }
+    })?;
+    *state
+        .collector
+        .lock()
+        .map_err(|_| anyhow::anyhow!("collector lock"))? = Some(collector);
+    Ok(())
+}
+
+/// The addresses the collectors are bound to.
+pub fn collector_addrs(state: &AppState) -> Vec<SocketAddr> {
+    state
+        .collector
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.local_addrs().to_vec()))
+        .unwrap_or_default()
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

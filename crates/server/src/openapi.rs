@@ -1,0 +1,257 @@
+//! The OpenAPI 3 document, built from the route table so that it cannot forget a route.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+/// (method, path, tag, summary, needs a body)
+pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "get",
+        "/api/v1/workloads",
+        "inventory",
+        "List workloads (filter by labels=k=v,…; limit, offset)",
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/workloads/import",
+        "inventory",
+        "Import workloads (a list, all or nothing)",
+        true,
+    ),
+    (
+        "get",
+        "/api/v1/workloads/{name}",
+        "inventory",
+        "Get a workload",
+        false,
+    ),
+    (
+        "put",
+        "/api/v1/workloads/{name}",
+        "inventory",
+        "Create or replace a workload",
+        true,
+    ),
+    (
+        "delete",
+        "/api/v1/workloads/{name}",
+        "inventory",
+        "Delete a workload",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/draft/objects",
+        "policy",
+        "List draft policy objects (kind=…)",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/draft/objects/{kind}/{name}",
+        "policy",
+        "Get a draft policy object",
+        false,
+    ),
+    (
+        "put",
+        "/api/v1/draft/objects/{kind}/{name}",
+        "policy",
+        "Create or replace a draft policy object",
+        true,
+    ),
+    (
+        "delete",
+        "/api/v1/draft/objects/{kind}/{name}",
+        "policy",
+        "Delete a draft policy object",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/draft/files",
+        "policy",
+        "The draft as policy-as-code files (policy pull)",
+        false,
+    ),
+    (
+        "put",
+        "/api/v1/draft/files",
+        "policy",
+        "Replace the draft with policy-as-code files (policy push)",
+        true,
+    ),
+    (
+        "get",
+        "/api/v1/draft/diff",
+        "policy",
+        "Diff of the draft against the provisioned version",
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/provision",
+        "policy",
+        "Provision the draft as a new immutable version",
+        true,
+    ),
+    (
+        "get",
+        "/api/v1/versions",
+        "policy",
+        "List provisioned versions",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/versions/{id}",
+        "policy",
+        "A version as files",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/versions/{id}/diff",
+        "policy",
+        "Diff of a version against the one before",
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/versions/{id}/revert",
+        "policy",
+        "Make the draft equal to a version",
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/explain",
+        "policy",
+        "Verdict of a connection against the draft, the provisioned policy or a version",
+        true,
+    ),
+    (
+        "get",
+        "/api/v1/flows",
+        "flows",
+        "Query flow summaries",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/reports/sprawl",
+        "flows",
+        "The sprawl report",
+        false,
+    ),
+    ("get", "/api/v1/alerts", "alerts", "List alerts", false),
+    (
+        "post",
+        "/api/v1/alerts/{id}/acknowledge",
+        "alerts",
+        "Acknowledge an alert",
+        false,
+    ),
+    (
+        "post",
+        "/api/v1/alerts/{id}/resolve",
+        "alerts",
+        "Resolve an alert",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/audit",
+        "admin",
+        "The audit log (after_id, limit)",
+        false,
+    ),
+    ("get", "/api/v1/tokens", "admin", "List API tokens", false),
+    (
+        "post",
+        "/api/v1/tokens",
+        "admin",
+        "Create an API token (shown once)",
+        true,
+    ),
+    (
+        "delete",
+        "/api/v1/tokens/{id}",
+        "admin",
+        "Revoke an API token",
+        false,
+    ),
+    (
+        "get",
+        "/api/v1/openapi.json",
+        "admin",
+        "This document",
+        false,
+    ),
+];
+
+pub fn build() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, tag, summary, body) in ROUTES {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                let schema = if name == "id" {
+                    json!({"type": "integer", "minimum": 1})
+                } else {
+                    json!({"type": "string"})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
+            .collect();
+        let mut op = json!({
+            "tags": [tag],
+            "summary": summary,
+            "operationId": format!("{method}{}", path.replace(['/', '{', '}', '.'], "_")),
+            "responses": {
+                "200": {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"}
+            }
+        });
+        if !params.is_empty() {
+            op["parameters"] = Value::from(params);
+        }
+        if *body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("object")
+            .insert(method.to_string(), op);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Bulkhead control plane", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"},
+                    "details": {"type": "array", "items": {"type": "object", "properties": {
+                        "field": {"type": "string"}, "message": {"type": "string"},
+                        "line": {"type": "integer"}, "column": {"type": "integer"}}}}
+                }}}}}
+        }
+    })
+}
+
+pub async fn document() -> Json<Value> {
+    Json(build())
+}

@@ -1,0 +1,525 @@
+//! Policy objects in the draft, provisioning, versions, diffs, revert, explain.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use bulkhead_model::{Connection, ProtoMatch, ServicePort};
+use bulkhead_policy::{Object, Policy, explain, format::format_object, parse_file};
+use bulkhead_store::control::{AuditContext, Change, DraftObject, StoredObject, VersionMeta, diff};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, blocking, lock, now_ms, policy_errors, policy_of};
+
+pub const KINDS: &[&str] = &["label_group", "ip_list", "service", "tier", "ruleset"];
+
+fn ctx(p: &Principal, action: &str) -> AuditContext {
+    AuditContext {
+        actor: p.actor(),
+        source: p.source.clone(),
+        at_ms: now_ms(),
+        action: action.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+pub struct ObjectView {
+    pub kind: String,
+    pub name: String,
+    pub updated_ms: i64,
+    pub updated_by: String,
+    pub object: Value,
+    pub yaml: String,
+}
+
+fn view(o: &StoredObject) -> ApiResult<ObjectView> {
+    let object: Value = serde_saphyr_json(&o.yaml)?;
+    Ok(ObjectView {
+        kind: o.kind.clone(),
+        name: o.name.clone(),
+        updated_ms: o.updated_ms,
+        updated_by: o.updated_by.clone(),
+        object,
+        yaml: o.yaml.clone(),
+    })
+}
+
+fn serde_saphyr_json(yaml: &str) -> ApiResult<Value> {
+    bulkhead_policy::yaml_to_json(yaml)
+        .map_err(|e| ApiError::Internal(format!("stored object does not read back: {e}")))
+}
+
+/// Parses one object from a request body (JSON is YAML's flow style, so the policy
+/// parser reads it directly and reports the same field paths as for files).
+fn object_from_body(kind: &str, name: &str, mut body: Value) -> ApiResult<Object> {
+    let map = body
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("(body)", "expected a JSON object"))?;
+    for (field, want) in [("kind", kind), ("name", name)] {
+        match map.get(field) {
+            None => {
+                map.insert(field.into(), Value::from(want));
+            }
+            Some(Value::String(s)) if s == want => {}
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("{other} does not match the URL ({want:?})"),
+                ));
+            }
+        }
+    }
+    map.entry("bulkhead")
+        .or_insert_with(|| Value::from(bulkhead_policy::FORMAT_VERSION));
+    let text = serde_json::to_string(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (mut objects, errors) = parse_file("(body)", &text);
+    if !errors.is_empty() {
+        return Err(policy_errors(bulkhead_policy::PolicyErrors(errors)));
+    }
+    objects
+        .pop()
+        .ok_or_else(|| ApiError::invalid("(body)", "no object"))
+}
+
+fn parse_stored(o: &StoredObject) -> ApiResult<Object> {
+    let (mut objs, errs) = parse_file(&format!("{}/{}", o.kind, o.name), &o.yaml);
+    if !errs.is_empty() {
+        return Err(ApiError::Internal(format!(
+            "stored object {}/{} no longer parses",
+            o.kind, o.name
+        )));
+    }
+    objs.pop()
+        .ok_or_else(|| ApiError::Internal("empty stored object".into()))
+}
+
+fn check_kind(kind: &str) -> ApiResult<()> {
+    if KINDS.contains(&kind) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "kind",
+            format!("unknown kind {kind:?}; one of {}", KINDS.join(", ")),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KindFilter {
+    kind: Option<String>,
+}
+
+pub async fn list_objects(
+    State(s): State<AppState>,
+    _p: Principal,
+    Query(f): Query<KindFilter>,
+) -> ApiResult<Json<Vec<ObjectView>>> {
+    let objects =
+        blocking(move || lock(&s.control)?.draft_objects().map_err(ApiError::from)).await?;
+    objects
+        .iter()
+        .filter(|o| f.kind.as_deref().is_none_or(|k| k == o.kind))
+        .map(view)
+        .collect::<ApiResult<Vec<_>>>()
+        .map(Json)
+}
+
+pub async fn get_object(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<ObjectView>> {
+    check_kind(&kind)?;
+    let (k, n) = (kind.clone(), name.clone());
+    let o = blocking(move || {
+        lock(&s.control)?
+            .draft_object(&k, &n)
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(view(&o.ok_or_else(|| {
+        ApiError::NotFound(format!("{kind}/{name}"))
+    })?)?))
+}
+
+/// Checks the draft as it would be after `change` and stores it with its audit entry.
+fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> ApiResult<()> {
+    {
+        let mut c = lock(&s.control)?;
+        let mut draft = c.draft_objects()?;
+        match &change {
+            Change::PutObject { kind, name, yaml } => {
+                draft.retain(|o| !(o.kind == *kind && o.name == *name));
+                draft.push(StoredObject {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    yaml: yaml.clone(),
+                    updated_ms: 0,
+                    updated_by: String::new(),
+                });
+            }
+            Change::DeleteObject { kind, name } => {
+                draft.retain(|o| !(o.kind == *kind && o.name == *name))
+            }
+            _ => {}
+        }
+        // The whole draft must stay valid: a reference to a deleted group is refused here.
+        policy_of(&draft)?;
+        c.apply(&[change], &ctx(p, action))?;
+    }
+    s.recompile()
+}
+
+pub async fn put_object(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((kind, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<ObjectView>> {
+    check_kind(&kind)?;
+    let object = object_from_body(&kind, &name, body)?;
+    p.may_write_object(&object)?;
+    let yaml = format_object(&object);
+    let (k, n) = (kind.clone(), name.clone());
+    blocking(move || {
+        if let Some(old) = lock(&s.control)?.draft_object(&k, &n)? {
+            p.may_write_object(&parse_stored(&old)?)?;
+        }
+        change_draft(
+            &s,
+            &p,
+            Change::PutObject {
+                kind: k.clone(),
+                name: n.clone(),
+                yaml,
+            },
+            &format!("{k}.put"),
+        )?;
+        let stored = lock(&s.control)?
+            .draft_object(&k, &n)?
+            .ok_or_else(|| ApiError::Internal("object vanished".into()))?;
+        Ok(Json(view(&stored)?))
+    })
+    .await
+}
+
+pub async fn delete_object(
+    State(s): State<AppState>,
+    p: Principal,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_kind(&kind)?;
+    let (k, n) = (kind.clone(), name.clone());
+    blocking(move || {
+        let old = lock(&s.control)?
+            .draft_object(&k, &n)?
+            .ok_or_else(|| ApiError::NotFound(format!("{k}/{n}")))?;
+        p.may_write_object(&parse_stored(&old)?)?;
+        change_draft(
+            &s,
+            &p,
+            Change::DeleteObject {
+                kind: k.clone(),
+                name: n,
+            },
+            &format!("{k}.delete"),
+        )
+    })
+    .await?;
+    Ok(Json(
+        serde_json::json!({ "deleted": format!("{kind}/{name}") }),
+    ))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct PolicyFile {
+    pub name: String,
+    pub content: String,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct PolicyFiles {
+    pub files: Vec<PolicyFile>,
+}
+
+/// `policy push`: the files replace the whole draft, all or nothing.
+pub async fn push_draft(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(body): Json<PolicyFiles>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "replace the whole draft")?;
+    let sources: Vec<(String, String)> = body
+        .files
+        .iter()
+        .map(|f| (f.name.clone(), f.content.clone()))
+        .collect();
+    let policy = Policy::from_sources(&sources).map_err(policy_errors)?;
+    let objects = objects_of(&policy);
+    let count = objects.len();
+    blocking(move || {
+        lock(&s.control)?.apply(
+            &[Change::ReplaceDraft { objects }],
+            &ctx(&p, "draft.replace"),
+        )?;
+        s.recompile()
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "objects": count })))
+}
+
+pub fn objects_of(policy: &Policy) -> Vec<DraftObject> {
+    let mut out = Vec::new();
+    let mut push = |o: Object| {
+        out.push(DraftObject {
+            kind: o.kind().to_string(),
+            name: o.name().to_string(),
+            yaml: format_object(&o),
+        })
+    };
+    policy
+        .tiers
+        .iter()
+        .cloned()
+        .for_each(|t| push(Object::Tier(t)));
+    policy
+        .label_groups
+        .values()
+        .cloned()
+        .for_each(|g| push(Object::LabelGroup(g)));
+    policy
+        .ip_lists
+        .values()
+        .cloned()
+        .for_each(|l| push(Object::IpList(l)));
+    policy
+        .services
+        .values()
+        .cloned()
+        .for_each(|x| push(Object::Service(x)));
+    policy
+        .rulesets
+        .iter()
+        .cloned()
+        .for_each(|r| push(Object::Ruleset(r)));
+    out
+}
+
+/// Objects as files that `bulkhead policy check` accepts: one file per kind.
+fn files_of(objects: &[StoredObject]) -> PolicyFiles {
+    let mut files = Vec::new();
+    for (i, kind) in ["tier", "label_group", "ip_list", "service", "ruleset"]
+        .iter()
+        .enumerate()
+    {
+        let docs: Vec<&str> = objects
+            .iter()
+            .filter(|o| o.kind == *kind)
+            .map(|o| o.yaml.as_str())
+            .collect();
+        if !docs.is_empty() {
+            files.push(PolicyFile {
+                name: format!("{}0-{}s.yaml", i, kind.replace('_', "-")),
+                content: docs.join("---\n"),
+            });
+        }
+    }
+    PolicyFiles { files }
+}
+
+pub async fn pull_draft(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<PolicyFiles>> {
+    let objects =
+        blocking(move || lock(&s.control)?.draft_objects().map_err(ApiError::from)).await?;
+    Ok(Json(files_of(&objects)))
+}
+
+pub async fn draft_diff(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let c = lock(&s.control)?;
+        let base = c.latest_version()?.map(|v| v.objects).unwrap_or_default();
+        let draft = c.draft_objects()?;
+        Ok(Json(
+            serde_json::to_value(diff(&base, &draft))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ProvisionRequest {
+    pub comment: String,
+}
+
+pub async fn provision(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(r): Json<ProvisionRequest>,
+) -> ApiResult<Json<VersionMeta>> {
+    p.require(&[Role::Admin, Role::Secops], "provision policy")?;
+    if r.comment.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "comment",
+            "a provision needs a comment saying why",
+        ));
+    }
+    blocking(move || {
+        let meta = {
+            let mut c = lock(&s.control)?;
+            policy_of(&c.draft_objects()?)?;
+            c.provision(r.comment.trim(), &ctx(&p, "provision"))?
+        };
+        s.recompile()?;
+        Ok(Json(meta))
+    })
+    .await
+}
+
+pub async fn versions(
+    State(s): State<AppState>,
+    _p: Principal,
+) -> ApiResult<Json<Vec<VersionMeta>>> {
+    blocking(move || Ok(Json(lock(&s.control)?.versions()?))).await
+}
+
+pub async fn version(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let v = lock(&s.control)?
+            .version(id)?
+            .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?;
+        Ok(Json(
+            serde_json::json!({ "version": v.meta, "files": files_of(&v.objects).files }),
+        ))
+    })
+    .await
+}
+
+pub async fn version_diff(
+    State(s): State<AppState>,
+    _p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let c = lock(&s.control)?;
+        let v = c
+            .version(id)?
+            .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?;
+        let prev = if id > 1 {
+            c.version(id - 1)?.map(|v| v.objects).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Json(
+            serde_json::to_value(diff(&prev, &v.objects))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        ))
+    })
+    .await
+}
+
+pub async fn revert(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "revert the draft")?;
+    blocking(move || {
+        {
+            let mut c = lock(&s.control)?;
+            c.version(id)?
+                .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?;
+            c.revert_draft_to(id, &ctx(&p, "draft.revert"))?;
+        }
+        s.recompile()?;
+        Ok(Json(serde_json::json!({ "draft_reverted_to": id })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ExplainRequest {
+    pub from: String,
+    pub to: String,
+    /// `tcp/5432`
+    pub port: String,
+    pub process: Option<String>,
+    /// `draft` (default), `provisioned`, or a version number.
+    pub against: Option<Value>,
+}
+
+pub async fn explain_flow(
+    State(s): State<AppState>,
+    _p: Principal,
+    Json(r): Json<ExplainRequest>,
+) -> ApiResult<Json<Value>> {
+    let sp: ServicePort = r
+        .port
+        .parse()
+        .map_err(|e: bulkhead_model::ServiceError| ApiError::invalid("port", e.to_string()))?;
+    let (proto, port) = match sp.proto {
+        ProtoMatch::Proto(p) if sp.ports.start == sp.ports.end => (p, sp.ports.start),
+        _ => {
+            return Err(ApiError::invalid(
+                "port",
+                "one protocol and one port, e.g. tcp/5432",
+            ));
+        }
+    };
+    blocking(move || {
+        let c = lock(&s.control)?;
+        let objects = match &r.against {
+            None => c.draft_objects()?,
+            Some(Value::String(x)) if x == "draft" => c.draft_objects()?,
+            Some(Value::String(x)) if x == "provisioned" => {
+                c.latest_version()?
+                    .ok_or_else(|| ApiError::NotFound("a provisioned version".into()))?
+                    .objects
+            }
+            Some(Value::Number(n)) => {
+                let id = n
+                    .as_u64()
+                    .ok_or_else(|| ApiError::invalid("against", "a version number"))?;
+                c.version(id)?
+                    .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?
+                    .objects
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "against",
+                    "draft, provisioned or a version number",
+                ));
+            }
+        };
+        drop(c);
+        let policy = policy_of(&objects)?;
+        let enricher = s.current();
+        let inv = &enricher.inventory;
+        let resolve = |field: &str, v: &str| -> ApiResult<std::net::IpAddr> {
+            if let Ok(a) = v.parse() {
+                return Ok(a);
+            }
+            inv.by_name(v)
+                .and_then(|w| w.addresses.first().copied())
+                .ok_or_else(|| {
+                    ApiError::invalid(field, format!("{v:?} is neither an address nor a workload"))
+                })
+        };
+        let conn = Connection {
+            src: resolve("from", &r.from)?,
+            dst: resolve("to", &r.to)?,
+            proto,
+            port,
+            process: r.process.clone(),
+        };
+        let e = explain::explain(&policy, inv, &conn);
+        let mut v = serde_json::to_value(&e).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["text"] = Value::from(e.to_text());
+        Ok(Json(v))
+    })
+    .await
+}
