@@ -22,6 +22,40 @@ pub struct ServerArgs {
     /// Collector worker threads per address (default: one per core).
     #[arg(long, env = "BULKHEAD_COLLECTOR_WORKERS")]
     pub collector_workers: Option<usize>,
+    #[command(flatten)]
+    pub sinks: SinkArgs,
+}
+
+/// Where alerts are sent besides the API.
+#[derive(Args, Debug, Default)]
+pub struct SinkArgs {
+    /// Webhook URL (http://…), repeatable; each POST is signed with HMAC-SHA256.
+    #[arg(long, env = "BULKHEAD_WEBHOOK", value_delimiter = ',')]
+    pub webhook: Vec<String>,
+    /// The webhook signing secret.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Syslog collector host:port, repeatable.
+    #[arg(long, env = "BULKHEAD_SYSLOG", value_delimiter = ',')]
+    pub syslog: Vec<String>,
+    /// Send syslog over TCP (octet counting) instead of UDP.
+    #[arg(long)]
+    pub syslog_tcp: bool,
+    /// Carry CEF in the syslog messages.
+    #[arg(long)]
+    pub syslog_cef: bool,
+}
+
+impl SinkArgs {
+    fn sinks(&self) -> bulkhead_server::AlertSinks {
+        bulkhead_server::AlertSinks {
+            webhooks: self.webhook.clone(),
+            webhook_secret: self.webhook_secret.clone(),
+            syslog: self.syslog.clone(),
+            syslog_tcp: self.syslog_tcp,
+            syslog_cef: self.syslog_cef,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +72,8 @@ pub struct DemoArgs {
     pub apps: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub sinks: SinkArgs,
 }
 
 fn workers(n: Option<usize>) -> usize {
@@ -64,11 +100,15 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
     if let Some(token) = bulkhead_server::bootstrap_admin(&state)? {
         outln!("first start: admin token (shown once, store it now): {token}");
     }
+    let rt = runtime()?;
+    {
+        let _guard = rt.enter();
+        bulkhead_server::start_alert_sinks(&state, &a.sinks.sinks())?;
+    }
     bulkhead_server::start_collectors(&state, a.collect.clone(), workers(a.collector_workers))?;
     for addr in bulkhead_server::collector_addrs(&state) {
         eprintln!("collecting flows on udp {addr}");
     }
-    let rt = runtime()?;
     let st = state.clone();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen).await?;
@@ -112,13 +152,17 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         eprintln!("loaded the synthetic estate and provisioned its starter policy (monitor mode)");
     }
     let token = bulkhead_server::bootstrap_admin(&state)?;
+    let rt = runtime()?;
+    {
+        let _guard = rt.enter();
+        bulkhead_server::start_alert_sinks(&state, &a.sinks.sinks())?;
+    }
     bulkhead_server::start_collectors(&state, vec![a.collect], workers(None))?;
     let stop = Arc::new(AtomicBool::new(false));
     let streamer = {
         let (stop, opts) = (stop.clone(), opts.clone());
         std::thread::spawn(move || demo::stream(&opts, stop))
     };
-    let rt = runtime()?;
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.listen).await?;
         let url = format!("http://{}", listener.local_addr()?);

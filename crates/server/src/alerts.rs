@@ -31,13 +31,43 @@ fn group(labels: &Labels, addr: std::net::IpAddr, known: bool) -> String {
     }
 }
 
-/// Records an alert for every summary whose provisioned verdict is not `allowed`.
-/// Returns how many alerts were new.
+/// The event the sinks receive for an alert record.
+pub fn event_of(a: &bulkhead_store::control::AlertRecord) -> bulkhead_alerts::AlertEvent {
+    let details: Value = serde_json::from_str(&a.details_json).unwrap_or_default();
+    let service = details["service"].as_str().unwrap_or("");
+    let (proto, port) = match service.split_once('/') {
+        Some((p, n)) => (bulkhead_model::protocol_number(p), n.parse().ok()),
+        None => (None, None),
+    };
+    bulkhead_alerts::AlertEvent {
+        id: a.id,
+        kind: a.kind.clone(),
+        severity: match a.severity.as_str() {
+            "critical" => bulkhead_alerts::Severity::Critical,
+            "warning" => bulkhead_alerts::Severity::Warning,
+            _ => bulkhead_alerts::Severity::Info,
+        },
+        title: a.title.clone(),
+        key: a.key.clone(),
+        src_group: details["src_group"].as_str().map(String::from),
+        dst_group: details["dst_group"].as_str().map(String::from),
+        proto,
+        port,
+        count: a.count,
+        first_seen_ms: a.first_seen_ms,
+        last_seen_ms: a.last_seen_ms,
+        state: a.state.as_str().to_string(),
+        details,
+    }
+}
+
+/// Records an alert for every summary whose provisioned verdict is not `allowed`, and
+/// returns the alerts that are new or reopened (the ones to announce).
 pub fn record_from_summaries(
     store: &mut ControlStore,
     summaries: &[FlowSummary],
-) -> Result<usize, bulkhead_store::StoreError> {
-    let mut new = 0;
+) -> Result<Vec<bulkhead_store::control::AlertRecord>, bulkhead_store::StoreError> {
+    let mut new = Vec::new();
     for s in summaries
         .iter()
         .filter(|s| s.key.bucket == bulkhead_model::Bucket::Minute)
@@ -70,7 +100,7 @@ pub fn record_from_summaries(
             "src_labels": s.src_labels, "dst_labels": s.dst_labels,
             "rules": v.rules,
         });
-        let (_, recorded) = store.record_alert(AlertObservation {
+        let (record, recorded) = store.record_alert(AlertObservation {
             key,
             kind: kind.to_string(),
             severity: severity.to_string(),
@@ -80,7 +110,9 @@ pub fn record_from_summaries(
             first_seen_ms: s.first_seen_ms,
             last_seen_ms: s.last_seen_ms,
         })?;
-        new += usize::from(recorded != bulkhead_store::control::AlertRecorded::Repeated);
+        if recorded != bulkhead_store::control::AlertRecorded::Repeated {
+            new.push(record);
+        }
     }
     Ok(new)
 }

@@ -104,6 +104,7 @@ pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
         flows: Arc::new(Mutex::new(flows)),
         enricher: Arc::new(RwLock::new(Arc::new(Default::default()))),
         collector: Arc::new(Mutex::new(None)),
+        dispatcher: Arc::new(Mutex::new(None)),
         started_ms: now_ms(),
     };
     state
@@ -142,6 +143,53 @@ pub fn stop_collectors(state: &AppState) {
     }
 }
 
+/// Where alerts go besides the API: webhooks and syslog.
+#[derive(Debug, Clone, Default)]
+pub struct AlertSinks {
+    pub webhooks: Vec<String>,
+    pub webhook_secret: Option<String>,
+    pub syslog: Vec<String>,
+    pub syslog_tcp: bool,
+    pub syslog_cef: bool,
+}
+
+/// Builds the alert dispatcher; must run inside a tokio runtime.
+pub fn start_alert_sinks(state: &AppState, sinks: &AlertSinks) -> anyhow::Result<()> {
+    use bulkhead_alerts::{Dispatcher, Sink, SyslogFormat, SyslogSink, Transport, WebhookSink};
+    let mut all: Vec<Arc<dyn Sink>> = Vec::new();
+    for url in &sinks.webhooks {
+        let secret = sinks.webhook_secret.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "a webhook needs a signing secret (--webhook-secret or BULKHEAD_WEBHOOK_SECRET)"
+            )
+        })?;
+        let sink = WebhookSink::new(url, secret.into_bytes())
+            .map_err(|e| anyhow::anyhow!("webhook {url}: {e}"))?;
+        all.push(Arc::new(sink));
+    }
+    for addr in &sinks.syslog {
+        let transport = if sinks.syslog_tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let format = if sinks.syslog_cef {
+            SyslogFormat::Cef
+        } else {
+            SyslogFormat::Rfc5424
+        };
+        all.push(Arc::new(SyslogSink::new(addr.clone(), transport, format)));
+    }
+    if !all.is_empty() {
+        let d = Arc::new(Dispatcher::new(all, 10_000));
+        *state
+            .dispatcher
+            .lock()
+            .map_err(|_| anyhow::anyhow!("dispatcher lock"))? = Some(d);
+    }
+    Ok(())
+}
+
 /// Starts the collectors feeding the flow store and the alerts.
 pub fn start_collectors(
     state: &AppState,
@@ -156,7 +204,11 @@ pub fn start_collectors(
         workers: workers.max(1),
         ..CollectorConfig::default()
     };
-    let (flows, control) = (state.flows.clone(), state.control.clone());
+    let (flows, control, dispatcher) = (
+        state.flows.clone(),
+        state.control.clone(),
+        state.dispatcher.clone(),
+    );
     let mut last_expiry = 0;
     let collector = Collector::start(&config, state.enricher.clone(), move |batch| {
         // Summaries that cannot be stored are logged with their count: nothing vanishes
@@ -173,10 +225,17 @@ pub fn start_collectors(
                 }
             }
         }
-        if let Ok(mut c) = control.lock()
-            && let Err(e) = alerts::record_from_summaries(&mut c, &batch)
-        {
-            tracing::error!("recording alerts: {e}");
+        let announced = match control.lock() {
+            Ok(mut c) => alerts::record_from_summaries(&mut c, &batch).unwrap_or_else(|e| {
+                tracing::error!("recording alerts: {e}");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        if let Some(d) = dispatcher.lock().ok().and_then(|d| d.clone()) {
+            for a in &announced {
+                d.send(alerts::event_of(a));
+            }
         }
     })?;
     *state

@@ -25,6 +25,8 @@ pub struct AppState {
     pub enricher: Arc<RwLock<Arc<Enricher>>>,
     /// The collectors running inside the server, if any.
     pub collector: Arc<Mutex<Option<bulkhead_collector::Collector>>>,
+    /// Alert sinks (webhooks, syslog), if configured.
+    pub dispatcher: Arc<Mutex<Option<Arc<bulkhead_alerts::Dispatcher>>>>,
     pub started_ms: i64,
 }
 
