@@ -46,6 +46,24 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the server's draft with these policy files (checked here first).
+    Push {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write the server's draft (or a provisioned version) as policy files into a directory.
+    Pull {
+        /// Output directory (created if missing; files in it with the same names are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// A provisioned version instead of the draft.
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Verdicts for a list of connections (CSV: src,dst,service[,process]) and a summary.
     Analyze {
         #[command(flatten)]
@@ -69,6 +87,56 @@ pub enum InventoryCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct Remote {
+    /// The server, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "BULKHEAD_SERVER")]
+    server: String,
+    /// An API token.
+    #[arg(long, env = "BULKHEAD_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl Remote {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let auth = format!("Bearer {}", self.token);
+        let resp = match (method, body) {
+            ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
+        }
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let value: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
+        if status >= 400 {
+            eprintln!(
+                "error: {url}: HTTP {status}: {}",
+                value["error"]["message"].as_str().unwrap_or("(no message)")
+            );
+            if let Some(details) = value["error"]["details"].as_array() {
+                for d in details.iter().skip(1) {
+                    eprintln!(
+                        "  {}: {}",
+                        d["field"].as_str().unwrap_or(""),
+                        d["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            return Err(Reported(if status < 500 { EXIT_INVALID } else { 1 }).into());
+        }
+        Ok(value)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +306,50 @@ pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
             flows,
             json,
         } => analyze(&estate, &flows, json),
+        PolicyCommand::Push { paths, remote } => {
+            // Checked here first, so a broken file never leaves the machine.
+            let policy = load_policy(&paths)?;
+            let sources = read_policy_sources(&paths)?;
+            let files: Vec<serde_json::Value> = sources
+                .iter()
+                .map(|(name, content)| serde_json::json!({ "name": name, "content": content }))
+                .collect();
+            let r = remote.call(
+                "PUT",
+                "/api/v1/draft/files",
+                Some(serde_json::json!({ "files": files })),
+            )?;
+            outln!(
+                "pushed {} objects ({} rules) into the draft of {}",
+                r["objects"],
+                policy.rule_count(),
+                remote.server
+            );
+            Ok(())
+        }
+        PolicyCommand::Pull {
+            out,
+            version,
+            remote,
+        } => {
+            let r = match version {
+                None => remote.call("GET", "/api/v1/draft/files", None)?,
+                Some(v) => remote.call("GET", &format!("/api/v1/versions/{v}"), None)?,
+            };
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let files = r["files"].as_array().cloned().unwrap_or_default();
+            for f in &files {
+                let name = f["name"].as_str().unwrap_or_default();
+                // Names come from the server: keep them inside the output directory.
+                if name.is_empty() || name.contains('/') || name.contains("..") {
+                    anyhow::bail!("the server sent an unsafe file name {name:?}");
+                }
+                std::fs::write(out.join(name), f["content"].as_str().unwrap_or_default())
+                    .with_context(|| format!("writing {name}"))?;
+            }
+            outln!("wrote {} files to {}", files.len(), out.display());
+            Ok(())
+        }
     }
 }
 

@@ -6,22 +6,46 @@ use std::fmt::Write;
 use crate::document::{Object, parse_file};
 use crate::error::PolicyErrors;
 
+/// Could YAML read this plain scalar as something other than a string (a number in any
+/// base or notation, infinity, NaN, a sexagesimal, a boolean or null)?
+fn yaml_might_not_read_as_string(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    s.starts_with('.')
+        || s.parse::<f64>().is_ok()
+        || lower.starts_with("0x")
+        || lower.starts_with("0o")
+        || lower.starts_with("0b")
+        || s.chars()
+            .all(|c| c.is_ascii_digit() || "_+-.eE:".contains(c))
+        || matches!(
+            lower.as_str(),
+            "true"
+                | "false"
+                | "yes"
+                | "no"
+                | "on"
+                | "off"
+                | "null"
+                | "y"
+                | "n"
+                | "inf"
+                | "nan"
+                | "~"
+        )
+}
+
 /// Quotes a string only when YAML would misread it plain.
 fn scalar(s: &str) -> String {
     let plain_ok = !s.is_empty()
         && s.chars()
             .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/'))
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/'))
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || " _-./@=:+,()'".contains(c))
         && !s.ends_with(' ')
         && !s.contains(": ")
         && !s.ends_with(':')
-        && s.parse::<f64>().is_err()
-        && !matches!(
-            s.to_ascii_lowercase().as_str(),
-            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "y" | "n" | "inf" | "nan"
-        );
+        && !yaml_might_not_read_as_string(s);
     if plain_ok {
         return s.to_string();
     }
@@ -53,6 +77,33 @@ fn list<T: Ord + std::fmt::Display>(
     let _ = writeln!(out, "{indent}{key}:");
     for i in items {
         let _ = writeln!(out, "{indent}  - {}", scalar(&i.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scalar;
+
+    #[test]
+    fn strings_yaml_would_misread_are_quoted() {
+        for s in [
+            ".inf", ".NaN", "0x10", "0o7", "1_000", "1:20", "12", "-1.5e3", "true", "No", "~",
+            "null", "- x", "#x", "a: b", "x:", "@x", "'x", "\"x", " x", "x ",
+        ] {
+            let q = scalar(s);
+            assert!(q.starts_with('"'), "{s:?} was written plain as {q}");
+            let back: String = serde_saphyr::from_str(&q).unwrap();
+            assert_eq!(back, s);
+        }
+        for s in [
+            "role=web",
+            "tcp/80",
+            "10.0.0.0/8",
+            "web server (prod)",
+            "shop-team@example.com",
+        ] {
+            assert_eq!(scalar(s), s);
+        }
     }
 }
 

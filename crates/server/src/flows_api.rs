@@ -43,7 +43,7 @@ pub async fn query(
         }
     };
     let to = f.to_ms.unwrap_or_else(now_ms);
-    let from = f.from_ms.unwrap_or(to - 3_600_000);
+    let from = f.from_ms.unwrap_or(to.saturating_sub(3_600_000));
     if from > to {
         return Err(ApiError::invalid("from_ms", "after to_ms"));
     }
@@ -133,7 +133,7 @@ pub async fn sprawl_report(
         return Err(ApiError::invalid("hours", "from 1 to 8784"));
     }
     let end = Bucket::Hour.start_of(now_ms()) + Bucket::Hour.millis();
-    let start = end - hours * 3_600_000;
+    let start = end.saturating_sub(hours * 3_600_000);
     let enricher = s.current();
     let seen =
         blocking(move || Ok(lock(&s.flows)?.seen_addresses(Bucket::Hour, start, end)?)).await?;

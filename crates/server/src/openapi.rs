@@ -191,10 +191,56 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
     ),
 ];
 
+/// Query parameters per (method, path): (name, JSON type).
+const QUERY: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "get",
+        "/api/v1/flows",
+        &[
+            ("bucket", "string"),
+            ("from_ms", "integer"),
+            ("to_ms", "integer"),
+            ("workload", "string"),
+            ("labels", "string"),
+            ("address", "string"),
+            ("port", "string"),
+            ("verdict", "string"),
+            ("limit", "integer"),
+            ("offset", "integer"),
+        ],
+    ),
+    ("get", "/api/v1/reports/sprawl", &[("hours", "integer")]),
+    (
+        "get",
+        "/api/v1/audit",
+        &[("after_id", "integer"), ("limit", "integer")],
+    ),
+    (
+        "get",
+        "/api/v1/alerts",
+        &[
+            ("state", "string"),
+            ("kind", "string"),
+            ("limit", "integer"),
+            ("offset", "integer"),
+        ],
+    ),
+    (
+        "get",
+        "/api/v1/workloads",
+        &[
+            ("labels", "string"),
+            ("limit", "integer"),
+            ("offset", "integer"),
+        ],
+    ),
+    ("get", "/api/v1/draft/objects", &[("kind", "string")]),
+];
+
 pub fn build() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, tag, summary, body) in ROUTES {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
@@ -206,6 +252,18 @@ pub fn build() -> Value {
                 json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .collect();
+        for (m, p, query) in QUERY {
+            if m == method && p == path {
+                params.extend(query.iter().map(|(name, ty)| {
+                    let schema = if *ty == "integer" {
+                        json!({"type": "integer", "format": "int64"})
+                    } else {
+                        json!({"type": ty})
+                    };
+                    json!({"name": name, "in": "query", "required": false, "schema": schema})
+                }));
+            }
+        }
         let mut op = json!({
             "tags": [tag],
             "summary": summary,

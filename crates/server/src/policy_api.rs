@@ -181,6 +181,15 @@ pub async fn put_object(
     let object = object_from_body(&kind, &name, body)?;
     p.may_write_object(&object)?;
     let yaml = format_object(&object);
+    // The canonical text must read back as the same object, or storing it would corrupt
+    // the draft; refuse rather than store something that cannot be served again.
+    let (back, errors) = parse_file("(canonical)", &yaml);
+    if !errors.is_empty() || back.first().map(format_object).as_deref() != Some(yaml.as_str()) {
+        return Err(ApiError::invalid(
+            "(body)",
+            "a value cannot be written back canonically",
+        ));
+    }
     let (k, n) = (kind.clone(), name.clone());
     blocking(move || {
         if let Some(old) = lock(&s.control)?.draft_object(&k, &n)? {
