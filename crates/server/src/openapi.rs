@@ -191,8 +191,11 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
     ),
 ];
 
-/// Query parameters per (method, path): (name, JSON type).
-const QUERY: &[(&str, &str, &[(&str, &str)])] = &[
+/// (name, JSON type) of one query parameter.
+type Param = (&'static str, &'static str);
+
+/// Query parameters per (method, path).
+const QUERY: &[(&str, &str, &[Param])] = &[
     (
         "get",
         "/api/v1/flows",
