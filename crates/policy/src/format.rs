@@ -80,33 +80,6 @@ fn list<T: Ord + std::fmt::Display>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::scalar;
-
-    #[test]
-    fn strings_yaml_would_misread_are_quoted() {
-        for s in [
-            ".inf", ".NaN", "0x10", "0o7", "1_000", "1:20", "12", "-1.5e3", "true", "No", "~",
-            "null", "- x", "#x", "a: b", "x:", "@x", "'x", "\"x", " x", "x ",
-        ] {
-            let q = scalar(s);
-            assert!(q.starts_with('"'), "{s:?} was written plain as {q}");
-            let back: String = serde_saphyr::from_str(&q).unwrap();
-            assert_eq!(back, s);
-        }
-        for s in [
-            "role=web",
-            "tcp/80",
-            "10.0.0.0/8",
-            "web server (prod)",
-            "shop-team@example.com",
-        ] {
-            assert_eq!(scalar(s), s);
-        }
-    }
-}
-
 /// Renders one checked object in canonical form.
 pub fn format_object(o: &Object) -> String {
     let mut out = String::new();
@@ -231,4 +204,31 @@ fn head_comments(text: &str) -> Vec<String> {
         heads.push(current);
     }
     heads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scalar;
+
+    #[test]
+    fn strings_yaml_would_misread_are_quoted() {
+        for s in [
+            ".inf", ".NaN", "0x10", "0o7", "1_000", "1:20", "12", "-1.5e3", "true", "No", "~",
+            "null", "- x", "#x", "a: b", "x:", "@x", "'x", "\"x", " x", "x ",
+        ] {
+            let q = scalar(s);
+            assert!(q.starts_with('"'), "{s:?} was written plain as {q}");
+            let back: String = serde_saphyr::from_str(&q).unwrap();
+            assert_eq!(back, s);
+        }
+        for s in [
+            "role=web",
+            "tcp/80",
+            "10.0.0.0/8",
+            "web server (prod)",
+            "shop-team@example.com",
+        ] {
+            assert_eq!(scalar(s), s);
+        }
+    }
 }
