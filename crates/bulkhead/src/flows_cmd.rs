@@ -221,18 +221,10 @@ pub fn run(cmd: FlowsCommand) -> anyhow::Result<()> {
                     Some(Labels::parse_list(&l).map_err(|e| invalid(format!("--labels: {e}")))?);
             }
             if let Some(p) = port {
-                let sp: ServicePort = p.parse().map_err(|e| invalid(format!("--port: {e}")))?;
-                match sp.proto {
-                    bulkhead_model::ProtoMatch::Proto(proto) if sp.ports.start == sp.ports.end => {
-                        q.proto = Some(proto);
-                        q.port = Some(sp.ports.start);
-                    }
-                    _ => {
-                        return Err(invalid(format!(
-                            "--port: {p:?} must be one protocol and one port"
-                        )));
-                    }
-                }
+                let (proto, port) =
+                    ServicePort::parse_single(&p).map_err(|e| invalid(format!("--port: {e}")))?;
+                q.proto = Some(proto);
+                q.port = Some(port);
             }
             if let Some(v) = verdict {
                 q.verdict = Some(

@@ -3,9 +3,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bulkhead_inventory::{LabelRules, parse_label_rules};
-use bulkhead_model::{
-    Connection, DecidedBy, Inventory, ProtoMatch, ServicePort, VerdictKind, protocol_name,
-};
+use bulkhead_model::{Connection, DecidedBy, Inventory, ServicePort, VerdictKind};
 use bulkhead_policy::{CompiledPolicy, ConnKey, Policy, explain, format};
 use clap::{Args, Subcommand};
 
@@ -216,14 +214,7 @@ fn resolve_endpoint(inv: &Inventory, s: &str) -> anyhow::Result<IpAddr> {
 
 /// `tcp/5432` → (6, 5432); a single port or ICMP type, not a range.
 fn parse_port(s: &str) -> anyhow::Result<(u8, u16)> {
-    let sp: ServicePort = s.parse().map_err(|e| invalid(format!("--port: {e}")))?;
-    match sp.proto {
-        ProtoMatch::Proto(p) if sp.ports.start == sp.ports.end => Ok((p, sp.ports.start)),
-        ProtoMatch::Proto(p) if protocol_name(p).is_none() => Ok((p, 0)),
-        _ => Err(invalid(format!(
-            "--port: {s:?} must name one protocol and one port, e.g. tcp/5432"
-        ))),
-    }
+    ServicePort::parse_single(s).map_err(|e| invalid(format!("--port: {e}")))
 }
 
 pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {

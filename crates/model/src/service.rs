@@ -120,6 +120,21 @@ impl ServicePort {
     }
 }
 
+impl ServicePort {
+    /// Parses what a connection has: one protocol and one port (or ICMP type), such as
+    /// `tcp/5432`, `udp/53`, `icmp/8` or `proto/47`. Ranges and `any` are refused.
+    pub fn parse_single(s: &str) -> Result<(u8, u16), String> {
+        let sp: ServicePort = s.parse().map_err(|e: ServiceError| e.to_string())?;
+        match sp.proto {
+            ProtoMatch::Proto(p) if sp.ports.start == sp.ports.end => Ok((p, sp.ports.start)),
+            ProtoMatch::Proto(p) if !has_ports(p) && !is_icmp(p) => Ok((p, 0)),
+            _ => Err(format!(
+                "{s:?} must name one protocol and one port, e.g. tcp/5432"
+            )),
+        }
+    }
+}
+
 fn parse_port(s: &str) -> Result<u16, ServiceError> {
     s.parse::<u16>()
         .map_err(|_| ServiceError::BadPort(s.to_string()))

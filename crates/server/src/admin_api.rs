@@ -25,15 +25,6 @@ pub struct TokenRequest {
     pub expires_in_days: Option<u32>,
 }
 
-fn ctx(p: &Principal, action: &str) -> AuditContext {
-    AuditContext {
-        actor: p.actor(),
-        source: p.source.clone(),
-        at_ms: now_ms(),
-        action: action.to_string(),
-    }
-}
-
 /// Creates a token and returns it once; only its hash is kept.
 pub fn issue_token(
     store: &mut bulkhead_store::control::ControlStore,
@@ -99,7 +90,7 @@ pub async fn create_token(
     p.require(&[Role::Admin], "create tokens")?;
     let (token, meta) = blocking(move || {
         let mut c = lock(&s.control)?;
-        issue_token(&mut c, &req, &ctx(&p, "token.create"))
+        issue_token(&mut c, &req, &p.audit("token.create"))
     })
     .await?;
     Ok((
@@ -123,7 +114,7 @@ pub async fn revoke_token(
 ) -> ApiResult<Json<Value>> {
     p.require(&[Role::Admin], "revoke tokens")?;
     let done =
-        blocking(move || Ok(lock(&s.control)?.revoke_token(id, &ctx(&p, "token.revoke"))?)).await?;
+        blocking(move || Ok(lock(&s.control)?.revoke_token(id, &p.audit("token.revoke"))?)).await?;
     if !done {
         return Err(ApiError::NotFound(format!("token {id}")));
     }

@@ -5,15 +5,13 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use bulkhead_model::{FlowSummary, Labels, VerdictKind, protocol_name};
-use bulkhead_store::control::{
-    AlertFilter, AlertObservation, AlertState, AuditContext, ControlStore,
-};
+use bulkhead_store::control::{AlertFilter, AlertObservation, AlertState, ControlStore};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, blocking, lock, now_ms};
+use crate::state::{AppState, blocking, lock};
 
 /// The group an end belongs to for deduplication: its app/env/role labels; for an
 /// address the inventory does not know, whether it is internal or external (one alert
@@ -179,12 +177,7 @@ async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiRe
         if !visible(&p, &a.details_json) {
             return Err(ApiError::NotFound(format!("alert {id}")));
         }
-        let ctx = AuditContext {
-            actor: p.actor(),
-            source: p.source.clone(),
-            at_ms: now_ms(),
-            action: format!("alert.{}", to.as_str()),
-        };
+        let ctx = p.audit(&format!("alert.{}", to.as_str()));
         let updated = c
             .set_alert_state(id, to, &ctx)?
             .ok_or_else(|| ApiError::NotFound(format!("alert {id}")))?;

@@ -91,6 +91,16 @@ impl Principal {
         }
     }
 
+    /// The audit context of an action this caller takes now.
+    pub fn audit(&self, action: &str) -> bulkhead_store::control::AuditContext {
+        bulkhead_store::control::AuditContext {
+            actor: self.actor(),
+            source: self.source.clone(),
+            at_ms: crate::state::now_ms(),
+            action: action.to_string(),
+        }
+    }
+
     /// How the audit log names this caller: name, token and role.
     pub fn actor(&self) -> String {
         format!(

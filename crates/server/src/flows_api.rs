@@ -65,21 +65,10 @@ pub async fn query(
             })?);
     }
     if let Some(port) = f.port {
-        let sp: ServicePort = port
-            .parse()
-            .map_err(|e: bulkhead_model::ServiceError| ApiError::invalid("port", e.to_string()))?;
-        match sp.proto {
-            bulkhead_model::ProtoMatch::Proto(pr) if sp.ports.start == sp.ports.end => {
-                q.proto = Some(pr);
-                q.port = Some(sp.ports.start);
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "port",
-                    "one protocol and one port, e.g. tcp/5432",
-                ));
-            }
-        }
+        let (proto, port) =
+            ServicePort::parse_single(&port).map_err(|e| ApiError::invalid("port", e))?;
+        q.proto = Some(proto);
+        q.port = Some(port);
     }
     if let Some(v) = f.verdict {
         q.verdict = Some(

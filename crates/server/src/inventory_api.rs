@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use bulkhead_model::Labels;
-use bulkhead_store::control::{AuditContext, Change};
+use bulkhead_store::control::Change;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, blocking, lock, now_ms};
+use crate::state::{AppState, blocking, lock};
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -23,15 +23,6 @@ pub struct ListQuery {
 
 fn default_limit() -> usize {
     100
-}
-
-fn audit(p: &Principal, action: &str) -> AuditContext {
-    AuditContext {
-        actor: p.actor(),
-        source: p.source.clone(),
-        at_ms: now_ms(),
-        action: action.to_string(),
-    }
 }
 
 pub async fn list(
@@ -147,7 +138,7 @@ fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> Api
                 e.0.first().map(|x| x.message.clone()).unwrap_or_default(),
             )
         })?;
-        c.apply(&changes, &audit(p, action))?;
+        c.apply(&changes, &p.audit(action))?;
     }
     s.recompile()
 }

@@ -2,26 +2,17 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use bulkhead_model::{Connection, ProtoMatch, ServicePort};
+use bulkhead_model::{Connection, ServicePort};
 use bulkhead_policy::{Object, Policy, explain, format::format_object, parse_file};
-use bulkhead_store::control::{AuditContext, Change, DraftObject, StoredObject, VersionMeta, diff};
+use bulkhead_store::control::{Change, DraftObject, StoredObject, VersionMeta, diff};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, blocking, lock, now_ms, policy_errors, policy_of};
+use crate::state::{AppState, blocking, lock, policy_errors, policy_of};
 
 pub const KINDS: &[&str] = &["label_group", "ip_list", "service", "tier", "ruleset"];
-
-fn ctx(p: &Principal, action: &str) -> AuditContext {
-    AuditContext {
-        actor: p.actor(),
-        source: p.source.clone(),
-        at_ms: now_ms(),
-        action: action.to_string(),
-    }
-}
 
 #[derive(Serialize)]
 pub struct ObjectView {
@@ -166,7 +157,7 @@ fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> Ap
         }
         // The whole draft must stay valid: a reference to a deleted group is refused here.
         policy_of(&draft)?;
-        c.apply(&[change], &ctx(p, action))?;
+        c.apply(&[change], &p.audit(action))?;
     }
     s.recompile()
 }
@@ -270,7 +261,7 @@ pub async fn push_draft(
     blocking(move || {
         lock(&s.control)?.apply(
             &[Change::ReplaceDraft { objects }],
-            &ctx(&p, "draft.replace"),
+            &p.audit("draft.replace"),
         )?;
         s.recompile()
     })
@@ -377,7 +368,7 @@ pub async fn provision(
         let meta = {
             let mut c = lock(&s.control)?;
             policy_of(&c.draft_objects()?)?;
-            c.provision(r.comment.trim(), &ctx(&p, "provision"))?
+            c.provision(r.comment.trim(), &p.audit("provision"))?
         };
         s.recompile()?;
         Ok(Json(meta))
@@ -442,7 +433,7 @@ pub async fn revert(
             let mut c = lock(&s.control)?;
             c.version(id)?
                 .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?;
-            c.revert_draft_to(id, &ctx(&p, "draft.revert"))?;
+            c.revert_draft_to(id, &p.audit("draft.revert"))?;
         }
         s.recompile()?;
         Ok(Json(serde_json::json!({ "draft_reverted_to": id })))
@@ -466,19 +457,8 @@ pub async fn explain_flow(
     _p: Principal,
     Json(r): Json<ExplainRequest>,
 ) -> ApiResult<Json<Value>> {
-    let sp: ServicePort = r
-        .port
-        .parse()
-        .map_err(|e: bulkhead_model::ServiceError| ApiError::invalid("port", e.to_string()))?;
-    let (proto, port) = match sp.proto {
-        ProtoMatch::Proto(p) if sp.ports.start == sp.ports.end => (p, sp.ports.start),
-        _ => {
-            return Err(ApiError::invalid(
-                "port",
-                "one protocol and one port, e.g. tcp/5432",
-            ));
-        }
-    };
+    let (proto, port) =
+        ServicePort::parse_single(&r.port).map_err(|e| ApiError::invalid("port", e))?;
     blocking(move || {
         let c = lock(&s.control)?;
         let objects = match &r.against {
