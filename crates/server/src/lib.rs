@@ -9,7 +9,7 @@ pub mod demo;
 mod error;
 mod flows_api;
 mod inventory_api;
-mod openapi;
+pub mod openapi;
 mod policy_api;
 mod state;
 
