@@ -6,16 +6,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bulkhead_server::demo::{self, DemoOptions};
 use clap::Args;
 
-/// Settings come from flags, then environment variables (BULKHEAD_*), then defaults.
+/// Settings come from flags, then environment variables (BULKHEAD_*), then the config
+/// file (--config), then defaults.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// A YAML config file with any of: data, listen, collect, collector_workers, webhook,
+    /// webhook_secret, syslog, syslog_tcp, syslog_cef.
+    #[arg(long, env = "BULKHEAD_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Data directory: control.sqlite (inventory, policy, versions, tokens, audit, alerts)
     /// and flows.sqlite (flow summaries).
     #[arg(long, env = "BULKHEAD_DATA")]
-    pub data: PathBuf,
-    /// HTTP listen address.
-    #[arg(long, env = "BULKHEAD_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub data: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "BULKHEAD_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Flow collector listen addresses (NetFlow/IPFIX/sFlow), repeatable.
     #[arg(long, env = "BULKHEAD_COLLECT", value_delimiter = ',')]
     pub collect: Vec<SocketAddr>,
@@ -24,6 +29,72 @@ pub struct ServerArgs {
     pub collector_workers: Option<usize>,
     #[command(flatten)]
     pub sinks: SinkArgs,
+}
+
+/// The config file: the same settings as the flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    collect: Vec<SocketAddr>,
+    collector_workers: Option<usize>,
+    #[serde(default)]
+    webhook: Vec<String>,
+    webhook_secret: Option<String>,
+    #[serde(default)]
+    syslog: Vec<String>,
+    #[serde(default)]
+    syslog_tcp: bool,
+    #[serde(default)]
+    syslog_cef: bool,
+}
+
+impl ServerArgs {
+    /// Fills what flags and environment left unset from the config file, then defaults.
+    fn resolve(mut self) -> anyhow::Result<ServerArgs> {
+        let file = match &self.config {
+            None => ConfigFile::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    eprintln!("error: {}: {e}", p.display());
+                    crate::Reported(crate::EXIT_INVALID)
+                })?;
+                serde_saphyr::from_str(&text).map_err(|e| {
+                    let line = e.location().map(|l| l.line()).unwrap_or(0);
+                    eprintln!("error: {}:{line}: {}", p.display(), e.without_snippet());
+                    crate::Reported(crate::EXIT_INVALID)
+                })?
+            }
+        };
+        self.data = self.data.or(file.data);
+        if self.data.is_none() {
+            eprintln!(
+                "error: no data directory: give --data, BULKHEAD_DATA or `data:` in the config file"
+            );
+            return Err(crate::Reported(crate::EXIT_INVALID).into());
+        }
+        self.listen = Some(
+            self.listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
+        );
+        if self.collect.is_empty() {
+            self.collect = file.collect;
+        }
+        self.collector_workers = self.collector_workers.or(file.collector_workers);
+        if self.sinks.webhook.is_empty() {
+            self.sinks.webhook = file.webhook;
+        }
+        self.sinks.webhook_secret = self.sinks.webhook_secret.or(file.webhook_secret);
+        if self.sinks.syslog.is_empty() {
+            self.sinks.syslog = file.syslog;
+        }
+        self.sinks.syslog_tcp |= file.syslog_tcp;
+        self.sinks.syslog_cef |= file.syslog_cef;
+        Ok(self)
+    }
 }
 
 /// Where alerts are sent besides the API.
@@ -96,7 +167,10 @@ async fn ctrl_c(stop: Arc<AtomicBool>) {
 }
 
 pub fn server(a: ServerArgs) -> anyhow::Result<()> {
-    let state = bulkhead_server::open(&a.data)?;
+    let a = a.resolve()?;
+    let data = a.data.clone().expect("resolved");
+    let listen = a.listen.expect("resolved");
+    let state = bulkhead_server::open(&data)?;
     if let Some(token) = bulkhead_server::bootstrap_admin(&state)? {
         outln!("first start: admin token (shown once, store it now): {token}");
     }
@@ -111,11 +185,11 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     let st = state.clone();
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(a.listen).await?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
         eprintln!(
             "bulkhead server on http://{} (data in {})",
             listener.local_addr()?,
-            a.data.display()
+            data.display()
         );
         let stop = Arc::new(AtomicBool::new(false));
         bulkhead_server::serve(st, listener, ctrl_c(stop)).await

@@ -163,3 +163,72 @@ fn push_pull_round_trip_and_restart() {
         );
     }
 }
+
+#[test]
+fn config_file_fills_what_flags_and_environment_leave_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = dir.path().join("from-file");
+    let from_flag = dir.path().join("from-flag");
+    let config = dir.path().join("bulkhead.yaml");
+    std::fs::write(
+        &config,
+        format!("data: {}\nlisten: 127.0.0.1:0\n", from_file.display()),
+    )
+    .unwrap();
+
+    // The file alone: its data directory is used.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["server", "--config", config.to_str().unwrap()])
+        .env_remove("BULKHEAD_DATA")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains(&format!("data in {}", from_file.display())),
+        "{line}"
+    );
+
+    // A flag wins over the file.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args([
+            "server",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            from_flag.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains(&format!("data in {}", from_flag.display())),
+        "{line}"
+    );
+
+    // A typo in the file is an error naming the line, exit 2, and nothing starts.
+    std::fs::write(&config, "listen: 127.0.0.1:0\ndatta: /tmp/x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["server", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bulkhead.yaml:2") && err.contains("datta"),
+        "{err}"
+    );
+}

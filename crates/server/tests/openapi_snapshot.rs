@@ -12,6 +12,10 @@ fn openapi_document_matches_the_snapshot() {
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &rendered).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).expect("tests/data/openapi.json (UPDATE_SNAPSHOTS=1 writes it)");
-    assert_eq!(rendered, expected, "the OpenAPI document changed; review and update the snapshot");
+    let expected = std::fs::read_to_string(&path)
+        .expect("tests/data/openapi.json (UPDATE_SNAPSHOTS=1 writes it)");
+    assert_eq!(
+        rendered, expected,
+        "the OpenAPI document changed; review and update the snapshot"
+    );
 }
