@@ -12,6 +12,7 @@ mod document;
 mod error;
 pub mod explain;
 pub mod format;
+pub mod host;
 pub mod oracle;
 mod policy;
 
