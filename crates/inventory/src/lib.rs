@@ -65,6 +65,20 @@ pub fn load<N: AsRef<str>, T: AsRef<str>>(
             Err(InventoryErrors(es)) => errors.extend(es),
         }
     }
+    if !errors.is_empty() {
+        return Err(InventoryErrors(errors));
+    }
+    load_located(located, rules)
+}
+
+/// Applies label rules to already parsed workloads and checks the whole set (unique names
+/// and addresses). For callers that parse workloads one by one, as the server does with
+/// its stored inventory.
+pub fn load_located(
+    mut located: Vec<Located>,
+    rules: Option<&LabelRules>,
+) -> Result<Inventory, InventoryErrors> {
+    let mut errors = Vec::new();
     if let Some(rules) = rules {
         for l in &mut located {
             rules.apply(&mut l.workload);

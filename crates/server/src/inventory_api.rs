@@ -72,8 +72,19 @@ pub async fn get(
 /// Checks workload JSON objects with the inventory parser, so the API accepts exactly
 /// what inventory files accept and reports the same field names.
 fn check(items: &[Value]) -> ApiResult<Vec<(String, String)>> {
-    let text = serde_json::to_string(items).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let located = bulkhead_inventory::parse_structured("(body)", &text).map_err(|e| {
+    // One small document per workload: no parse grows with the size of the import.
+    let texts: Vec<String> = items
+        .iter()
+        .map(|i| serde_json::to_string(i).map_err(|e| ApiError::Internal(e.to_string())))
+        .collect::<ApiResult<_>>()?;
+    let named: Vec<String> = (0..items.len()).map(|i| format!("(body)[{i}]")).collect();
+    let located = crate::state::parse_workloads(
+        named
+            .iter()
+            .map(String::as_str)
+            .zip(texts.iter().map(String::as_str)),
+    )
+    .map_err(|e| {
         let details: Vec<crate::error::FieldError> =
             e.0.iter()
                 .map(|e| crate::error::FieldError {
@@ -123,14 +134,10 @@ fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> Api
                 _ => {}
             }
         }
-        let text = format!(
-            "[{}]",
-            all.iter()
-                .map(|w| w.json.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        bulkhead_inventory::load(&[("inventory", text)], None).map_err(|e| {
+        let located =
+            crate::state::parse_workloads(all.iter().map(|w| (w.name.as_str(), w.json.as_str())))
+                .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))?;
+        bulkhead_inventory::load_located(located, None).map_err(|e| {
             ApiError::invalid(
                 e.0.first()
                     .map(|x| x.field.clone())

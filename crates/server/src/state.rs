@@ -81,17 +81,32 @@ pub fn policy_of(objects: &[StoredObject]) -> Result<Policy, ApiError> {
     Policy::from_sources(&sources).map_err(policy_errors)
 }
 
+/// The stored inventory, each workload parsed on its own: one document per workload keeps
+/// every parse small whatever the size of the estate.
 pub fn inventory_of(workloads: &[StoredWorkload]) -> Result<Inventory, ApiError> {
-    let text = format!(
-        "[{}]",
-        workloads
-            .iter()
-            .map(|w| w.json.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    bulkhead_inventory::load(&[("inventory", text)], None)
+    let located = parse_workloads(workloads.iter().map(|w| (w.name.as_str(), w.json.as_str())))
+        .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))?;
+    bulkhead_inventory::load_located(located, None)
         .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))
+}
+
+/// Parses workload JSON documents one by one.
+pub fn parse_workloads<'a>(
+    items: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<bulkhead_inventory::Located>, bulkhead_inventory::InventoryErrors> {
+    let mut located = Vec::new();
+    let mut errors = Vec::new();
+    for (name, json) in items {
+        match bulkhead_inventory::parse_structured(name, &format!("[{json}]")) {
+            Ok(l) => located.extend(l),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(located)
+    } else {
+        Err(bulkhead_inventory::InventoryErrors(errors))
+    }
 }
 
 impl AppState {

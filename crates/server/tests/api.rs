@@ -626,3 +626,43 @@ async fn openapi_lists_every_route_and_health_endpoints_answer() {
             .contains("bulkhead_ingest_records_total 0")
     );
 }
+
+/// Regression: the inventory was parsed as one YAML document and a parser budget refused
+/// estates past ~7,500 workloads.
+#[tokio::test]
+async fn ten_thousand_workloads_import_and_provision() {
+    let api = Api::new();
+    api.seed().await;
+    let a = Some(api.admin.as_str());
+    let workloads: Vec<Value> = (0..10_000u32)
+        .map(|i| {
+            json!({"name": format!("w{i}"), "kind": "vm", "managed": true,
+                   "addresses": [format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256)],
+                   "labels": {"app": format!("app{}", i % 100), "role": "web", "env": "prod"}, "mode": "monitor"})
+        })
+        .collect();
+    let (s, v) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/workloads/import",
+            Some(Value::from(workloads)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["imported"], 10_000);
+    let (_, list) = api
+        .call(a, Method::GET, "/api/v1/workloads?limit=1", None)
+        .await;
+    assert_eq!(list["total"], 10_003);
+    let (s, v) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/provision",
+            Some(json!({"comment": "big"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["workloads"], 10_003);
+}
