@@ -304,29 +304,7 @@ impl ControlStore {
     /// Opens (creating if needed) the store in the file at `path`, migrating its schema.
     /// WAL mode with `synchronous=FULL`: a call that returned `Ok` is on disk.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let open_err = |e: rusqlite::Error| StoreError::Open {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        // journal_mode answers with a row, so it cannot go through execute_batch.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Open {
-                path: path.to_path_buf(),
-                source: format!("the file refused WAL mode (journal mode is {mode})").into(),
-            });
-        }
-        Self::setup(conn).map_err(|e| match e {
-            StoreError::Backend { source, .. } => StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            },
-            other => other,
-        })
+        crate::sqlite::open_wal(path.as_ref(), Self::setup)
     }
 
     /// A store that lives as long as this value; for tests.
