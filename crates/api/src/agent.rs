@@ -1,0 +1,372 @@
+//! The agent ↔ server protocol (JSON over HTTPS, under `/api/v1/agent`).
+//!
+//! - `POST enroll` with a pairing key → the agent's own credential (shown once).
+//! - `POST heartbeat` (credential as bearer token) → the policy revision it should run.
+//! - `GET policy` → that revision's [`WirePolicy`].
+//! - `POST events` → tamper events, rejected policies, logged packets.
+//! - `POST flows` → conntrack flows in numbered batches, so a retry is never counted twice.
+
+use std::net::IpAddr;
+
+use bulkhead_model::{Action, EnforcementMode, ServicePort};
+use bulkhead_policy::host::{HostPolicy, HostRule, Peers};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::host::{HostFlow, HostInfo, LoggedPacket};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub pairing_key: String,
+    pub host: HostInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: u64,
+    /// The workload this agent enforces for.
+    pub workload: String,
+    /// The agent's bearer credential; the server keeps only its hash.
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sent at start and whenever it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostInfo>,
+    /// The revision whose table is in the kernel now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_revision: Option<String>,
+    #[serde(default)]
+    pub status: AgentStatus,
+}
+
+/// Counters and the last problem, shown on the server beside the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub tamper_events: u64,
+    #[serde(default)]
+    pub logged_packets: u64,
+    /// Flows waiting for delivery (kept across a server outage up to the buffer size).
+    #[serde(default)]
+    pub flows_buffered: u64,
+    /// Flows dropped because the buffer was full: delivered nowhere, so counted.
+    #[serde(default)]
+    pub flows_dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The revision the agent should have applied; fetch `policy` when it differs.
+    pub revision: String,
+    /// The last flow batch the server has stored, so a restarted agent resumes after it.
+    pub flow_batch_acked: u64,
+}
+
+/// One workload's policy as the agent receives it: the per-host IR with every selector
+/// already resolved to addresses, plus what the renderer needs besides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePolicy {
+    /// Content hash of everything below: equal revisions render identical tables.
+    pub revision: String,
+    pub workload: String,
+    pub mode: EnforcementMode,
+    pub addresses: Vec<IpAddr>,
+    pub inbound: Vec<WireRule>,
+    pub outbound: Vec<WireRule>,
+    /// "tcp/22" style; always accepted inbound.
+    pub failsafe_ports: Vec<String>,
+    pub log_group: u16,
+    /// Quarantined: only the failsafe ports, whatever the rules say.
+    #[serde(default)]
+    pub quarantined: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRule {
+    pub tier: String,
+    pub tier_index: usize,
+    pub rule_id: String,
+    pub action: WireAction,
+    pub local: Vec<IpAddr>,
+    /// `None`: any address.
+    pub peers: Option<Vec<IpNet>>,
+    pub services: Vec<WireService>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireAction {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireService {
+    /// "tcp/8080", "udp/53", "tcp/1000-2000", "icmp"…
+    pub port: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: String, message: impl Into<String>) -> WireError {
+    WireError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl WireRule {
+    fn from_rule(r: &HostRule) -> WireRule {
+        WireRule {
+            tier: r.tier.clone(),
+            tier_index: r.tier_index,
+            rule_id: r.rule_id.clone(),
+            action: match r.action {
+                Action::Allow => WireAction::Allow,
+                Action::Deny => WireAction::Deny,
+            },
+            local: r.local.clone(),
+            peers: match &r.peers {
+                Peers::Any => None,
+                Peers::Nets(n) => Some(n.clone()),
+            },
+            services: r
+                .services
+                .iter()
+                .map(|(sp, process)| WireService {
+                    port: sp.to_string(),
+                    process: process.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn to_rule(&self, field: &str) -> Result<HostRule, WireError> {
+        let services = self
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.port
+                    .parse::<ServicePort>()
+                    .map(|sp| (sp, s.process.clone()))
+                    .map_err(|e| invalid(format!("{field}.services[{i}].port"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HostRule {
+            tier: self.tier.clone(),
+            tier_index: self.tier_index,
+            rule_id: self.rule_id.clone(),
+            action: match self.action {
+                WireAction::Allow => Action::Allow,
+                WireAction::Deny => Action::Deny,
+            },
+            local: self.local.clone(),
+            peers: match &self.peers {
+                None => Peers::Any,
+                Some(n) => Peers::Nets(n.clone()),
+            },
+            services,
+        })
+    }
+}
+
+impl WirePolicy {
+    /// Builds the wire form and its revision (a hash of the content, so the agent
+    /// re-renders only when something it enforces changed).
+    pub fn new(
+        hp: &HostPolicy,
+        failsafe_ports: &[ServicePort],
+        log_group: u16,
+        quarantined: bool,
+    ) -> WirePolicy {
+        let mut p = WirePolicy {
+            revision: String::new(),
+            workload: hp.workload.clone(),
+            mode: hp.mode,
+            addresses: hp.addresses.clone(),
+            inbound: hp.inbound.iter().map(WireRule::from_rule).collect(),
+            outbound: hp.outbound.iter().map(WireRule::from_rule).collect(),
+            failsafe_ports: failsafe_ports.iter().map(|p| p.to_string()).collect(),
+            log_group,
+            quarantined,
+        };
+        p.revision = p.content_hash();
+        p
+    }
+
+    /// FNV-1a over the canonical JSON of everything but the revision: stable across
+    /// processes and versions of Rust, which `DefaultHasher` does not promise.
+    pub fn content_hash(&self) -> String {
+        let mut copy = self.clone();
+        copy.revision.clear();
+        let json = serde_json::to_vec(&copy).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in json {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// Checks and converts to the renderer's input. Quarantine drops every rule, so
+    /// only the failsafe ports (and established connections) stay open.
+    pub fn to_host_policy(&self) -> Result<(HostPolicy, Vec<ServicePort>), WireError> {
+        if self.content_hash() != self.revision {
+            return Err(invalid(
+                "revision".into(),
+                "does not match the content (corrupted or tampered policy)",
+            ));
+        }
+        bulkhead_model::validate_name(&self.workload).map_err(|e| invalid("workload".into(), e))?;
+        let rules = |rules: &[WireRule], side: &str| -> Result<Vec<HostRule>, WireError> {
+            if self.quarantined {
+                return Ok(Vec::new());
+            }
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    bulkhead_model::validate_name(&r.rule_id)
+                        .map_err(|e| invalid(format!("{side}[{i}].rule_id"), e))?;
+                    r.to_rule(&format!("{side}[{i}]"))
+                })
+                .collect()
+        };
+        let failsafe = self
+            .failsafe_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<ServicePort>()
+                    .map_err(|e| invalid(format!("failsafe_ports[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mode = if self.quarantined {
+            EnforcementMode::Enforced
+        } else {
+            self.mode
+        };
+        Ok((
+            HostPolicy {
+                workload: self.workload.clone(),
+                mode,
+                addresses: self.addresses.clone(),
+                inbound: rules(&self.inbound, "inbound")?,
+                outbound: rules(&self.outbound, "outbound")?,
+            },
+            failsafe,
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// The owned table differed from what the agent applied; it was restored.
+    Tamper { at_ms: i64, difference: String },
+    /// A policy the agent could not apply; the previous table stays.
+    PolicyRejected {
+        at_ms: i64,
+        revision: String,
+        error: String,
+    },
+    /// Packets the table logged (would-be-blocked in monitor, blocked in enforced).
+    Logged { packets: Vec<LoggedPacket> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentEvents {
+    pub events: Vec<AgentEvent>,
+}
+
+/// Flows in a numbered batch: the server stores batch N only once, and only after N-1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowBatch {
+    pub batch: u64,
+    pub flows: Vec<HostFlow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowBatchAck {
+    /// The highest batch number stored so far.
+    pub acked: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_policy() -> HostPolicy {
+        HostPolicy {
+            workload: "db-1".into(),
+            mode: EnforcementMode::Monitor,
+            addresses: vec!["10.0.0.3".parse().unwrap()],
+            inbound: vec![HostRule {
+                tier: "application".into(),
+                tier_index: 1,
+                rule_id: "app-to-db".into(),
+                action: Action::Allow,
+                local: vec!["10.0.0.3".parse().unwrap()],
+                peers: Peers::Nets(vec!["10.0.0.2/32".parse().unwrap()]),
+                services: vec![("tcp/5432".parse().unwrap(), None)],
+            }],
+            outbound: vec![],
+        }
+    }
+
+    #[test]
+    fn wire_policy_round_trips() {
+        let hp = host_policy();
+        let w = WirePolicy::new(&hp, &[ServicePort::tcp(22)], 100, false);
+        let json = serde_json::to_string(&w).unwrap();
+        let back: WirePolicy = serde_json::from_str(&json).unwrap();
+        let (hp2, failsafe) = back.to_host_policy().unwrap();
+        assert_eq!(hp2, hp);
+        assert_eq!(failsafe, vec![ServicePort::tcp(22)]);
+    }
+
+    #[test]
+    fn a_changed_policy_gets_a_new_revision_and_a_forged_one_is_refused() {
+        let hp = host_policy();
+        let a = WirePolicy::new(&hp, &[ServicePort::tcp(22)], 100, false);
+        let mut hp_b = hp.clone();
+        hp_b.mode = EnforcementMode::Enforced;
+        let b = WirePolicy::new(&hp_b, &[ServicePort::tcp(22)], 100, false);
+        assert_ne!(a.revision, b.revision);
+        let mut forged = a.clone();
+        forged.inbound[0].peers = None;
+        assert!(forged.to_host_policy().is_err());
+    }
+
+    #[test]
+    fn bad_ports_are_named() {
+        let hp = host_policy();
+        let mut w = WirePolicy::new(&hp, &[], 100, false);
+        w.inbound[0].services[0].port = "tcp/99999".into();
+        w.revision = w.content_hash();
+        let e = w.to_host_policy().unwrap_err().to_string();
+        assert!(e.starts_with("inbound[0].services[0].port"), "{e}");
+    }
+
+    #[test]
+    fn quarantine_keeps_only_failsafe() {
+        let hp = host_policy();
+        let w = WirePolicy::new(&hp, &[ServicePort::tcp(22)], 100, true);
+        let (q, failsafe) = w.to_host_policy().unwrap();
+        assert!(q.inbound.is_empty() && q.outbound.is_empty());
+        assert_eq!(q.mode, EnforcementMode::Enforced);
+        assert_eq!(failsafe.len(), 1);
+    }
+}
