@@ -115,6 +115,16 @@ fn check(items: &[Value]) -> ApiResult<Vec<(String, String)>> {
 }
 
 fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> ApiResult<()> {
+    apply_as(s, changes, &p.audit(action))
+}
+
+/// Applies inventory changes after checking that the whole inventory stays consistent,
+/// then recompiles. Also used by the server itself (agent enrollment, quarantine).
+pub(crate) fn apply_as(
+    s: &AppState,
+    changes: Vec<Change>,
+    audit: &bulkhead_store::control::AuditContext,
+) -> ApiResult<()> {
     {
         let mut c = lock(&s.control)?;
         // The whole inventory must stay consistent (unique names and addresses).
@@ -145,7 +155,7 @@ fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> Api
                 e.0.first().map(|x| x.message.clone()).unwrap_or_default(),
             )
         })?;
-        c.apply(&changes, &p.audit(action))?;
+        c.apply(&changes, audit)?;
     }
     s.recompile()
 }

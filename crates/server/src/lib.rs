@@ -3,6 +3,7 @@
 //! draft → provisioned versions, collectors that verdict live traffic, and alerts.
 
 mod admin_api;
+// WIP pub mod agent_api;
 mod alerts;
 mod auth;
 pub mod demo;
@@ -11,7 +12,9 @@ mod flows_api;
 mod inventory_api;
 pub mod openapi;
 mod policy_api;
+// WIP mod quarantine;
 mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +109,8 @@ pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
         collector: Arc::new(Mutex::new(None)),
         dispatcher: Arc::new(Mutex::new(None)),
         started_ms: now_ms(),
+        hosts: Default::default(),
+        agent_settings: Default::default(),
     };
     state
         .recompile()

@@ -28,6 +28,18 @@ pub struct AppState {
     /// Alert sinks (webhooks, syslog), if configured.
     pub dispatcher: Arc<Mutex<Option<Arc<bulkhead_alerts::Dispatcher>>>>,
     pub started_ms: i64,
+    /// What per-host policies are computed from, and the ones computed so far.
+    pub hosts: Arc<RwLock<HostInputs>>,
+    pub agent_settings: Arc<AgentSettings>,
+}
+
+/// The provisioned policy and the inventory it applies to, as of the last recompile, and
+/// a cache of per-workload wire policies computed from them (cleared on every recompile).
+#[derive(Debug, Default)]
+pub struct HostInputs {
+    pub policy: Option<Arc<Policy>>,
+    pub inventory: Arc<Inventory>,
+    pub cache: std::collections::HashMap<String, Arc<bulkhead_api::WirePolicy>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -117,21 +129,30 @@ impl AppState {
             let c = lock(&self.control)?;
             (c.latest_version()?, c.draft_objects()?, c.workloads()?)
         };
-        let inventory = inventory_of(&workloads)?;
-        let provisioned = match latest {
-            Some(v) => Some(Arc::new(CompiledPolicy::compile(
-                &inventory,
-                &policy_of(&v.objects)?,
-            ))),
+        let inventory = Arc::new(inventory_of(&workloads)?);
+        let provisioned_policy = match latest {
+            Some(v) => Some(Arc::new(policy_of(&v.objects)?)),
             None => None,
         };
+        let provisioned = provisioned_policy
+            .as_ref()
+            .map(|p| Arc::new(CompiledPolicy::compile(&inventory, p)));
         // A draft with errors cannot be saved, so this only fails on corruption.
         let draft = Some(Arc::new(CompiledPolicy::compile(
             &inventory,
             &policy_of(&draft)?,
         )));
+        // Agents pick up the change at their next heartbeat (revisions are content hashes,
+        // so an unchanged host keeps its table).
+        if let Ok(mut h) = self.hosts.write() {
+            *h = HostInputs {
+                policy: provisioned_policy,
+                inventory: inventory.clone(),
+                cache: Default::default(),
+            };
+        }
         let enricher = Enricher {
-            inventory: Arc::new(inventory),
+            inventory,
             provisioned,
             draft,
             listening: Default::default(),
@@ -145,5 +166,29 @@ impl AppState {
 
     pub fn current(&self) -> Arc<Enricher> {
         self.enricher.read().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+/// How the server treats agents; set from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Inbound ports every agent keeps open whatever the policy says (management access).
+    pub failsafe_ports: Vec<bulkhead_model::ServicePort>,
+    /// The NFLOG group agents log denied connections to.
+    pub log_group: u16,
+    /// An agent silent for longer is marked offline and alerted.
+    pub offline_after_ms: i64,
+    /// The CA fingerprint agents pin, when the TLS listener is on.
+    pub ca_fingerprint: Option<String>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            failsafe_ports: vec![bulkhead_model::ServicePort::tcp(22)],
+            log_group: 100,
+            offline_after_ms: 60_000,
+            ca_fingerprint: None,
+        }
     }
 }

@@ -1,0 +1,300 @@
+//! HTTPS to the server, trusting exactly one CA: the one whose SHA-256 fingerprint the
+//! agent was given with its pairing key. No public CA, no system trust store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("server URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("CA fingerprint {0:?} is not 64 hex digits (SHA-256)")]
+    Fingerprint(String),
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, String),
+    #[error("{0} timed out")]
+    Timeout(String),
+    #[error("{method} {path}: {status}: {body}")]
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{0}: {1}")]
+    Protocol(String, String),
+}
+
+impl ClientError {
+    /// A refusal the agent cannot fix by retrying (bad key, revoked credential…).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. } if status.is_client_error())
+    }
+}
+
+/// Accepts a server certificate only if it chains to the pinned CA, which the server
+/// sends along with its own certificate. The name check stays on: the certificate must
+/// name the address or host the agent was told to use.
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| Sha256::digest(c.as_ref()).as_slice() == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the server did not present the pinned CA (wrong server, or a man in the middle)"
+                        .into(),
+                )
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// One server, one pinned CA, and (after enrollment) the agent's credential.
+#[derive(Clone)]
+pub struct Client {
+    host: String,
+    port: u16,
+    authority: String,
+    server_name: ServerName<'static>,
+    connector: tokio_rustls::TlsConnector,
+    credential: Option<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.authority)
+    }
+}
+
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
+    let clean: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(&clean).map_err(|_| ClientError::Fingerprint(text.into()))?;
+    bytes
+        .try_into()
+        .map_err(|_| ClientError::Fingerprint(text.into()))
+}
+
+impl Client {
+    pub fn new(url: &str, ca_fingerprint: &str) -> Result<Client, ClientError> {
+        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            ClientError::Url(url.into(), e.to_string())
+        })?;
+        if uri.scheme_str() != Some("https") {
+            return Err(ClientError::Url(
+                url.into(),
+                "must start with https:// (agents only talk TLS)".into(),
+            ));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Url(url.into(), "no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|e| ClientError::Url(url.into(), e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = PinnedCa {
+            fingerprint: parse_fingerprint(ca_fingerprint)?,
+            provider: provider.clone(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Protocol("TLS".into(), e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        Ok(Client {
+            authority: uri
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| host.clone()),
+            host,
+            port,
+            server_name,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            credential: None,
+            timeout: Duration::from_secs(15),
+        })
+    }
+
+    pub fn with_credential(mut self, credential: &str) -> Client {
+        self.credential = Some(credential.to_string());
+        self
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// One request on a fresh connection: at heartbeat rates a pooled connection saves
+    /// nothing worth the state it would need across server restarts.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let what = format!("{method} {path}");
+        let work = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| ClientError::Connect(self.authority.clone(), e.to_string()))?;
+            let tls = self
+                .connector
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| ClientError::Connect(self.authority.clone(), e.to_string()))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(hyper::header::HOST, &self.authority)
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(c) = &self.credential {
+                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {c}"));
+            }
+            let req = req
+                .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(ClientError::Status {
+                    method: method.clone(),
+                    path: path.to_string(),
+                    status,
+                    body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                });
+            }
+            Ok(bytes)
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout(what.clone()))?
+    }
+
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ClientError> {
+        let what = format!("{method} {path}");
+        let body = match body {
+            Some(b) => Some(
+                serde_json::to_vec(b)
+                    .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?,
+            ),
+            None => None,
+        };
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(what, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_take_plain_or_colon_separated_hex() {
+        let hex64 = "ab".repeat(32);
+        assert_eq!(parse_fingerprint(&hex64).unwrap(), [0xab; 32]);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
+        assert!(parse_fingerprint("abcd").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn only_https_urls() {
+        let fp = "00".repeat(32);
+        assert!(Client::new("http://10.0.0.1:8443", &fp).is_err());
+        let c = Client::new("https://10.0.0.1:8443", &fp).unwrap();
+        assert_eq!(c.authority(), "10.0.0.1:8443");
+        assert!(Client::new("https://[fd00::1]:8443", &fp).is_ok());
+    }
+}

@@ -1,0 +1,130 @@
+//! Keeps the kernel's owned table equal to the last policy applied.
+//!
+//! Replacement is always one `nft -f` transaction (render → apply), so there is never a
+//! moment without enforcement, and a policy the kernel refuses leaves the previous table
+//! in place. After every apply the table is read back as the reference for tamper checks.
+
+use bulkhead_api::WirePolicy;
+use bulkhead_nft::{Nft, RenderOptions, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error("policy {revision} is invalid: {message}")]
+    Invalid { revision: String, message: String },
+    #[error("applying policy {revision}: {source}")]
+    Apply {
+        revision: String,
+        #[source]
+        source: bulkhead_nft::NftError,
+    },
+    #[error("reading the table back: {0}")]
+    ReadBack(#[source] bulkhead_nft::NftError),
+}
+
+/// A difference found between the kernel and what was applied, after it was repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tamper {
+    pub difference: String,
+}
+
+#[derive(Debug)]
+pub struct Enforcer {
+    nft: Nft,
+    table: String,
+    applied: Option<Applied>,
+}
+
+#[derive(Debug)]
+struct Applied {
+    policy: WirePolicy,
+    text: String,
+    expected: Snapshot,
+}
+
+impl Enforcer {
+    pub fn new(nft: Nft, table: &str) -> Enforcer {
+        Enforcer {
+            nft,
+            table: table.to_string(),
+            applied: None,
+        }
+    }
+
+    pub fn applied_revision(&self) -> Option<&str> {
+        self.applied.as_ref().map(|a| a.policy.revision.as_str())
+    }
+
+    pub fn applied_policy(&self) -> Option<&WirePolicy> {
+        self.applied.as_ref().map(|a| &a.policy)
+    }
+
+    /// Checks, renders and applies `policy` in one transaction. On any error the kernel
+    /// and `self` keep the previous policy.
+    pub fn apply(&mut self, policy: &WirePolicy) -> Result<(), EnforceError> {
+        let (host, failsafe_ports) =
+            policy.to_host_policy().map_err(|e| EnforceError::Invalid {
+                revision: policy.revision.clone(),
+                message: e.to_string(),
+            })?;
+        let opts = RenderOptions {
+            failsafe_ports,
+            log_group: policy.log_group,
+            table: self.table.clone(),
+        };
+        let text = bulkhead_nft::render(&host, &opts);
+        self.nft
+            .apply(&text)
+            .map_err(|source| EnforceError::Apply {
+                revision: policy.revision.clone(),
+                source,
+            })?;
+        let expected = self.nft.snapshot().map_err(EnforceError::ReadBack)?;
+        self.applied = Some(Applied {
+            policy: policy.clone(),
+            text,
+            expected,
+        });
+        Ok(())
+    }
+
+    /// Compares the kernel with the reference; on any difference re-applies the same
+    /// transaction and returns what was different.
+    pub fn check(&mut self) -> Result<Option<Tamper>, EnforceError> {
+        let Some(applied) = &mut self.applied else {
+            return Ok(None);
+        };
+        let Some(drift) = self
+            .nft
+            .check_drift(&applied.expected)
+            .map_err(EnforceError::ReadBack)?
+        else {
+            return Ok(None);
+        };
+        self.nft
+            .apply(&applied.text)
+            .map_err(|source| EnforceError::Apply {
+                revision: applied.policy.revision.clone(),
+                source,
+            })?;
+        applied.expected = self.nft.snapshot().map_err(EnforceError::ReadBack)?;
+        let describe = |items: &[String]| -> String {
+            items
+                .iter()
+                .take(20)
+                .map(|i| i.chars().take(300).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        };
+        let difference = match (drift.missing.is_empty(), drift.unexpected.is_empty()) {
+            (true, true) => "the table's items were reordered".to_string(),
+            _ => format!(
+                "missing ({}):\n  {}\nunexpected ({}):\n  {}",
+                drift.missing.len(),
+                describe(&drift.missing),
+                drift.unexpected.len(),
+                describe(&drift.unexpected)
+            ),
+        };
+        Ok(Some(Tamper { difference }))
+    }
+}
