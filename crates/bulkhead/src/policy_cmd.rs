@@ -10,6 +10,12 @@ use clap::{Args, Subcommand};
 use crate::files::{read, read_policy_sources};
 use crate::{EXIT_INVALID, Reported};
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderTarget {
+    /// One `nft -f` transaction replacing the `inet bulkhead` table.
+    Nft,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Check policy files; exit 2 listing every error (file:line:column: field: why).
@@ -43,6 +49,22 @@ pub enum PolicyCommand {
         process: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Render what one managed workload enforces, as its agent would (review, golden
+    /// tests): `bulkhead policy render nft --inventory … --policy … --workload NAME`.
+    Render {
+        #[arg(value_enum)]
+        target: RenderTarget,
+        #[command(flatten)]
+        estate: Estate,
+        #[arg(long)]
+        workload: String,
+        /// Inbound ports never blocked (management access); repeatable.
+        #[arg(long = "failsafe", default_value = "tcp/22")]
+        failsafe: Vec<String>,
+        /// NFLOG group for logged connections.
+        #[arg(long, default_value_t = 100)]
+        log_group: u16,
     },
     /// Replace the server's draft with these policy files (checked here first).
     Push {
@@ -297,6 +319,33 @@ pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
             flows,
             json,
         } => analyze(&estate, &flows, json),
+        PolicyCommand::Render {
+            target: RenderTarget::Nft,
+            estate,
+            workload,
+            failsafe,
+            log_group,
+        } => {
+            let (inv, policy) = estate.load()?;
+            let mut failsafe_ports = Vec::new();
+            for f in &failsafe {
+                failsafe_ports.push(f.parse::<ServicePort>().map_err(|e| {
+                    eprintln!("error: --failsafe {f}: {e}");
+                    Reported(EXIT_INVALID)
+                })?);
+            }
+            let hp = bulkhead_policy::host::host_policy(&policy, &inv, &workload).map_err(|e| {
+                eprintln!("error: --workload {workload}: {e}");
+                Reported(EXIT_INVALID)
+            })?;
+            let opts = bulkhead_nft::RenderOptions {
+                failsafe_ports,
+                log_group,
+                ..Default::default()
+            };
+            out!("{}", bulkhead_nft::render(&hp, &opts));
+            Ok(())
+        }
         PolicyCommand::Push { paths, remote } => {
             // Checked here first, so a broken file never leaves the machine.
             let policy = load_policy(&paths)?;

@@ -212,3 +212,54 @@ fn inventory_errors_name_file_and_line() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("app=shop,env=prod,loc=dc1,role=web"));
 }
+
+/// `policy render nft` is the agent's renderer offline: its output for the example
+/// estate's database is kept as a golden file (`UPDATE_SNAPSHOTS=1` rewrites it after a
+/// deliberate change), and the kernel's own parser accepts it (`nft -c`, which changes
+/// nothing).
+#[test]
+fn render_nft_matches_the_golden_file_and_nft_accepts_it() {
+    let mut args = vec!["policy".to_string(), "render".into(), "nft".into()];
+    args.extend(estate_args());
+    args.extend(["--workload".into(), "pay-db-p1".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = bulkhead(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rendered = text(&out.stdout);
+    let golden = root().join("crates/bulkhead/tests/data/render-pay-db-p1.nft");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&golden, &rendered).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert_eq!(
+        rendered, want,
+        "rendering changed; UPDATE_SNAPSHOTS=1 if intended"
+    );
+    assert!(rendered.contains("payments-prod-app-to-db"));
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    let check = Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(file.path())
+        .output()
+        .expect("nft is installed by scripts/setup");
+    assert!(
+        check.status.success(),
+        "nft -c refused it: {}",
+        text(&check.stderr)
+    );
+}
+
+#[test]
+fn render_refuses_unknown_and_unmanaged_workloads() {
+    for (workload, why) in [("no-such-host", "no workload"), ("cam-lobby", "unmanaged")] {
+        let mut args = vec!["policy".to_string(), "render".into(), "nft".into()];
+        args.extend(estate_args());
+        args.extend(["--workload".into(), workload.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bulkhead(&args);
+        assert_eq!(out.status.code(), Some(2), "{workload}");
+        assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+    }
+}
