@@ -90,8 +90,26 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// Logs go to stderr: `BULKHEAD_LOG` sets the filter (default `info`),
+/// `BULKHEAD_LOG_FORMAT=json` makes them one JSON object per line for log shippers.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BULKHEAD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("BULKHEAD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Server(_) | Command::Demo(_)) {
+        init_logging();
+    }
     let result = match cli.command {
         Command::Policy(c) => policy_cmd::run_policy(c),
         Command::Inventory(c) => policy_cmd::run_inventory(c),

@@ -29,6 +29,27 @@ pub struct ServerArgs {
     pub collector_workers: Option<usize>,
     #[command(flatten)]
     pub sinks: SinkArgs,
+    #[command(flatten)]
+    pub agents: AgentListenArgs,
+}
+
+/// Where agents connect (TLS, with the server's own CA) and how they are treated.
+#[derive(Args, Debug, Default)]
+pub struct AgentListenArgs {
+    /// TLS listen address for agents (and the API over TLS), e.g. 0.0.0.0:8443. Off
+    /// when not given.
+    #[arg(long, env = "BULKHEAD_AGENT_LISTEN")]
+    pub agent_listen: Option<SocketAddr>,
+    /// Extra names or addresses for the server certificate (agents check the name they
+    /// connect to), repeatable.
+    #[arg(long, env = "BULKHEAD_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Seconds of silence after which an agent is offline (and alerted) [default: 60].
+    #[arg(long, env = "BULKHEAD_AGENT_OFFLINE_AFTER")]
+    pub agent_offline_after: Option<u64>,
+    /// Inbound ports agents never block (management access), repeatable [default: tcp/22].
+    #[arg(long = "failsafe", env = "BULKHEAD_FAILSAFE", value_delimiter = ',')]
+    pub failsafe: Vec<String>,
 }
 
 /// The config file: the same settings as the flags.
@@ -49,6 +70,12 @@ struct ConfigFile {
     syslog_tcp: bool,
     #[serde(default)]
     syslog_cef: bool,
+    agent_listen: Option<SocketAddr>,
+    #[serde(default)]
+    tls_san: Vec<String>,
+    agent_offline_after: Option<u64>,
+    #[serde(default)]
+    failsafe: Vec<String>,
 }
 
 impl ServerArgs {
@@ -93,6 +120,15 @@ impl ServerArgs {
         }
         self.sinks.syslog_tcp |= file.syslog_tcp;
         self.sinks.syslog_cef |= file.syslog_cef;
+        self.agents.agent_listen = self.agents.agent_listen.or(file.agent_listen);
+        if self.agents.tls_san.is_empty() {
+            self.agents.tls_san = file.tls_san;
+        }
+        self.agents.agent_offline_after =
+            self.agents.agent_offline_after.or(file.agent_offline_after);
+        if self.agents.failsafe.is_empty() {
+            self.agents.failsafe = file.failsafe;
+        }
         Ok(self)
     }
 }
@@ -161,8 +197,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn ctrl_c(stop: Arc<AtomicBool>) {
-    let _ = tokio::signal::ctrl_c().await;
+/// Resolves on Ctrl-C or SIGTERM (what service managers and `kill` send), so both stop
+/// the server cleanly: collectors flush their open summaries.
+pub async fn ctrl_c(stop: Arc<AtomicBool>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
     stop.store(true, Ordering::SeqCst);
 }
 
@@ -170,10 +220,33 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
     let a = a.resolve()?;
     let data = a.data.clone().expect("resolved");
     let listen = a.listen.expect("resolved");
-    let state = bulkhead_server::open(&data)?;
+    let mut state = bulkhead_server::open(&data)?;
     if let Some(token) = bulkhead_server::bootstrap_admin(&state)? {
         outln!("first start: admin token (shown once, store it now): {token}");
     }
+    let mut settings = bulkhead_server::AgentSettings::default();
+    if !a.agents.failsafe.is_empty() {
+        settings.failsafe_ports = Vec::new();
+        for f in &a.agents.failsafe {
+            settings.failsafe_ports.push(f.parse().map_err(|e| {
+                eprintln!("error: failsafe port {f}: {e}");
+                crate::Reported(crate::EXIT_INVALID)
+            })?);
+        }
+    }
+    if let Some(secs) = a.agents.agent_offline_after {
+        settings.offline_after_ms = (secs.max(1) * 1000) as i64;
+    }
+    let tls = match a.agents.agent_listen {
+        Some(addr) => {
+            let names = bulkhead_server::tls::default_names(addr, &a.agents.tls_san);
+            let identity = bulkhead_server::tls::load_or_create(&data.join("tls"), &names)?;
+            settings.ca_fingerprint = Some(identity.ca_fingerprint.clone());
+            Some((addr, identity))
+        }
+        None => None,
+    };
+    state.agent_settings = Arc::new(settings);
     let rt = runtime()?;
     {
         let _guard = rt.enter();
@@ -191,6 +264,22 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
             listener.local_addr()?,
             data.display()
         );
+        if let Some((addr, identity)) = tls {
+            let agents = tokio::net::TcpListener::bind(addr).await?;
+            eprintln!(
+                "agents: https://{} (CA fingerprint {})",
+                agents.local_addr()?,
+                identity.ca_fingerprint
+            );
+            let app = bulkhead_server::router(st.clone());
+            tokio::spawn(bulkhead_server::tls::serve_tls(
+                app,
+                agents,
+                identity,
+                std::future::pending(),
+            ));
+        }
+        // WIP tokio::spawn(bulkhead_server::agent_api::watch_offline(st.clone()));
         let stop = Arc::new(AtomicBool::new(false));
         bulkhead_server::serve(st, listener, ctrl_c(stop)).await
     })?;

@@ -29,7 +29,7 @@ use bulkhead_store::{FlowStore, Retention, SqliteFlowStore};
 pub use admin_api::TokenRequest;
 pub use auth::{Role, token_hash};
 pub use error::ApiError;
-pub use state::{AppState, now_ms};
+pub use state::{AgentSettings, AppState, now_ms};
 
 /// Requests larger than this are refused before they are read.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
