@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod dispatch;
+mod email;
 mod error;
 mod event;
 mod retry;
@@ -20,6 +21,7 @@ mod timefmt;
 mod webhook;
 
 pub use dispatch::{BoxFuture, Dispatcher, Sink, SinkMetrics};
+pub use email::{EmailError, Mailer};
 pub use error::{AlertError, Delivery};
 pub use event::{AlertEvent, Severity, kind};
 pub use retry::RetryPolicy;
