@@ -44,6 +44,11 @@ fn mailbox(address: &str) -> Result<Mailbox, EmailError> {
 }
 
 impl Mailer {
+    /// Checks an address the way sending will, so bad ones are refused when configured.
+    pub fn check_address(address: &str) -> Result<(), EmailError> {
+        mailbox(address).map(drop)
+    }
+
     /// `relay` is `HOST:PORT`; `from` the sender address.
     pub fn new(relay: &str, from: &str) -> Result<Mailer, EmailError> {
         let (host, port) = relay

@@ -13,6 +13,7 @@ mod inventory_api;
 pub mod openapi;
 mod policy_api;
 // WIP mod quarantine;
+// WIP pub mod rollout;
 mod state;
 pub mod tls;
 
@@ -111,6 +112,7 @@ pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
         started_ms: now_ms(),
         hosts: Default::default(),
         agent_settings: Default::default(),
+        notifier: Default::default(),
     };
     state
         .recompile()

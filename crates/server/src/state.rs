@@ -31,6 +31,8 @@ pub struct AppState {
     /// What per-host policies are computed from, and the ones computed so far.
     pub hosts: Arc<RwLock<HostInputs>>,
     pub agent_settings: Arc<AgentSettings>,
+    /// Rollout notices: the SMTP relay and the secret owners' webhooks are signed with.
+    pub notifier: Arc<Notifier>,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and
@@ -191,4 +193,12 @@ impl Default for AgentSettings {
             ca_fingerprint: None,
         }
     }
+}
+
+/// Where rollout notices go besides the alert sinks.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier {
+    pub mailer: Option<bulkhead_alerts::Mailer>,
+    /// Signs owners' webhooks (the server's webhook secret).
+    pub webhook_secret: Option<Vec<u8>>,
 }
