@@ -11,6 +11,7 @@
 //! The API is synchronous, with `&mut self` for writes: the server holds one
 //! [`ControlStore`] behind a mutex and calls it from blocking tasks.
 
+mod agents;
 mod diff;
 mod schema;
 
@@ -24,6 +25,7 @@ use rusqlite::{
 };
 
 use crate::StoreError;
+pub use agents::{AgentRecord, EnrollRefusal, NewAgent, NewPairingProfile, PairingProfile};
 pub use diff::{DiffChange, ObjectDiff, WorkloadDiff, diff, diff_workloads};
 pub use schema::CONTROL_SCHEMA_VERSION;
 

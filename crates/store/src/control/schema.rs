@@ -153,6 +153,39 @@ const MIGRATIONS: &[&str] = &[
         WHEN EXISTS (SELECT 1 FROM version_workload
             WHERE version = NEW.version AND name = NEW.name)
         BEGIN SELECT RAISE(ABORT, 'provisioned versions are immutable'); END;",
+    // Version 2: host agents and the pairing profiles they enroll with.
+    //
+    // Keys and credentials are stored as SHA-256 hashes only (the server shows a
+    // pairing key once). One agent per workload: re-enrolling replaces the row, so
+    // the old credential stops working. Profiles are revoked, never deleted, so that
+    // an agent's `pairing_profile_id` keeps pointing at something.
+    "CREATE TABLE pairing_profile (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE CHECK (name <> ''),
+        labels_json TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('idle', 'monitor', 'enforced')),
+        max_uses INTEGER CHECK (max_uses >= 0),
+        uses INTEGER NOT NULL CHECK (uses >= 0),
+        expires_at_ms INTEGER,
+        key_hash BLOB NOT NULL UNIQUE
+            CHECK (typeof(key_hash) = 'blob' AND length(key_hash) = 32),
+        created_at_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked INTEGER NOT NULL CHECK (revoked IN (0, 1))
+    );
+    CREATE TABLE agent (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        workload TEXT NOT NULL UNIQUE CHECK (workload <> ''),
+        credential_hash BLOB NOT NULL UNIQUE
+            CHECK (typeof(credential_hash) = 'blob' AND length(credential_hash) = 32),
+        pairing_profile_id INTEGER REFERENCES pairing_profile (id),
+        enrolled_at_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        host_json TEXT NOT NULL,
+        applied_revision TEXT,
+        status_json TEXT,
+        offline_since_ms INTEGER
+    );",
 ];
 
 /// The control-plane schema version this build writes.
