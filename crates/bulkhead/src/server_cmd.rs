@@ -70,6 +70,8 @@ struct ConfigFile {
     syslog_tcp: bool,
     #[serde(default)]
     syslog_cef: bool,
+    smtp_relay: Option<String>,
+    smtp_from: Option<String>,
     agent_listen: Option<SocketAddr>,
     #[serde(default)]
     tls_san: Vec<String>,
@@ -120,6 +122,12 @@ impl ServerArgs {
         }
         self.sinks.syslog_tcp |= file.syslog_tcp;
         self.sinks.syslog_cef |= file.syslog_cef;
+        self.sinks.smtp_relay = self.sinks.smtp_relay.or(file.smtp_relay);
+        if let Some(from) = file.smtp_from
+            && self.sinks.smtp_from == "bulkhead@localhost"
+        {
+            self.sinks.smtp_from = from;
+        }
         self.agents.agent_listen = self.agents.agent_listen.or(file.agent_listen);
         if self.agents.tls_san.is_empty() {
             self.agents.tls_san = file.tls_san;
@@ -151,9 +159,29 @@ pub struct SinkArgs {
     /// Carry CEF in the syslog messages.
     #[arg(long)]
     pub syslog_cef: bool,
+    /// SMTP relay (HOST:PORT) for e-mail to rollout owners.
+    #[arg(long, env = "BULKHEAD_SMTP_RELAY")]
+    pub smtp_relay: Option<String>,
+    /// The sender of those e-mails.
+    #[arg(long, env = "BULKHEAD_SMTP_FROM", default_value = "bulkhead@localhost")]
+    pub smtp_from: String,
 }
 
 impl SinkArgs {
+    fn notifier(&self) -> anyhow::Result<bulkhead_server::Notifier> {
+        let mailer = match &self.smtp_relay {
+            Some(relay) => Some(
+                bulkhead_alerts::Mailer::new(relay, &self.smtp_from)
+                    .map_err(|e| anyhow::anyhow!("--smtp-relay/--smtp-from: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(bulkhead_server::Notifier {
+            mailer,
+            webhook_secret: self.webhook_secret.clone().map(String::into_bytes),
+        })
+    }
+
     fn sinks(&self) -> bulkhead_server::AlertSinks {
         bulkhead_server::AlertSinks {
             webhooks: self.webhook.clone(),
@@ -247,6 +275,7 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         None => None,
     };
     state.agent_settings = Arc::new(settings);
+    state.notifier = Arc::new(a.sinks.notifier()?);
     let rt = runtime()?;
     {
         let _guard = rt.enter();

@@ -6,6 +6,7 @@ mod admin_api;
 // WIP pub mod agent_api;
 mod alerts;
 mod auth;
+mod console;
 pub mod demo;
 mod error;
 mod flows_api;
@@ -30,7 +31,7 @@ use bulkhead_store::{FlowStore, Retention, SqliteFlowStore};
 pub use admin_api::TokenRequest;
 pub use auth::{Role, token_hash};
 pub use error::ApiError;
-pub use state::{AgentSettings, AppState, now_ms};
+pub use state::{AgentSettings, AppState, Notifier, now_ms};
 
 /// Requests larger than this are refused before they are read.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     use axum::routing::delete;
     let api = Router::new()
         .route("/openapi.json", get(openapi::document))
+        .route("/whoami", get(console::whoami))
         .route("/workloads", get(inventory_api::list))
         .route("/workloads/import", post(inventory_api::import))
         .route(
@@ -90,7 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(admin_api::healthz))
         .route("/readyz", get(admin_api::readyz))
         .route("/metrics", get(admin_api::metrics))
-        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .fallback(console::serve)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
