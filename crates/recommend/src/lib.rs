@@ -1,0 +1,22 @@
+//! Rule recommendation and coverage, from flow summaries. Pure: no IO, no clock.
+//!
+//! - [`recommend`] turns observed conversations plus the inventory into label-based
+//!   policy-as-code (rulesets per application scope, shared services written once, IP
+//!   lists for unmanaged peers, port ranges where ports cluster) and lists every place
+//!   where the proposal allows more than was observed ([`Widening`]).
+//! - [`coverage`] measures a policy against observed traffic: the share of connections
+//!   and bytes it allows, what it would block grouped by source, destination and port,
+//!   and the rules nothing used. It evaluates with [`bulkhead_policy::CompiledPolicy`].
+
+#![forbid(unsafe_code)]
+
+pub mod cidr;
+mod coverage;
+pub mod ports;
+mod recommend;
+
+pub use coverage::{BlockedGroup, Coverage, CoverageOptions, RuleHits, coverage};
+pub use recommend::{
+    Granularity, KEY_APP, KEY_ENV, KEY_ROLE, Options, Recommendation, RecommendedFile, Stats,
+    Widening, WideningKind, recommend,
+};
