@@ -189,6 +189,13 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
         "This document",
         false,
     ),
+    (
+        "get",
+        "/api/v1/whoami",
+        "admin",
+        "The caller's token name, role and scope",
+        false,
+    ),
 ];
 
 /// (name, JSON type) of one query parameter.

@@ -1,0 +1,100 @@
+//! The web console: the files `build.rs` built from `web/` and embedded, served at `/`,
+//! and `GET /api/v1/whoami` (who the token belongs to, so the console offers only what
+//! the role may do).
+//!
+//! The console is the router's fallback: `/api/…` paths that no route takes stay the
+//! JSON 404 they always were; any other GET is a file of the console, or `index.html`
+//! for the console's own (client-side) routes.
+
+use axum::Json;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+
+mod assets {
+    include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
+}
+
+fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
+    assets::ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, ty, bytes)| (*ty, *bytes))
+}
+
+/// The fallback: console files, `index.html` for client routes, JSON 404 for the API.
+pub async fn serve(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    if path == "/api"
+        || path.starts_with("/api/")
+        || (method != Method::GET && method != Method::HEAD)
+    {
+        return ApiError::NotFound("route".into()).into_response();
+    }
+    let rel = path.trim_start_matches('/');
+    if let Some((ty, bytes)) = asset(rel).filter(|_| !rel.is_empty()) {
+        // Vite names built files by content hash: they never change under one name.
+        let cache = if rel.starts_with("assets/") {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        };
+        return (
+            [(header::CONTENT_TYPE, ty), (header::CACHE_CONTROL, cache)],
+            bytes,
+        )
+            .into_response();
+    }
+    if rel.starts_with("assets/") {
+        // A missing build file is a 404, not the app (a stale tab asking for old chunks).
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    match asset("index.html") {
+        Some((ty, bytes)) => (
+            [
+                (header::CONTENT_TYPE, ty),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => ApiError::NotFound("route".into()).into_response(),
+    }
+}
+
+/// `GET /api/v1/whoami`: the caller's token name, role and (for app owners) scope.
+pub async fn whoami(p: Principal) -> ApiResult<Json<Value>> {
+    let scope = (p.role == crate::auth::Role::AppOwner).then(|| p.scope.to_string());
+    Ok(Json(serde_json::json!({
+        "name": p.name,
+        "role": p.role.as_str(),
+        "scope": scope,
+        "token_id": p.token_id,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_is_embedded() {
+        let (ty, index) = asset("index.html").expect("index.html is embedded");
+        assert!(ty.starts_with("text/html"));
+        let text = std::str::from_utf8(index).expect("utf-8");
+        assert!(text.contains("<div id=\"app\""), "{text}");
+        // Every script and stylesheet index.html names is embedded too.
+        for part in text.split("src=\"/").chain(text.split("href=\"/")).skip(1) {
+            let name = part.split('"').next().unwrap_or("");
+            if name.starts_with("assets/") {
+                assert!(
+                    asset(name).is_some(),
+                    "{name} is referenced but not embedded"
+                );
+            }
+        }
+    }
+}

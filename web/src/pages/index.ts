@@ -1,0 +1,41 @@
+// The console's pages, in navigation order. Adding a page: write a component taking
+// PageProps and add one entry here. `visible` hides it from roles that cannot use it;
+// `api` hides it until the server offers that endpoint (read from /api/v1/openapi.json).
+import type { FunctionComponent } from "preact";
+import { type Session, can } from "../session";
+import { Alerts } from "./Alerts";
+import { Audit } from "./Audit";
+import { Dashboard } from "./Dashboard";
+import { Flows } from "./Flows";
+import { Inventory } from "./Inventory";
+import { MapPage } from "./Map";
+import { Policy } from "./Policy";
+import { Sprawl } from "./Sprawl";
+
+export interface PageProps {
+  session: Session;
+  path: string;
+  params: URLSearchParams;
+}
+
+export interface Page {
+  path: string;
+  title: string;
+  section: string;
+  /** An SVG path in a 24×24 box. */
+  icon: string;
+  component: FunctionComponent<PageProps>;
+  visible?: (s: Session) => boolean;
+  api?: string;
+}
+
+export const PAGES: Page[] = [
+  { path: "/dashboard", title: "Dashboard", section: "Overview", icon: "M3 13h8V3H3zm0 8h8v-6H3zm10 0h8V11h-8zm0-18v6h8V3z", component: Dashboard },
+  { path: "/map", title: "Map", section: "Overview", icon: "M12 2a3 3 0 0 0-1 5.83V11H6a2 2 0 0 0-2 2v3.17a3 3 0 1 0 2 0V13h5v3.17a3 3 0 1 0 2 0V13h5v3.17a3 3 0 1 0 2 0V13a2 2 0 0 0-2-2h-5V7.83A3 3 0 0 0 12 2z", component: MapPage, api: "/api/v1/flows" },
+  { path: "/flows", title: "Flows", section: "Overview", icon: "M4 7h13l-3-3 1.4-1.4L21 8l-5.6 5.4L14 12l3-3H4zm16 10H7l3 3-1.4 1.4L3 16l5.6-5.4L10 12l-3 3h13z", component: Flows, api: "/api/v1/flows" },
+  { path: "/alerts", title: "Alerts", section: "Overview", icon: "M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6V11a6 6 0 0 0-5-5.9V4a1 1 0 0 0-2 0v1.1A6 6 0 0 0 6 11v5l-2 2v1h16v-1z", component: Alerts, api: "/api/v1/alerts" },
+  { path: "/inventory", title: "Inventory", section: "Segmentation", icon: "M4 4h16v4H4zm0 6h16v4H4zm0 6h16v4H4zM6 5.5v1h2v-1zm0 6v1h2v-1zm0 6v1h2v-1z", component: Inventory, api: "/api/v1/workloads" },
+  { path: "/policy", title: "Policy", section: "Segmentation", icon: "M12 2 4 5v6c0 5 3.4 9.7 8 11 4.6-1.3 8-6 8-11V5zm-1 14-4-4 1.4-1.4L11 13.2l4.6-4.6L17 10z", component: Policy, api: "/api/v1/draft/objects" },
+  { path: "/reports/sprawl", title: "Sprawl report", section: "Reports", icon: "M5 3h14a2 2 0 0 1 2 2v14a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2zm2 14h2v-5H7zm4 0h2V7h-2zm4 0h2v-8h-2z", component: Sprawl, visible: can.readSprawl, api: "/api/v1/reports/sprawl" },
+  { path: "/audit", title: "Audit log", section: "Reports", icon: "M6 2h9l5 5v13a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2zm8 1.5V8h4.5zM8 12v2h8v-2zm0 4v2h8v-2z", component: Audit, visible: can.readAudit, api: "/api/v1/audit" },
+];
