@@ -34,6 +34,7 @@ mod files;
 mod flows_cmd;
 mod pcap;
 mod policy_cmd;
+mod recommend_cmd;
 mod report_cmd;
 mod server_cmd;
 mod simulate_cmd;
@@ -73,6 +74,8 @@ enum Command {
     Demo(server_cmd::DemoArgs),
     /// Generate a synthetic estate: inventory, policy and its IPFIX traffic.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Propose label-based policy from observed flows, with a report of every widening.
+    Recommend(recommend_cmd::RecommendArgs),
     /// Check inventory files and show what label rules assign.
     #[command(subcommand)]
     Inventory(policy_cmd::InventoryCommand),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Flows(c) => flows_cmd::run(c),
         Command::Report(c) => report_cmd::run(c),
         Command::Simulate(a) => simulate_cmd::run(a),
+        Command::Recommend(a) => recommend_cmd::run(a),
         Command::Server(a) => server_cmd::server(a),
         Command::Demo(a) => server_cmd::demo(a),
     };

@@ -84,6 +84,8 @@ pub enum PolicyCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// How much observed traffic a policy allows, what it would block, and rules nothing used.
+    Coverage(crate::recommend_cmd::CoverageArgs),
     /// Verdicts for a list of connections (CSV: src,dst,service[,process]) and a summary.
     Analyze {
         #[command(flatten)]
@@ -319,6 +321,7 @@ pub fn run_policy(cmd: PolicyCommand) -> anyhow::Result<()> {
             flows,
             json,
         } => analyze(&estate, &flows, json),
+        PolicyCommand::Coverage(a) => crate::recommend_cmd::coverage_cmd(a),
         PolicyCommand::Render {
             target: RenderTarget::Nft,
             estate,

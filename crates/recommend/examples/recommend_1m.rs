@@ -19,7 +19,10 @@ fn main() {
     let generated = t.elapsed();
     // `recommend_1m N baseline` stops here: the memory of the input alone.
     if std::env::args().nth(2).as_deref() == Some("baseline") {
-        println!("{n} summaries, {} workloads generated in {generated:.2?}", inv.len());
+        println!(
+            "{n} summaries, {} workloads generated in {generated:.2?}",
+            inv.len()
+        );
         return;
     }
     let t = Instant::now();

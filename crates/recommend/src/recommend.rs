@@ -856,21 +856,6 @@ impl Builder<'_> {
                 }));
                 internet_name = Some(name);
             }
-            if internet {
-                let iname = internet_name.clone().unwrap_or_default();
-                let shown: Vec<IpAddr> = set
-                    .iter()
-                    .copied()
-                    .filter(|a| cidr::is_public(*a))
-                    .collect();
-                widenings.push(Widening {
-                    kind: WideningKind::Internet,
-                    object: format!("ip_list/{iname}"),
-                    field: "include".into(),
-                    observed: format!("{public} public addresses ({})", list_names(&shown, 5)),
-                    allowed: "every address outside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7".into(),
-                });
-            }
             let list = if rest.is_empty() {
                 None
             } else {
@@ -1079,6 +1064,32 @@ impl Builder<'_> {
                 svc_refs = vec![ServiceRef::Named(name)];
             }
 
+            // Many public addresses became the internet: say so where it is used.
+            for (field, side) in [("from", from), ("to", to)] {
+                if let Side::Ext(id) = side
+                    && plans[*id as usize].internet
+                {
+                    let public: Vec<IpAddr> = sets[*id as usize]
+                        .iter()
+                        .copied()
+                        .filter(|a| cidr::is_public(*a))
+                        .collect();
+                    widenings.push(Widening {
+                        kind: WideningKind::Internet,
+                        object: format!("{}/{id}", rs.name),
+                        field: field.into(),
+                        observed: format!(
+                            "{} public address(es): {}",
+                            public.len(),
+                            list_names(&public, 5)
+                        ),
+                        allowed: format!(
+                            "iplist:{}, every address outside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7",
+                            internet_name.clone().unwrap_or_default()
+                        ),
+                    });
+                }
+            }
             // Workload widenings.
             for (field, side, seen) in [("from", from, &acc.from_w), ("to", to, &acc.to_w)] {
                 let effective = match side {
@@ -1112,7 +1123,7 @@ impl Builder<'_> {
                             list_names(&seen_names, 8)
                         ),
                         allowed: format!(
-                            "{} {what}, also {}",
+                            "{} workload(s), {what}, including unobserved {}",
                             members.len(),
                             list_names(&unseen, 8)
                         ),
