@@ -13,6 +13,7 @@ mod flows_api;
 mod inventory_api;
 pub mod openapi;
 mod policy_api;
+mod recommend_api;
 // WIP mod quarantine;
 // WIP pub mod rollout;
 mod state;
@@ -76,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/versions/{id}/diff", get(policy_api::version_diff))
         .route("/versions/{id}/revert", post(policy_api::revert))
         .route("/explain", post(policy_api::explain_flow))
+        .route("/recommendations", post(recommend_api::create))
+        .route("/coverage", get(recommend_api::get))
         .route("/flows", get(flows_api::query))
         .route("/reports/sprawl", get(flows_api::sprawl_report))
         .route("/alerts", get(alerts::list))

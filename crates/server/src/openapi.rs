@@ -132,6 +132,20 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
         true,
     ),
     (
+        "post",
+        "/api/v1/recommendations",
+        "policy",
+        "Propose rules from observed flows; written into the draft unless apply is false",
+        true,
+    ),
+    (
+        "get",
+        "/api/v1/coverage",
+        "policy",
+        "Coverage of the draft or a version over observed flows",
+        false,
+    ),
+    (
         "get",
         "/api/v1/flows",
         "flows",
@@ -220,6 +234,17 @@ const QUERY: &[(&str, &str, &[Param])] = &[
         ],
     ),
     ("get", "/api/v1/reports/sprawl", &[("hours", "integer")]),
+    (
+        "get",
+        "/api/v1/coverage",
+        &[
+            ("version", "string"),
+            ("from_ms", "integer"),
+            ("to_ms", "integer"),
+            ("granularity", "string"),
+            ("limit", "integer"),
+        ],
+    ),
     (
         "get",
         "/api/v1/audit",

@@ -1,0 +1,277 @@
+//! Rule recommendation into the draft, and coverage of the draft or a version, over the
+//! flow store's hour summaries.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use bulkhead_model::{Bucket, FlowSummary, Labels};
+use bulkhead_policy::{CompiledPolicy, Object, format::format_object};
+use bulkhead_recommend::{CoverageOptions, Granularity, Options, coverage, recommend};
+use bulkhead_store::control::{Change, StoredObject};
+use bulkhead_store::{FlowQuery, FlowStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, blocking, lock, now_ms, policy_of};
+
+/// Default window: the last seven days.
+const DEFAULT_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+fn window(from_ms: Option<i64>, to_ms: Option<i64>) -> ApiResult<(i64, i64)> {
+    let to = to_ms.unwrap_or_else(|| Bucket::Hour.start_of(now_ms()) + Bucket::Hour.millis());
+    let from = from_ms.unwrap_or(to.saturating_sub(DEFAULT_WINDOW_MS));
+    if from > to {
+        return Err(ApiError::invalid("from_ms", "after to_ms"));
+    }
+    Ok((from, to))
+}
+
+/// Every hour summary of the window the caller may see, page by page.
+fn summaries(s: &AppState, p: &Principal, from: i64, to: i64) -> ApiResult<Vec<FlowSummary>> {
+    let store = lock(&s.flows)?;
+    let mut q = FlowQuery::new(Bucket::Hour, from, to);
+    q.limit = 100_000;
+    let mut out = Vec::new();
+    loop {
+        let page = store.query(&q)?;
+        let n = page.len();
+        out.extend(
+            page.into_iter()
+                .filter(|r| p.sees(&r.src_labels, &r.dst_labels)),
+        );
+        if n < q.limit {
+            return Ok(out);
+        }
+        q.offset += n;
+    }
+}
+
+fn labels(field: &str, s: &str) -> ApiResult<Labels> {
+    let l = Labels::parse_list(s).map_err(|e| ApiError::invalid(field, e.to_string()))?;
+    if l.is_empty() {
+        return Err(ApiError::invalid(field, "no labels"));
+    }
+    Ok(l)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendRequest {
+    /// Window, unix milliseconds; default the last seven days.
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// Only conversations with an end carrying these labels (`app=payments`).
+    scope: Option<String>,
+    /// app, role (default) or workload.
+    granularity: Option<String>,
+    min_observations: Option<u64>,
+    /// Label selectors whose conversations are left out.
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// Write the proposal into the draft (default); `false` only returns it.
+    apply: Option<bool>,
+}
+
+/// `POST /api/v1/recommendations`: proposes rules for what the flow store saw and the
+/// draft does not yet allow; writes them into the draft (audited, checked as a whole)
+/// unless `"apply": false`.
+pub async fn create(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(req): Json<RecommendRequest>,
+) -> ApiResult<Json<Value>> {
+    let apply = req.apply.unwrap_or(true);
+    if apply {
+        p.require(
+            &[Role::Admin, Role::Secops, Role::AppOwner],
+            "write recommendations into the draft",
+        )?;
+    }
+    let (from, to) = window(req.from_ms, req.to_ms)?;
+    let mut opts = Options {
+        from_ms: Some(from),
+        to_ms: Some(to),
+        ..Options::default()
+    };
+    if let Some(g) = &req.granularity {
+        opts.granularity = g
+            .parse::<Granularity>()
+            .map_err(|e| ApiError::invalid("granularity", e))?;
+    }
+    if let Some(n) = req.min_observations {
+        opts.min_observations = n;
+    }
+    for (i, x) in req.exclude.iter().enumerate() {
+        opts.exclude.push(labels(&format!("exclude[{i}]"), x)?);
+    }
+    let mut scope = match &req.scope {
+        Some(sc) => Some(labels("scope", sc)?),
+        None => None,
+    };
+    // App owners recommend only for their own workloads.
+    if p.role == Role::AppOwner {
+        let mut l = scope.take().unwrap_or_default();
+        for (k, v) in p.scope.iter() {
+            if l.get(k).is_some_and(|mine| mine != v) {
+                return Err(ApiError::Forbidden(format!(
+                    "scope {k}={} is outside your scope {}",
+                    l.get(k).unwrap_or_default(),
+                    p.scope
+                )));
+            }
+            l.set(bulkhead_model::Label {
+                key: k.to_string(),
+                value: v.to_string(),
+            });
+        }
+        scope = Some(l);
+    }
+    opts.scope = scope;
+    let inventory = s.current().inventory.clone();
+    blocking(move || {
+        let rows = summaries(&s, &p, from, to)?;
+        let draft = lock(&s.control)?.draft_objects()?;
+        let current = policy_of(&draft)?;
+        let r = recommend(&rows, &inventory, Some(&current), &opts);
+        let objects: Vec<&Object> = r.objects().collect();
+        let views: Vec<Value> = objects
+            .iter()
+            .map(|o| json!({"kind": o.kind(), "name": o.name(), "yaml": format_object(o)}))
+            .collect();
+        let files: Vec<Value> = r
+            .rendered_files()
+            .into_iter()
+            .map(|(name, content)| json!({"name": name, "content": content}))
+            .collect();
+        let mut applied = false;
+        if apply && !objects.is_empty() {
+            for o in &objects {
+                p.may_write_object(o)?;
+            }
+            let changes: Vec<Change> = objects
+                .iter()
+                .map(|o| Change::PutObject {
+                    kind: o.kind().to_string(),
+                    name: o.name().to_string(),
+                    yaml: format_object(o),
+                })
+                .collect();
+            let mut c = lock(&s.control)?;
+            // The same rule as every draft write: the whole resulting draft must check.
+            let mut after = c.draft_objects()?;
+            for ch in &changes {
+                if let Change::PutObject { kind, name, yaml } = ch {
+                    after.retain(|o| !(o.kind == *kind && o.name == *name));
+                    after.push(StoredObject {
+                        kind: kind.clone(),
+                        name: name.clone(),
+                        yaml: yaml.clone(),
+                        updated_ms: 0,
+                        updated_by: String::new(),
+                    });
+                }
+            }
+            policy_of(&after)?;
+            c.apply(&changes, &p.audit("recommendation.apply"))?;
+            drop(c);
+            s.recompile()?;
+            applied = true;
+        }
+        Ok(Json(json!({
+            "from_ms": from,
+            "to_ms": to,
+            "applied": applied,
+            "objects": views,
+            "files": files,
+            "widenings": r.widenings,
+            "stats": r.stats,
+            "notes": r.notes,
+        })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct CoverageParams {
+    /// `draft` (default) or a version number.
+    version: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// How blocked traffic is grouped: app, role (default) or workload.
+    granularity: Option<String>,
+    /// Blocked groups to return, largest first (default 100, 0 for all).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/coverage`: how much of the observed traffic the draft (or a version)
+/// allows, what it would block, and the rules nothing used.
+pub async fn get(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(q): Query<CoverageParams>,
+) -> ApiResult<Json<Value>> {
+    let (from, to) = window(q.from_ms, q.to_ms)?;
+    let granularity = match &q.granularity {
+        Some(g) => g
+            .parse::<Granularity>()
+            .map_err(|e| ApiError::invalid("granularity", e))?,
+        None => Granularity::Role,
+    };
+    let version: Option<u64> = match q.version.as_deref() {
+        None | Some("draft") => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            ApiError::invalid("version", format!("{v:?} is not draft or a version number"))
+        })?),
+    };
+    let inventory = s.current().inventory.clone();
+    blocking(move || {
+        let objects = {
+            let c = lock(&s.control)?;
+            match version {
+                None => c.draft_objects()?,
+                Some(id) => {
+                    c.version(id)?
+                        .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?
+                        .objects
+                }
+            }
+        };
+        let policy = policy_of(&objects)?;
+        let compiled = CompiledPolicy::compile(&inventory, &policy);
+        let rows = summaries(&s, &p, from, to)?;
+        let mut c = coverage(
+            &compiled,
+            &policy,
+            &inventory,
+            &rows,
+            &CoverageOptions {
+                from_ms: Some(from),
+                to_ms: Some(to),
+                granularity,
+                limit: q.limit.unwrap_or(100),
+            },
+        );
+        // App owners see their traffic only, so only their rulesets' hits mean anything.
+        if p.role == Role::AppOwner {
+            let mine = |ruleset: &str| {
+                policy
+                    .rulesets
+                    .iter()
+                    .any(|rs| rs.name == ruleset && rs.scope.includes(&p.scope))
+            };
+            c.rules.retain(|r| mine(&r.ruleset));
+            c.unused_rules
+                .retain(|r| r.split_once('/').is_some_and(|(rs, _)| mine(rs)));
+        }
+        let mut v = serde_json::to_value(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["version"] = match version {
+            None => json!("draft"),
+            Some(id) => json!(id),
+        };
+        v["from_ms"] = json!(from);
+        v["to_ms"] = json!(to);
+        Ok(Json(v))
+    })
+    .await
+}
