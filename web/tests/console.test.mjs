@@ -1,0 +1,274 @@
+// Browser tests of the console against a running `bulkhead demo` (scripts/console-test
+// starts one): Playwright (playwright-core) driving Debian's headless Chromium.
+//
+//   BULKHEAD_URL, BULKHEAD_TOKEN  the demo's URL and admin token (required)
+//   CHROMIUM                      the browser (default /usr/bin/chromium)
+//   CONSOLE_ARTIFACTS             where screenshots go (default ../target/console-artifacts)
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.BULKHEAD_URL;
+const TOKEN = process.env.BULKHEAD_TOKEN;
+assert.ok(BASE && TOKEN, "BULKHEAD_URL and BULKHEAD_TOKEN must be set (scripts/console-test sets them)");
+const ARTIFACTS = resolve(process.env.CONSOLE_ARTIFACTS ?? "../target/console-artifacts");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const VERDICT_COLORS = { allowed: "#16a34a", potentially_blocked: "#d97706", blocked: "#dc2626" };
+
+let profile;
+let context;
+
+async function api(method, path, body, token = TOKEN) {
+  const r = await fetch(`${BASE}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await r.json();
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false });
+}
+
+/** A fresh page signed in with `token` through the sign-in form. */
+async function signedIn(token = TOKEN) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => assert.fail(`page error: ${e.message}`));
+  await page.goto(`${BASE}/`);
+  await page.evaluate(() => sessionStorage.clear());
+  await page.reload();
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("navigation", { name: "Main" }).waitFor();
+  return page;
+}
+
+before(async () => {
+  profile = mkdtempSync(join(tmpdir(), "bulkhead-console-chromium-"));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ARGS,
+    viewport: { width: 1440, height: 900 },
+  });
+});
+
+after(async () => {
+  await context?.close();
+  rmSync(profile, { recursive: true, force: true });
+});
+
+test("a wrong token is refused; the right one signs in and shows the dashboard", async () => {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/`);
+  await shot(page, "01-sign-in");
+  await page.getByLabel("API token").fill("bh_not_a_token");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "unknown, expired or revoked" }).waitFor();
+  assert.equal(await page.getByRole("navigation", { name: "Main" }).count(), 0);
+
+  await page.getByLabel("API token").fill(TOKEN);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  assert.equal(new URL(page.url()).pathname, "/dashboard");
+  const workloads = await api("GET", "/workloads?limit=10000");
+  await page.getByTestId("stat-workloads").filter({ hasText: String(workloads.items.length) }).waitFor();
+  assert.ok(workloads.items.length > 10);
+  // The session survives a reload (sessionStorage), and the role is shown.
+  await page.reload();
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  await page.getByLabel("Signed in as").filter({ hasText: "admin" }).waitFor();
+  await page.getByRole("heading", { name: "Enforcement coverage" }).waitFor();
+  await shot(page, "02-dashboard");
+  await page.close();
+});
+
+test("the map shows label groups with edges coloured by verdict, and an edge leads to its flows", async () => {
+  const page = await signedIn();
+  await page.getByRole("link", { name: "Map" }).click();
+  await page.waitForFunction(() => window.__bulkheadMap && window.__bulkheadMap.edges().length > 0, null, { timeout: 60_000 });
+  const graph = await page.evaluate(() => {
+    const cy = window.__bulkheadMap;
+    return {
+      nodes: cy.nodes().map((n) => n.data("label")),
+      edges: cy.edges().map((e) => ({ verdict: e.data("verdict"), color: e.style("line-color") })),
+    };
+  });
+  assert.ok(graph.nodes.length >= 3, `nodes: ${graph.nodes}`);
+  assert.ok(graph.nodes.includes("Unknown internal") || graph.nodes.includes("External"), `nodes: ${graph.nodes}`);
+  const hex = (rgb) => `#${rgb.match(/\d+/g).slice(0, 3).map((n) => Number(n).toString(16).padStart(2, "0")).join("")}`;
+  for (const e of graph.edges) {
+    assert.ok(e.verdict in VERDICT_COLORS, `edge verdict ${e.verdict}`);
+    assert.equal(hex(e.color), VERDICT_COLORS[e.verdict], `an edge ${e.verdict} is drawn ${e.color}`);
+  }
+  // The demo runs in monitor mode: some traffic is allowed, some would be blocked.
+  const verdicts = new Set(graph.edges.map((e) => e.verdict));
+  assert.ok(verdicts.has("allowed") && verdicts.has("potentially_blocked"), `verdicts: ${[...verdicts]}`);
+  await shot(page, "03-map");
+
+  // Hovering an edge shows its ports and volumes.
+  const pos = await page.evaluate(() => {
+    const cy = window.__bulkheadMap;
+    const e = cy.edges().filter((x) => x.source().id() !== x.target().id()).max((x) => x.data("width")).ele;
+    const box = cy.container().getBoundingClientRect();
+    const p = e.renderedMidpoint();
+    return { x: box.left + p.x, y: box.top + p.y };
+  });
+  await page.mouse.move(pos.x, pos.y);
+  const tip = page.locator(".map-tip");
+  await tip.waitFor({ state: "visible" });
+  assert.match(await tip.innerText(), /(tcp|udp)\/\d+[\s\S]*conn/);
+  await shot(page, "04-map-hover");
+
+  // Zoom into an application: its roles appear inside it.
+  await page.getByRole("radio", { name: "Role" }).check();
+  await page.waitForFunction(() => window.__bulkheadMap.nodes(".group").length > 0);
+
+  // The table beside the map lists the same connections; a row leads to its flows.
+  await page.getByRole("radio", { name: "Application" }).check();
+  await page.waitForFunction(() => window.__bulkheadMap.nodes(".group").length === 0);
+  const row = page.locator("tr[data-verdict=potentially_blocked] a").first();
+  const name = await row.innerText();
+  await row.click();
+  await page.getByRole("heading", { name: "Flows" }).waitFor();
+  const [src, dst] = name.split(" → ");
+  await page.getByText(`${src} → ${dst}`).first().waitFor();
+  const rows = page.getByRole("table", { name: "Flow summaries" }).locator("tbody tr");
+  await rows.first().waitFor();
+  assert.ok((await rows.count()) > 0);
+  await shot(page, "05-flows");
+  await page.close();
+});
+
+test("a rule added in the form goes into the draft diff, is provisioned and appears as the new version", async () => {
+  const before = await api("GET", "/versions");
+  const page = await signedIn();
+  await page.getByRole("link", { name: "Policy" }).click();
+  const ruleset = (await api("GET", "/draft/objects?kind=ruleset")).find((o) => o.object.tier === "application");
+  await page.getByRole("link", { name: new RegExp(`^${ruleset.name}\\b`) }).click();
+  await page.getByLabel("Name").waitFor();
+  const rulesBefore = ruleset.object.rules.length;
+  await page.getByRole("button", { name: "+ Add rule" }).click();
+  const n = rulesBefore;
+  await page.locator(`#rule-${n}-id`).fill("console-test-monitoring");
+  await page.locator(`#rule-${n}-from`).fill("iplist:partner-apis");
+  await page.locator(`#rule-${n}-to`).fill("role=web");
+  await page.locator(`#rule-${n}-services`).fill("tcp/9443");
+  await shot(page, "06-policy-form");
+  await page.getByRole("button", { name: "Save to draft" }).click();
+  await page.getByTestId("pending-count").filter({ hasText: /^1$/ }).waitFor();
+
+  // The server has it in the draft.
+  const saved = await api("GET", `/draft/objects/ruleset/${ruleset.name}`);
+  assert.ok(saved.yaml.includes("console-test-monitoring"), saved.yaml);
+
+  // The YAML view shows the same ruleset.
+  await page.getByRole("tab", { name: "YAML" }).click();
+  assert.match(await page.getByLabel(/Ruleset as YAML/).inputValue(), /id: console-test-monitoring/);
+
+  await page.getByRole("link", { name: /Draft changes/ }).click();
+  const change = page.getByTestId("change");
+  await change.first().waitFor();
+  assert.equal(await change.count(), 1);
+  assert.match(await change.innerText(), /changed[\s\S]*ruleset[\s\S]*\+\s+- id: console-test-monitoring/);
+  await shot(page, "07-draft-diff");
+
+  await page.getByLabel("Comment (what and why)").fill("console test: partner monitoring");
+  await page.getByRole("button", { name: "Provision" }).click();
+  const id = before.length + 1;
+  await page.getByTestId(`version-${id}`).waitFor();
+  assert.match(await page.getByTestId(`version-${id}`).innerText(), /in force[\s\S]*console test: partner monitoring/);
+  await shot(page, "08-versions");
+
+  const versions = await api("GET", "/versions");
+  assert.equal(versions.length, before.length + 1);
+  const v = await api("GET", `/versions/${id}`);
+  assert.ok(JSON.stringify(v.files).includes("console-test-monitoring"));
+  assert.deepEqual(await api("GET", "/draft/diff"), []);
+  await page.close();
+});
+
+test("the console is usable from the keyboard, with a visible focus", async () => {
+  const page = await signedIn();
+  await page.goto(`${BASE}/dashboard`);
+  await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Skip to content");
+  // Tab through the navigation to Alerts and open it with Enter.
+  let found = false;
+  for (let i = 0; i < 12 && !found; i++) {
+    await page.keyboard.press("Tab");
+    found = (await page.evaluate(() => document.activeElement?.textContent?.trim())) === "Alerts";
+  }
+  assert.ok(found, "the Alerts link is reachable with Tab");
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(outline, "none", "the focused link shows a focus outline");
+  await shot(page, "09-keyboard-focus");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Alerts" }).waitFor();
+  assert.equal(new URL(page.url()).pathname, "/alerts");
+
+  // Acknowledge the first open alert with the keyboard.
+  const first = page.getByRole("button", { name: "Acknowledge" }).first();
+  await first.focus();
+  const row = await first.locator("xpath=ancestor::tr").getAttribute("data-testid");
+  await page.keyboard.press("Enter");
+  const id = Number(row.replace("alert-", ""));
+  await page.locator(`[data-testid=alert-${id}]`).waitFor({ state: "detached" });
+  const acked = await api("GET", "/alerts?state=acknowledged");
+  assert.ok(acked.items.some((a) => a.id === id), `alert ${id} is acknowledged`);
+  await page.close();
+});
+
+test("roles see only what they may do: netops has no write buttons, an app owner only its scope", async () => {
+  const netops = await api("POST", "/tokens", { name: "console test netops", role: "netops", expires_in_days: 1 });
+  const page = await signedIn(netops.token);
+  await page.getByRole("link", { name: "Policy" }).click();
+  await page.getByRole("link", { name: "Rulesets" }).waitFor();
+  assert.equal(await page.getByRole("link", { name: "New ruleset" }).count(), 0);
+  const ruleset = (await api("GET", "/draft/objects?kind=ruleset"))[0];
+  await page.getByRole("link", { name: new RegExp(`^${ruleset.name}\\b`) }).click();
+  await page.getByText("read only").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Save to draft" }).count(), 0);
+  await page.getByRole("link", { name: /Draft changes/ }).click();
+  await page.getByText("cannot provision").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Provision" }).count(), 0);
+  await page.getByRole("link", { name: "Alerts" }).click();
+  await page.getByRole("table", { name: "Alerts" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Acknowledge" }).count(), 0);
+  await page.getByRole("link", { name: "Inventory" }).click();
+  await page.getByRole("table", { name: "Workloads" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Edit labels" }).count(), 0);
+  assert.equal(await page.getByRole("link", { name: "Audit log" }).count(), 0);
+  await page.close();
+
+  const app = (await api("GET", "/workloads?limit=1&labels=role=web")).items[0].labels.app;
+  const owner = await api("POST", "/tokens", { name: "console test owner", role: "app_owner", scope: `app=${app}`, expires_in_days: 1 });
+  const page2 = await signedIn(owner.token);
+  await page2.getByRole("link", { name: "Inventory" }).click();
+  const rows = page2.getByRole("table", { name: "Workloads" }).locator("tbody tr");
+  await rows.first().waitFor();
+  const texts = await rows.allInnerTexts();
+  assert.ok(texts.length > 0);
+  for (const t of texts) assert.match(t, new RegExp(`app\\s*${app}`), `an app owner of ${app} sees ${t}`);
+  assert.equal(await page2.getByRole("link", { name: "Sprawl report" }).count(), 0);
+  await shot(page2, "10-app-owner-inventory");
+  await page2.close();
+});
