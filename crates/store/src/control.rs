@@ -1,10 +1,14 @@
 //! The control-plane store: draft policy objects, workloads, provisioned versions, API
-//! tokens, the audit log and alerts, in one SQLite file.
+//! tokens, agents, the audit log and alerts, in one SQLite file or in a PostgreSQL
+//! database.
+//!
+//! The logic is written once against the small SQL interface in `sql.rs`; `conn.rs`
+//! holds the two connections and `schema.rs` the two schemas.
 //!
 //! The store keeps policy objects and workloads as opaque text: the server checks them
 //! with the policy engine before storing them. What the store guarantees is durability
-//! (WAL with `synchronous=FULL`: an acknowledged write survives `kill -9` and power
-//! loss), atomicity (one transaction per mutating call, all or nothing), immutable
+//! (SQLite: WAL with `synchronous=FULL`; PostgreSQL: `synchronous_commit = on` and
+//! `fsync = on` are required: an acknowledged write survives `kill -9` and power loss), atomicity (one transaction per mutating call, all or nothing), immutable
 //! numbered versions, and an append-only audit log written in the same transaction as
 //! the change it records.
 //!
@@ -12,17 +16,19 @@
 //! [`ControlStore`] behind a mutex and calls it from blocking tasks.
 
 mod agents;
+mod conn;
 mod diff;
 mod schema;
+mod sql;
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, Value, ValueRef};
-use rusqlite::{
-    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params, params_from_iter,
-};
+use rusqlite::Connection;
+
+use conn::{Backend, PgConn};
+use sql::{Db, Row, RowError, Val, all, args, exec, int, one};
 
 use crate::StoreError;
 pub use agents::{AgentRecord, EnrollRefusal, NewAgent, NewPairingProfile, PairingProfile};
@@ -195,13 +201,6 @@ impl FromStr for AlertState {
     }
 }
 
-impl FromSql for AlertState {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        text.parse().map_err(|e| FromSqlError::Other(Box::new(e)))
-    }
-}
-
 /// One or more sightings of what an alert is about, as the server saw them. Alerts are
 /// deduplicated by `key`, which the server builds from what makes two sightings the
 /// same alert.
@@ -279,15 +278,16 @@ impl Default for AlertFilter {
     }
 }
 
-/// The control-plane state in one SQLite database (a file, or memory for tests).
+/// The control-plane state: in one SQLite database (a file, or memory for tests), or
+/// in a PostgreSQL database.
 pub struct ControlStore {
-    conn: Connection,
+    db: Backend,
 }
 
 impl fmt::Debug for ControlStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ControlStore")
-            .field("path", &self.conn.path())
+            .field("db", &self.db)
             .finish_non_exhaustive()
     }
 }
@@ -303,20 +303,32 @@ const ALERT_COLUMNS: &str = "id, key, kind, severity, title, details_json, count
     resolved_ms";
 
 impl ControlStore {
-    /// Opens (creating if needed) the store in the file at `path`, migrating its schema.
-    /// WAL mode with `synchronous=FULL`: a call that returned `Ok` is on disk.
+    /// Opens (creating if needed) the store in the SQLite file at `path`, migrating its
+    /// schema. WAL mode with `synchronous=FULL`: a call that returned `Ok` is on disk.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        crate::sqlite::open_wal(path.as_ref(), Self::setup)
+        crate::sqlite::open_wal(path.as_ref(), Self::setup_sqlite)
     }
 
-    /// A store that lives as long as this value; for tests.
+    /// A SQLite store that lives as long as this value; for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory()
             .map_err(StoreError::backend("opening an in-memory control store"))?;
-        Self::setup(conn)
+        Self::setup_sqlite(conn)
     }
 
-    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+    /// Connects to a PostgreSQL database (`postgres://user@host/db`, or libpq-style
+    /// `host=… dbname=…`; no TLS) and migrates its schema. The server must run with
+    /// `fsync = on`; the session sets `synchronous_commit = on`, so a call that returned
+    /// `Ok` is on the database server's disk.
+    ///
+    /// The client is blocking: call this and every method from a thread that is not
+    /// running asynchronous tasks (the server uses blocking tasks).
+    pub fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        let pg = PgConn::connect(url)?;
+        Self::migrated(Backend::Postgres(Box::new(std::sync::Mutex::new(pg))))
+    }
+
+    fn setup_sqlite(conn: Connection) -> Result<Self, StoreError> {
         // FULL: in WAL mode, NORMAL may lose the last commits on power loss; this state
         // (who may do what, which policy is in force) cannot.
         conn.execute_batch(
@@ -334,83 +346,81 @@ impl ControlStore {
                 source: format!("synchronous is {synchronous}, not FULL (2)").into(),
             });
         }
-        conn.set_prepared_statement_cache_capacity(32);
-        schema::migrate(&mut conn)?;
-        Ok(Self { conn })
+        conn.set_prepared_statement_cache_capacity(64);
+        Self::migrated(Backend::Sqlite(conn))
+    }
+
+    fn migrated(mut db: Backend) -> Result<Self, StoreError> {
+        // In a write transaction: two processes opening a new database at once must not
+        // both migrate it.
+        db.write("migrating the control schema", schema::migrate)?;
+        Ok(Self { db })
+    }
+
+    /// Which database this is: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.dialect() {
+            sql::Dialect::Sqlite => "sqlite",
+            sql::Dialect::Postgres => "postgres",
+        }
     }
 
     /// The control schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("SELECT version FROM control_schema_version", [], |r| {
-                r.get(0)
-            })
-            .map_err(StoreError::backend("reading the control schema version"))
+        let ctx = "reading the control schema version";
+        self.db.query(ctx, |db| {
+            int(db, ctx, "SELECT version FROM control_schema_version", &[])
+        })
     }
 
-    /// Runs `f` in one immediate transaction, committed if it returns `Ok`, rolled back
-    /// otherwise.
+    /// Runs `f` in one transaction, committed if it returns `Ok`, rolled back
+    /// otherwise; writers never interleave.
     fn write<T>(
         &mut self,
         context: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::backend(context))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(StoreError::backend(context))?;
-        Ok(out)
+        self.db.write(context, f)
     }
 
     /// Runs reads that must see one snapshot.
     fn read<T>(
         &self,
         context: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(StoreError::backend(context))?;
-        let out = f(&tx)?;
-        tx.finish().map_err(StoreError::backend(context))?;
-        Ok(out)
+        self.db.read(context, f)
+    }
+
+    /// Runs one read statement.
+    fn query<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.db.query(context, f)
     }
 
     // ---------------------------------------------------------------- draft, inventory
 
     /// Every draft object, sorted by (kind, name).
     pub fn draft_objects(&self) -> Result<Vec<StoredObject>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
-            [],
-            object_row,
-            "reading draft objects",
-        )
+        self.query("reading draft objects", read_draft)
     }
 
     /// One draft object.
     pub fn draft_object(&self, kind: &str, name: &str) -> Result<Option<StoredObject>, StoreError> {
-        get_object(&self.conn, kind, name)
+        self.query("reading a draft object", |db| get_object(db, kind, name))
     }
 
     /// Every workload, sorted by name.
     pub fn workloads(&self) -> Result<Vec<StoredWorkload>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {WORKLOAD_COLUMNS} FROM workload ORDER BY name"),
-            [],
-            workload_row,
-            "reading workloads",
-        )
+        self.query("reading workloads", read_workloads)
     }
 
     /// One workload.
     pub fn workload(&self, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
-        get_workload(&self.conn, name)
+        self.query("reading a workload", |db| get_workload(db, name))
     }
 
     /// Applies `changes` in order, in one transaction: all or nothing. Returns the audit
@@ -432,10 +442,10 @@ impl ControlStore {
         changes: &[Change],
         audit: &AuditContext,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.write("applying draft changes", |tx| {
+        self.write("applying draft changes", |db| {
             let mut out = Vec::new();
             for change in changes {
-                apply_change(tx, change, audit, &mut out)?;
+                apply_change(db, change, audit, &mut out)?;
             }
             Ok(out)
         })
@@ -451,23 +461,11 @@ impl ControlStore {
         comment: &str,
         audit: &AuditContext,
     ) -> Result<VersionMeta, StoreError> {
-        self.write("provisioning a version", |tx| {
-            let previous = latest_meta(tx)?;
+        self.write("provisioning a version", |db| {
+            let previous = latest_meta(db)?;
             let id = previous.as_ref().map_or(1, |m| m.id + 1);
-            let objects = query_all(
-                tx,
-                &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
-                [],
-                object_row,
-                "reading the draft to provision",
-            )?;
-            let workloads = query_all(
-                tx,
-                &format!("SELECT {WORKLOAD_COLUMNS} FROM workload ORDER BY name"),
-                [],
-                workload_row,
-                "reading workloads to provision",
-            )?;
+            let objects = read_draft(db)?;
+            let workloads = read_workloads(db)?;
             let meta = VersionMeta {
                 id,
                 comment: comment.to_string(),
@@ -477,59 +475,52 @@ impl ControlStore {
                 workloads: workloads.len(),
             };
             let ctx = "writing a version";
-            tx.execute(
+            exec(
+                db,
+                ctx,
                 "INSERT INTO version (id, comment, author, created_ms, objects, workloads)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+                args![
                     to_i64(id),
-                    meta.comment,
-                    meta.author,
+                    &meta.comment,
+                    &meta.author,
                     meta.created_ms,
                     to_i64(meta.objects as u64),
                     to_i64(meta.workloads as u64)
                 ],
-            )
-            .map_err(StoreError::backend(ctx))?;
+            )?;
             for o in &objects {
-                let content = intern(tx, &o.yaml)?;
-                tx.prepare_cached(
+                let content = intern(db, &o.yaml)?;
+                exec(
+                    db,
+                    ctx,
                     "INSERT INTO version_object
                         (version, kind, name, content, updated_ms, updated_by)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
+                    args![
                         to_i64(id),
-                        o.kind,
-                        o.name,
+                        &o.kind,
+                        &o.name,
                         content,
                         o.updated_ms,
-                        o.updated_by
-                    ])
-                })
-                .map_err(StoreError::backend(ctx))?;
+                        &o.updated_by
+                    ],
+                )?;
             }
             for w in &workloads {
-                let content = intern(tx, &w.json)?;
-                tx.prepare_cached(
+                let content = intern(db, &w.json)?;
+                exec(
+                    db,
+                    ctx,
                     "INSERT INTO version_workload
                         (version, name, content, updated_ms, updated_by)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        to_i64(id),
-                        w.name,
-                        content,
-                        w.updated_ms,
-                        w.updated_by
-                    ])
-                })
-                .map_err(StoreError::backend(ctx))?;
+                    args![to_i64(id), &w.name, content, w.updated_ms, &w.updated_by],
+                )?;
             }
             let before = previous.as_ref().map(meta_json);
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("version/{id}"),
                 before.as_deref(),
@@ -541,24 +532,27 @@ impl ControlStore {
 
     /// Every version's metadata, oldest first.
     pub fn versions(&self) -> Result<Vec<VersionMeta>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {VERSION_COLUMNS} FROM version ORDER BY id"),
-            [],
-            version_row,
-            "reading versions",
-        )
+        let ctx = "reading versions";
+        self.query(ctx, |db| {
+            all(
+                db,
+                ctx,
+                &format!("SELECT {VERSION_COLUMNS} FROM version ORDER BY id"),
+                &[],
+                version_row,
+            )
+        })
     }
 
     /// One version with its contents.
     pub fn version(&self, id: u64) -> Result<Option<Version>, StoreError> {
-        self.read("reading a version", |tx| read_version(tx, id))
+        self.read("reading a version", |db| read_version(db, id))
     }
 
     /// The latest version with its contents, if anything was ever provisioned.
     pub fn latest_version(&self) -> Result<Option<Version>, StoreError> {
-        self.read("reading the latest version", |tx| match latest_meta(tx)? {
-            Some(meta) => read_version(tx, meta.id),
+        self.read("reading the latest version", |db| match latest_meta(db)? {
+            Some(meta) => read_version(db, meta.id),
             None => Ok(None),
         })
     }
@@ -572,14 +566,14 @@ impl ControlStore {
         id: u64,
         audit: &AuditContext,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.write("reverting the draft", |tx| {
-            let Some(version) = read_version(tx, id)? else {
+        self.write("reverting the draft", |db| {
+            let Some(version) = read_version(db, id)? else {
                 return Err(StoreError::NotFound {
                     what: format!("version {id}"),
                 });
             };
             let mut out = vec![insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("version/{id}"),
                 None,
@@ -594,7 +588,7 @@ impl ControlStore {
                     yaml: o.yaml,
                 })
                 .collect();
-            replace_draft(tx, &objects, audit, &mut out, false)?;
+            replace_draft(db, &objects, audit, &mut out, false)?;
             Ok(out)
         })
     }
@@ -613,40 +607,40 @@ impl ControlStore {
                 what: "a token needs a name and a role".into(),
             });
         }
-        self.write("creating a token", |tx| {
-            let taken: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM token WHERE hash = ?1)",
-                    [&t.hash[..]],
-                    |r| r.get(0),
-                )
-                .map_err(StoreError::backend("creating a token"))?;
-            if taken {
+        self.write("creating a token", |db| {
+            let ctx = "creating a token";
+            let taken = int(
+                db,
+                ctx,
+                "SELECT EXISTS (SELECT 1 FROM token WHERE hash = ?1)",
+                args![&t.hash[..]],
+            )?;
+            if taken != 0 {
                 return Err(StoreError::Conflict {
                     what: "a token with this hash already exists".into(),
                 });
             }
-            tx.execute(
+            let id = int(
+                db,
+                ctx,
                 "INSERT INTO token (name, role, scope, hash, created_ms, created_by, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    t.name,
-                    t.role,
-                    t.scope,
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                args![
+                    &t.name,
+                    &t.role,
+                    t.scope.as_deref(),
                     &t.hash[..],
                     audit.at_ms,
-                    audit.actor,
+                    &audit.actor,
                     t.expires_ms
                 ],
-            )
-            .map_err(StoreError::backend("creating a token"))?;
-            let id = tx.last_insert_rowid();
-            let meta = get_token(tx, "id = ?1", id)?.ok_or_else(|| StoreError::Backend {
-                context: "creating a token",
+            )?;
+            let meta = get_token(db, "id = ?1", id.into())?.ok_or_else(|| StoreError::Backend {
+                context: ctx,
                 source: "the new token is not there".into(),
             })?;
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("token/{}", meta.id),
                 None,
@@ -659,31 +653,38 @@ impl ControlStore {
     /// The token whose secret hashes to `hash`, revoked or not: the server checks
     /// `revoked_ms` and `expires_ms`.
     pub fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenMeta>, StoreError> {
-        get_token(&self.conn, "hash = ?1", &hash[..])
+        self.query("reading a token", |db| {
+            get_token(db, "hash = ?1", Val::from(&hash[..]))
+        })
     }
 
     /// One token by id.
     pub fn token(&self, id: u64) -> Result<Option<TokenMeta>, StoreError> {
-        get_token(&self.conn, "id = ?1", to_i64(id))
+        self.query("reading a token", |db| {
+            get_token(db, "id = ?1", to_i64(id).into())
+        })
     }
 
     /// Every token, revoked ones included, by id.
     pub fn tokens(&self) -> Result<Vec<TokenMeta>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY id"),
-            [],
-            token_row,
-            "reading tokens",
-        )
+        let ctx = "reading tokens";
+        self.query(ctx, |db| {
+            all(
+                db,
+                ctx,
+                &format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY id"),
+                &[],
+                token_row,
+            )
+        })
     }
 
     /// Revokes a token: `Ok(true)` if this call revoked it (audited, `token/ID` with
     /// its metadata before and after), `Ok(false)` if it already was (nothing written,
     /// the first revocation stands). An unknown id is [`StoreError::NotFound`].
     pub fn revoke_token(&mut self, id: u64, audit: &AuditContext) -> Result<bool, StoreError> {
-        self.write("revoking a token", |tx| {
-            let Some(before) = get_token(tx, "id = ?1", to_i64(id))? else {
+        self.write("revoking a token", |db| {
+            let Some(before) = get_token(db, "id = ?1", to_i64(id).into())? else {
                 return Err(StoreError::NotFound {
                     what: format!("token {id}"),
                 });
@@ -691,18 +692,19 @@ impl ControlStore {
             if before.revoked_ms.is_some() {
                 return Ok(false);
             }
-            tx.execute(
+            exec(
+                db,
+                "revoking a token",
                 "UPDATE token SET revoked_ms = ?2, revoked_by = ?3 WHERE id = ?1",
-                params![to_i64(id), audit.at_ms, audit.actor],
-            )
-            .map_err(StoreError::backend("revoking a token"))?;
+                args![to_i64(id), audit.at_ms, &audit.actor],
+            )?;
             let after = TokenMeta {
                 revoked_ms: Some(audit.at_ms),
                 revoked_by: Some(audit.actor.clone()),
                 ..before.clone()
             };
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("token/{id}"),
                 Some(&token_json(&before)),
@@ -717,19 +719,35 @@ impl ControlStore {
     /// does not cost a synchronous disk write. Returns whether the token exists.
     pub fn touch_token(&mut self, id: u64, at_ms: i64) -> Result<bool, StoreError> {
         let id = to_i64(id);
-        let exists: bool = self
-            .conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM token WHERE id = ?1)")
-            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
-            .map_err(StoreError::backend("touching a token"))?;
-        if exists {
-            self.conn
-                .prepare_cached(
+        let ctx = "touching a token";
+        // Reading first keeps the common case (touched recently) free of a write
+        // transaction, which on SQLite would be a disk sync.
+        let (exists, stale) = self.query(ctx, |db| {
+            one(
+                db,
+                ctx,
+                "SELECT last_used_ms FROM token WHERE id = ?1",
+                args![id],
+                |r| r.opt_int(0),
+            )
+            .map(|found| match found {
+                None => (false, false),
+                Some(last) => (
+                    true,
+                    last.is_none_or(|t| t <= at_ms - TOKEN_TOUCH_GRANULARITY_MS),
+                ),
+            })
+        })?;
+        if stale {
+            self.write(ctx, |db| {
+                exec(
+                    db,
+                    ctx,
                     "UPDATE token SET last_used_ms = ?2 WHERE id = ?1
-                     AND (last_used_ms IS NULL OR last_used_ms <= ?2 - ?3)",
+                     AND (last_used_ms IS NULL OR last_used_ms <= ?3)",
+                    args![id, at_ms, at_ms - TOKEN_TOUCH_GRANULARITY_MS],
                 )
-                .and_then(|mut s| s.execute(params![id, at_ms, TOKEN_TOUCH_GRANULARITY_MS]))
-                .map_err(StoreError::backend("touching a token"))?;
+            })?;
         }
         Ok(exists)
     }
@@ -739,13 +757,16 @@ impl ControlStore {
     /// Up to `limit` audit entries with ids above `after_id`, oldest first. Pass the
     /// last id seen to page or tail; 0 starts from the beginning.
     pub fn audit(&self, after_id: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"),
-            params![to_i64(after_id), to_i64(limit as u64)],
-            audit_row,
-            "reading the audit log",
-        )
+        let ctx = "reading the audit log";
+        self.query(ctx, |db| {
+            all(
+                db,
+                ctx,
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                args![to_i64(after_id), to_i64(limit as u64)],
+                audit_row,
+            )
+        })
     }
 
     /// Appends an entry for an action that changes nothing else (a failed sign-in, an
@@ -757,8 +778,8 @@ impl ControlStore {
         before: Option<&str>,
         after: Option<&str>,
     ) -> Result<AuditEntry, StoreError> {
-        self.write("appending to the audit log", |tx| {
-            insert_audit(tx, ctx, target, before, after)
+        self.write("appending to the audit log", |db| {
+            insert_audit(db, ctx, target, before, after)
         })
     }
 
@@ -788,64 +809,71 @@ impl ControlStore {
             });
         }
         let count = to_i64(a.count);
-        self.write("recording an alert", |tx| {
+        self.write("recording an alert", |db| {
             let ctx = "recording an alert";
-            let existing = get_alert(tx, "key = ?1", &a.key)?;
+            let existing = get_alert(db, "key = ?1", Val::from(&a.key))?;
             let (id, recorded) = match existing {
                 None => {
-                    tx.execute(
+                    let id = int(
+                        db,
+                        ctx,
                         "INSERT INTO alert (key, kind, severity, title, details_json, count,
                             first_seen_ms, last_seen_ms, state)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open')",
-                        params![
-                            a.key,
-                            a.kind,
-                            a.severity,
-                            a.title,
-                            a.details_json,
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open') RETURNING id",
+                        args![
+                            &a.key,
+                            &a.kind,
+                            &a.severity,
+                            &a.title,
+                            &a.details_json,
                             count,
                             a.first_seen_ms,
                             a.last_seen_ms
                         ],
-                    )
-                    .map_err(StoreError::backend(ctx))?;
-                    (tx.last_insert_rowid(), AlertRecorded::New)
+                    )?;
+                    (id, AlertRecorded::New)
                 }
                 Some(old) => {
                     let reopen = old.state == AlertState::Resolved
                         && old.resolved_ms.is_none_or(|r| a.last_seen_ms > r);
-                    tx.execute(
+                    // CASE rather than min()/max(): SQLite's two-argument forms are
+                    // PostgreSQL's LEAST/GREATEST.
+                    exec(
+                        db,
+                        ctx,
                         "UPDATE alert SET kind = ?2, severity = ?3, title = ?4,
                             details_json = ?5,
                             count = CASE WHEN ?6 > 9223372036854775807 - count
                                 THEN 9223372036854775807 ELSE count + ?6 END,
-                            first_seen_ms = min(first_seen_ms, ?7),
-                            last_seen_ms = max(last_seen_ms, ?8)
+                            first_seen_ms = CASE WHEN ?7 < first_seen_ms
+                                THEN ?7 ELSE first_seen_ms END,
+                            last_seen_ms = CASE WHEN ?8 > last_seen_ms
+                                THEN ?8 ELSE last_seen_ms END
                          WHERE id = ?1",
-                        params![
+                        args![
                             to_i64(old.id),
-                            a.kind,
-                            a.severity,
-                            a.title,
-                            a.details_json,
+                            &a.kind,
+                            &a.severity,
+                            &a.title,
+                            &a.details_json,
                             count,
                             a.first_seen_ms,
                             a.last_seen_ms
                         ],
-                    )
-                    .map_err(StoreError::backend(ctx))?;
+                    )?;
                     if reopen {
-                        set_state_row(tx, old.id, AlertState::Open, None)?;
+                        set_state_row(db, old.id, AlertState::Open, None)?;
                         (to_i64(old.id), AlertRecorded::Reopened)
                     } else {
                         (to_i64(old.id), AlertRecorded::Repeated)
                     }
                 }
             };
-            let record = get_alert(tx, "id = ?1", id)?.ok_or_else(|| StoreError::Backend {
-                context: ctx,
-                source: "the alert just written is not there".into(),
-            })?;
+            let record =
+                get_alert(db, "id = ?1", id.into())?.ok_or_else(|| StoreError::Backend {
+                    context: ctx,
+                    source: "the alert just written is not there".into(),
+                })?;
             Ok((record, recorded))
         })
     }
@@ -853,47 +881,44 @@ impl ControlStore {
     /// The alerts matching `filter`, last seen newest first.
     pub fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
         let mut clauses = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
+        let mut params: Vec<Val> = Vec::new();
         if let Some(state) = filter.state {
-            args.push(Value::Text(state.as_str().into()));
-            clauses.push(format!("state = ?{}", args.len()));
+            params.push(state.as_str().into());
+            clauses.push(format!("state = ?{}", params.len()));
         }
         if let Some(kind) = &filter.kind {
-            args.push(Value::Text(kind.clone()));
-            clauses.push(format!("kind = ?{}", args.len()));
+            params.push(kind.into());
+            clauses.push(format!("kind = ?{}", params.len()));
         }
         if let Some(severity) = &filter.severity {
-            args.push(Value::Text(severity.clone()));
-            clauses.push(format!("severity = ?{}", args.len()));
+            params.push(severity.into());
+            clauses.push(format!("severity = ?{}", params.len()));
         }
         if let Some(since) = filter.since_ms {
-            args.push(Value::Integer(since));
-            clauses.push(format!("last_seen_ms >= ?{}", args.len()));
+            params.push(since.into());
+            clauses.push(format!("last_seen_ms >= ?{}", params.len()));
         }
         let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alert");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
-        args.push(Value::Integer(to_i64(filter.limit as u64)));
-        args.push(Value::Integer(to_i64(filter.offset as u64)));
+        params.push(to_i64(filter.limit as u64).into());
+        params.push(to_i64(filter.offset as u64).into());
         sql.push_str(&format!(
             " ORDER BY last_seen_ms DESC, id DESC LIMIT ?{} OFFSET ?{}",
-            args.len() - 1,
-            args.len()
+            params.len() - 1,
+            params.len()
         ));
-        query_all(
-            &self.conn,
-            &sql,
-            params_from_iter(args),
-            alert_row,
-            "reading alerts",
-        )
+        let ctx = "reading alerts";
+        self.query(ctx, |db| all(db, ctx, &sql, &params, alert_row))
     }
 
     /// One alert.
     pub fn alert(&self, id: u64) -> Result<Option<AlertRecord>, StoreError> {
-        get_alert(&self.conn, "id = ?1", to_i64(id))
+        self.query("reading an alert", |db| {
+            get_alert(db, "id = ?1", to_i64(id).into())
+        })
     }
 
     /// Moves an alert to `state`, recording who and when: acknowledging sets
@@ -907,22 +932,22 @@ impl ControlStore {
         state: AlertState,
         audit: &AuditContext,
     ) -> Result<Option<AlertRecord>, StoreError> {
-        self.write("changing an alert's state", |tx| {
-            let Some(old) = get_alert(tx, "id = ?1", to_i64(id))? else {
+        self.write("changing an alert's state", |db| {
+            let Some(old) = get_alert(db, "id = ?1", to_i64(id).into())? else {
                 return Ok(None);
             };
             if old.state == state {
                 return Ok(Some(old));
             }
-            set_state_row(tx, id, state, Some(audit))?;
+            set_state_row(db, id, state, Some(audit))?;
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("alert/{id}"),
                 Some(old.state.as_str()),
                 Some(state.as_str()),
             )?;
-            get_alert(tx, "id = ?1", to_i64(id))
+            get_alert(db, "id = ?1", to_i64(id).into())
         })
     }
 }
@@ -930,7 +955,7 @@ impl ControlStore {
 // -------------------------------------------------------------------- writes
 
 fn apply_change(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     change: &Change,
     audit: &AuditContext,
     out: &mut Vec<AuditEntry>,
@@ -938,12 +963,12 @@ fn apply_change(
     match change {
         Change::PutObject { kind, name, yaml } => {
             check_object_key(kind, name)?;
-            let before = get_object(tx, kind, name)?.map(|o| o.yaml);
+            let before = get_object(db, kind, name)?.map(|o| o.yaml);
             if before.as_deref() != Some(yaml.as_str()) {
-                put_object_row(tx, kind, name, yaml, audit)?;
+                put_object_row(db, kind, name, yaml, audit)?;
             }
             out.push(insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("{kind}/{name}"),
                 before.as_deref(),
@@ -952,14 +977,14 @@ fn apply_change(
         }
         Change::DeleteObject { kind, name } => {
             check_object_key(kind, name)?;
-            let Some(before) = get_object(tx, kind, name)? else {
+            let Some(before) = get_object(db, kind, name)? else {
                 return Err(StoreError::NotFound {
                     what: format!("draft object {kind}/{name}"),
                 });
             };
-            delete_object_row(tx, kind, name)?;
+            delete_object_row(db, kind, name)?;
             out.push(insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("{kind}/{name}"),
                 Some(&before.yaml),
@@ -968,19 +993,20 @@ fn apply_change(
         }
         Change::PutWorkload { name, json } => {
             check_name("workload", name)?;
-            let before = get_workload(tx, name)?.map(|w| w.json);
+            let before = get_workload(db, name)?.map(|w| w.json);
             if before.as_deref() != Some(json.as_str()) {
-                tx.prepare_cached(
+                exec(
+                    db,
+                    "writing a workload",
                     "INSERT INTO workload (name, json, updated_ms, updated_by)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (name) DO UPDATE SET json = excluded.json,
                         updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
-                )
-                .and_then(|mut s| s.execute(params![name, json, audit.at_ms, audit.actor]))
-                .map_err(StoreError::backend("writing a workload"))?;
+                    args![name, json, audit.at_ms, &audit.actor],
+                )?;
             }
             out.push(insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("workload/{name}"),
                 before.as_deref(),
@@ -989,22 +1015,26 @@ fn apply_change(
         }
         Change::DeleteWorkload { name } => {
             check_name("workload", name)?;
-            let Some(before) = get_workload(tx, name)? else {
+            let Some(before) = get_workload(db, name)? else {
                 return Err(StoreError::NotFound {
                     what: format!("workload {name}"),
                 });
             };
-            tx.execute("DELETE FROM workload WHERE name = ?1", [name])
-                .map_err(StoreError::backend("deleting a workload"))?;
+            exec(
+                db,
+                "deleting a workload",
+                "DELETE FROM workload WHERE name = ?1",
+                args![name],
+            )?;
             out.push(insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("workload/{name}"),
                 Some(&before.json),
                 None,
             )?);
         }
-        Change::ReplaceDraft { objects } => replace_draft(tx, objects, audit, out, true)?,
+        Change::ReplaceDraft { objects } => replace_draft(db, objects, audit, out, true)?,
     }
     Ok(())
 }
@@ -1012,7 +1042,7 @@ fn apply_change(
 /// Makes the draft exactly `objects`, auditing each difference. With `note_no_change`,
 /// writes an entry for `draft` when nothing differs.
 fn replace_draft(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     objects: &[DraftObject],
     audit: &AuditContext,
     out: &mut Vec<AuditEntry>,
@@ -1037,24 +1067,18 @@ fn replace_draft(
             })
         })
         .collect::<Result<_, StoreError>>()?;
-    let current = query_all(
-        tx,
-        &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
-        [],
-        object_row,
-        "reading the draft",
-    )?;
+    let current = read_draft(db)?;
     let changes = diff(&current, &wanted);
     if changes.is_empty() && note_no_change {
-        out.push(insert_audit(tx, audit, "draft", None, None)?);
+        out.push(insert_audit(db, audit, "draft", None, None)?);
     }
     for d in changes {
         match &d.after {
-            Some(yaml) => put_object_row(tx, &d.kind, &d.name, yaml, audit)?,
-            None => delete_object_row(tx, &d.kind, &d.name)?,
+            Some(yaml) => put_object_row(db, &d.kind, &d.name, yaml, audit)?,
+            None => delete_object_row(db, &d.kind, &d.name)?,
         }
         out.push(insert_audit(
-            tx,
+            db,
             audit,
             &format!("{}/{}", d.kind, d.name),
             d.before.as_deref(),
@@ -1065,27 +1089,31 @@ fn replace_draft(
 }
 
 fn put_object_row(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     kind: &str,
     name: &str,
     yaml: &str,
     audit: &AuditContext,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    exec(
+        db,
+        "writing a draft object",
         "INSERT INTO draft_object (kind, name, yaml, updated_ms, updated_by)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (kind, name) DO UPDATE SET yaml = excluded.yaml,
             updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
-    )
-    .and_then(|mut s| s.execute(params![kind, name, yaml, audit.at_ms, audit.actor]))
-    .map_err(StoreError::backend("writing a draft object"))?;
+        args![kind, name, yaml, audit.at_ms, &audit.actor],
+    )?;
     Ok(())
 }
 
-fn delete_object_row(tx: &Transaction<'_>, kind: &str, name: &str) -> Result<(), StoreError> {
-    tx.prepare_cached("DELETE FROM draft_object WHERE kind = ?1 AND name = ?2")
-        .and_then(|mut s| s.execute([kind, name]))
-        .map_err(StoreError::backend("deleting a draft object"))?;
+fn delete_object_row(db: &mut dyn Db, kind: &str, name: &str) -> Result<(), StoreError> {
+    exec(
+        db,
+        "deleting a draft object",
+        "DELETE FROM draft_object WHERE kind = ?1 AND name = ?2",
+        args![kind, name],
+    )?;
     Ok(())
 }
 
@@ -1111,24 +1139,29 @@ fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
 }
 
 fn insert_audit(
-    tx: &Connection,
+    db: &mut dyn Db,
     ctx: &AuditContext,
     target: &str,
     before: Option<&str>,
     after: Option<&str>,
 ) -> Result<AuditEntry, StoreError> {
-    tx.prepare_cached(
+    let id = int(
+        db,
+        "writing the audit log",
         "INSERT INTO audit (at_ms, actor, source, action, target, before, after)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            ctx.at_ms, ctx.actor, ctx.source, ctx.action, target, before, after
-        ])
-    })
-    .map_err(StoreError::backend("writing the audit log"))?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        args![
+            ctx.at_ms,
+            &ctx.actor,
+            &ctx.source,
+            &ctx.action,
+            target,
+            before,
+            after
+        ],
+    )?;
     Ok(AuditEntry {
-        id: tx.last_insert_rowid().cast_unsigned(),
+        id: id.cast_unsigned(),
         at_ms: ctx.at_ms,
         actor: ctx.actor.clone(),
         source: ctx.source.clone(),
@@ -1140,19 +1173,24 @@ fn insert_audit(
 }
 
 /// The id of `text` in `content`, inserting it if new.
-fn intern(tx: &Connection, text: &str) -> Result<i64, StoreError> {
+fn intern(db: &mut dyn Db, text: &str) -> Result<i64, StoreError> {
+    let ctx = "interning version contents";
     let hash = content_hash(text);
-    let found: Option<i64> = tx
-        .prepare_cached("SELECT id FROM content WHERE hash = ?1 AND text = ?2")
-        .and_then(|mut s| s.query_row(params![hash, text], |r| r.get(0)).optional())
-        .map_err(StoreError::backend("interning version contents"))?;
-    if let Some(id) = found {
+    if let Some(id) = one(
+        db,
+        ctx,
+        "SELECT id FROM content WHERE hash = ?1 AND text = ?2",
+        args![hash, text],
+        |r| r.int(0),
+    )? {
         return Ok(id);
     }
-    tx.prepare_cached("INSERT INTO content (hash, text) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![hash, text]))
-        .map_err(StoreError::backend("interning version contents"))?;
-    Ok(tx.last_insert_rowid())
+    int(
+        db,
+        ctx,
+        "INSERT INTO content (hash, text) VALUES (?1, ?2) RETURNING id",
+        args![hash, text],
+    )
 }
 
 /// FNV-1a, 64 bits: stable across builds (it is stored), and the text is compared in
@@ -1167,19 +1205,21 @@ fn content_hash(text: &str) -> i64 {
 }
 
 fn set_state_row(
-    tx: &Connection,
+    db: &mut dyn Db,
     id: u64,
     state: AlertState,
     audit: Option<&AuditContext>,
 ) -> Result<(), StoreError> {
-    let result = match state {
-        AlertState::Open => tx
-            .prepare_cached(
-                "UPDATE alert SET state = 'open', acknowledged_by = NULL,
-                    acknowledged_ms = NULL, resolved_by = NULL, resolved_ms = NULL
-                 WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute([to_i64(id)])),
+    let ctx = "changing an alert's state";
+    match state {
+        AlertState::Open => exec(
+            db,
+            ctx,
+            "UPDATE alert SET state = 'open', acknowledged_by = NULL,
+                acknowledged_ms = NULL, resolved_by = NULL, resolved_ms = NULL
+             WHERE id = ?1",
+            args![to_i64(id)],
+        ),
         AlertState::Acknowledged | AlertState::Resolved => {
             let sql = if state == AlertState::Acknowledged {
                 "UPDATE alert SET state = 'acknowledged', acknowledged_by = ?2,
@@ -1191,135 +1231,116 @@ fn set_state_row(
             };
             let who = audit.map(|a| a.actor.as_str());
             let at = audit.map(|a| a.at_ms);
-            tx.prepare_cached(sql)
-                .and_then(|mut s| s.execute(params![to_i64(id), who, at]))
+            exec(db, ctx, sql, args![to_i64(id), who, at])
         }
-    };
-    result.map_err(StoreError::backend("changing an alert's state"))?;
+    }?;
     Ok(())
 }
 
 // -------------------------------------------------------------------- reads
 
-fn query_all<T, P: rusqlite::Params>(
-    conn: &Connection,
-    sql: &str,
-    params: P,
-    map: fn(&Row<'_>) -> rusqlite::Result<T>,
-    context: &'static str,
-) -> Result<Vec<T>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(sql)
-        .map_err(StoreError::backend(context))?;
-    let rows = stmt
-        .query_map(params, map)
-        .map_err(StoreError::backend(context))?;
-    rows.collect::<rusqlite::Result<Vec<T>>>()
-        .map_err(StoreError::backend(context))
-}
-
-fn query_one<T, P: rusqlite::Params>(
-    conn: &Connection,
-    sql: &str,
-    params: P,
-    map: fn(&Row<'_>) -> rusqlite::Result<T>,
-    context: &'static str,
-) -> Result<Option<T>, StoreError> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(params, map).optional())
-        .map_err(StoreError::backend(context))
-}
-
-fn get_object(
-    conn: &Connection,
-    kind: &str,
-    name: &str,
-) -> Result<Option<StoredObject>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {OBJECT_COLUMNS} FROM draft_object WHERE kind = ?1 AND name = ?2"),
-        [kind, name],
+fn read_draft(db: &mut dyn Db) -> Result<Vec<StoredObject>, StoreError> {
+    all(
+        db,
+        "reading the draft",
+        &format!("SELECT {OBJECT_COLUMNS} FROM draft_object ORDER BY kind, name"),
+        &[],
         object_row,
-        "reading a draft object",
     )
 }
 
-fn get_workload(conn: &Connection, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {WORKLOAD_COLUMNS} FROM workload WHERE name = ?1"),
-        [name],
+fn read_workloads(db: &mut dyn Db) -> Result<Vec<StoredWorkload>, StoreError> {
+    all(
+        db,
+        "reading workloads",
+        &format!("SELECT {WORKLOAD_COLUMNS} FROM workload ORDER BY name"),
+        &[],
         workload_row,
-        "reading a workload",
     )
 }
 
-fn get_token(
-    conn: &Connection,
-    condition: &str,
-    arg: impl rusqlite::ToSql,
-) -> Result<Option<TokenMeta>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {TOKEN_COLUMNS} FROM token WHERE {condition}"),
-        [arg],
-        token_row,
+fn get_object(db: &mut dyn Db, kind: &str, name: &str) -> Result<Option<StoredObject>, StoreError> {
+    one(
+        db,
+        "reading a draft object",
+        &format!("SELECT {OBJECT_COLUMNS} FROM draft_object WHERE kind = ?1 AND name = ?2"),
+        args![kind, name],
+        object_row,
+    )
+}
+
+fn get_workload(db: &mut dyn Db, name: &str) -> Result<Option<StoredWorkload>, StoreError> {
+    one(
+        db,
+        "reading a workload",
+        &format!("SELECT {WORKLOAD_COLUMNS} FROM workload WHERE name = ?1"),
+        args![name],
+        workload_row,
+    )
+}
+
+fn get_token(db: &mut dyn Db, condition: &str, arg: Val) -> Result<Option<TokenMeta>, StoreError> {
+    one(
+        db,
         "reading a token",
+        &format!("SELECT {TOKEN_COLUMNS} FROM token WHERE {condition}"),
+        &[arg],
+        token_row,
     )
 }
 
 fn get_alert(
-    conn: &Connection,
+    db: &mut dyn Db,
     condition: &str,
-    arg: impl rusqlite::ToSql,
+    arg: Val,
 ) -> Result<Option<AlertRecord>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {ALERT_COLUMNS} FROM alert WHERE {condition}"),
-        [arg],
-        alert_row,
+    one(
+        db,
         "reading an alert",
+        &format!("SELECT {ALERT_COLUMNS} FROM alert WHERE {condition}"),
+        &[arg],
+        alert_row,
     )
 }
 
-fn latest_meta(conn: &Connection) -> Result<Option<VersionMeta>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {VERSION_COLUMNS} FROM version ORDER BY id DESC LIMIT 1"),
-        [],
-        version_row,
+fn latest_meta(db: &mut dyn Db) -> Result<Option<VersionMeta>, StoreError> {
+    one(
+        db,
         "reading the latest version",
+        &format!("SELECT {VERSION_COLUMNS} FROM version ORDER BY id DESC LIMIT 1"),
+        &[],
+        version_row,
     )
 }
 
-fn read_version(conn: &Connection, id: u64) -> Result<Option<Version>, StoreError> {
-    let Some(meta) = query_one(
-        conn,
-        &format!("SELECT {VERSION_COLUMNS} FROM version WHERE id = ?1"),
-        [to_i64(id)],
-        version_row,
+fn read_version(db: &mut dyn Db, id: u64) -> Result<Option<Version>, StoreError> {
+    let Some(meta) = one(
+        db,
         "reading a version",
+        &format!("SELECT {VERSION_COLUMNS} FROM version WHERE id = ?1"),
+        args![to_i64(id)],
+        version_row,
     )?
     else {
         return Ok(None);
     };
-    let objects = query_all(
-        conn,
+    let objects = all(
+        db,
+        "reading a version's objects",
         "SELECT v.kind, v.name, c.text, v.updated_ms, v.updated_by
          FROM version_object v JOIN content c ON c.id = v.content
          WHERE v.version = ?1 ORDER BY v.kind, v.name",
-        [to_i64(id)],
+        args![to_i64(id)],
         object_row,
-        "reading a version's objects",
     )?;
-    let workloads = query_all(
-        conn,
+    let workloads = all(
+        db,
+        "reading a version's workloads",
         "SELECT v.name, c.text, v.updated_ms, v.updated_by
          FROM version_workload v JOIN content c ON c.id = v.content
          WHERE v.version = ?1 ORDER BY v.name",
-        [to_i64(id)],
+        args![to_i64(id)],
         workload_row,
-        "reading a version's workloads",
     )?;
     Ok(Some(Version {
         meta,
@@ -1328,88 +1349,83 @@ fn read_version(conn: &Connection, id: u64) -> Result<Option<Version>, StoreErro
     }))
 }
 
-/// A column that must hold a non-negative integer.
-fn unsigned(r: &Row<'_>, idx: usize) -> rusqlite::Result<u64> {
-    let v: i64 = r.get(idx)?;
-    u64::try_from(v).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Integer, Box::new(e))
-    })
-}
-
-fn object_row(r: &Row<'_>) -> rusqlite::Result<StoredObject> {
+fn object_row(r: &Row) -> Result<StoredObject, RowError> {
     Ok(StoredObject {
-        kind: r.get(0)?,
-        name: r.get(1)?,
-        yaml: r.get(2)?,
-        updated_ms: r.get(3)?,
-        updated_by: r.get(4)?,
+        kind: r.text(0)?,
+        name: r.text(1)?,
+        yaml: r.text(2)?,
+        updated_ms: r.int(3)?,
+        updated_by: r.text(4)?,
     })
 }
 
-fn workload_row(r: &Row<'_>) -> rusqlite::Result<StoredWorkload> {
+fn workload_row(r: &Row) -> Result<StoredWorkload, RowError> {
     Ok(StoredWorkload {
-        name: r.get(0)?,
-        json: r.get(1)?,
-        updated_ms: r.get(2)?,
-        updated_by: r.get(3)?,
+        name: r.text(0)?,
+        json: r.text(1)?,
+        updated_ms: r.int(2)?,
+        updated_by: r.text(3)?,
     })
 }
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<VersionMeta> {
+fn version_row(r: &Row) -> Result<VersionMeta, RowError> {
     Ok(VersionMeta {
-        id: unsigned(r, 0)?,
-        comment: r.get(1)?,
-        author: r.get(2)?,
-        created_ms: r.get(3)?,
-        objects: unsigned(r, 4)?.try_into().unwrap_or(usize::MAX),
-        workloads: unsigned(r, 5)?.try_into().unwrap_or(usize::MAX),
+        id: r.unsigned(0)?,
+        comment: r.text(1)?,
+        author: r.text(2)?,
+        created_ms: r.int(3)?,
+        objects: r.unsigned(4)?.try_into().unwrap_or(usize::MAX),
+        workloads: r.unsigned(5)?.try_into().unwrap_or(usize::MAX),
     })
 }
 
-fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenMeta> {
+fn token_row(r: &Row) -> Result<TokenMeta, RowError> {
     Ok(TokenMeta {
-        id: unsigned(r, 0)?,
-        name: r.get(1)?,
-        role: r.get(2)?,
-        scope: r.get(3)?,
-        created_ms: r.get(4)?,
-        created_by: r.get(5)?,
-        expires_ms: r.get(6)?,
-        revoked_ms: r.get(7)?,
-        revoked_by: r.get(8)?,
-        last_used_ms: r.get(9)?,
+        id: r.unsigned(0)?,
+        name: r.text(1)?,
+        role: r.text(2)?,
+        scope: r.opt_text(3)?,
+        created_ms: r.int(4)?,
+        created_by: r.text(5)?,
+        expires_ms: r.opt_int(6)?,
+        revoked_ms: r.opt_int(7)?,
+        revoked_by: r.opt_text(8)?,
+        last_used_ms: r.opt_int(9)?,
     })
 }
 
-fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+fn audit_row(r: &Row) -> Result<AuditEntry, RowError> {
     Ok(AuditEntry {
-        id: unsigned(r, 0)?,
-        at_ms: r.get(1)?,
-        actor: r.get(2)?,
-        source: r.get(3)?,
-        action: r.get(4)?,
-        target: r.get(5)?,
-        before: r.get(6)?,
-        after: r.get(7)?,
+        id: r.unsigned(0)?,
+        at_ms: r.int(1)?,
+        actor: r.text(2)?,
+        source: r.text(3)?,
+        action: r.text(4)?,
+        target: r.text(5)?,
+        before: r.opt_text(6)?,
+        after: r.opt_text(7)?,
     })
 }
 
-fn alert_row(r: &Row<'_>) -> rusqlite::Result<AlertRecord> {
+fn alert_row(r: &Row) -> Result<AlertRecord, RowError> {
     Ok(AlertRecord {
-        id: unsigned(r, 0)?,
-        key: r.get(1)?,
-        kind: r.get(2)?,
-        severity: r.get(3)?,
-        title: r.get(4)?,
-        details_json: r.get(5)?,
-        count: unsigned(r, 6)?,
-        first_seen_ms: r.get(7)?,
-        last_seen_ms: r.get(8)?,
-        state: r.get(9)?,
-        acknowledged_by: r.get(10)?,
-        acknowledged_ms: r.get(11)?,
-        resolved_by: r.get(12)?,
-        resolved_ms: r.get(13)?,
+        id: r.unsigned(0)?,
+        key: r.text(1)?,
+        kind: r.text(2)?,
+        severity: r.text(3)?,
+        title: r.text(4)?,
+        details_json: r.text(5)?,
+        count: r.unsigned(6)?,
+        first_seen_ms: r.int(7)?,
+        last_seen_ms: r.int(8)?,
+        state: r
+            .text(9)?
+            .parse()
+            .map_err(|e: StoreError| RowError(e.to_string()))?,
+        acknowledged_by: r.opt_text(10)?,
+        acknowledged_ms: r.opt_int(11)?,
+        resolved_by: r.opt_text(12)?,
+        resolved_ms: r.opt_int(13)?,
     })
 }
 
@@ -1438,8 +1454,8 @@ fn token_json(t: &TokenMeta) -> String {
     .to_string()
 }
 
-/// Ids and counts are stored as SQLite integers; past `i64::MAX` they saturate (no
-/// real id or count gets there).
+/// Ids and counts are stored as 64-bit signed integers; past `i64::MAX` they saturate
+/// (no real id or count gets there).
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

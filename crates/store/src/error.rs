@@ -12,6 +12,13 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
+    #[error("cannot connect to the control store at {target}: {source}")]
+    Connect {
+        /// The database, without credentials.
+        target: String,
+        #[source]
+        source: BackendError,
+    },
     #[error(
         "store schema version {found} is newer than this build understands ({supported}); \
          upgrade bulkhead or open another file"
@@ -47,9 +54,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn backend(
+    pub(crate) fn backend<E: std::error::Error + Send + Sync + 'static>(
         context: &'static str,
-    ) -> impl FnOnce(rusqlite::Error) -> StoreError + 'static {
+    ) -> impl FnOnce(E) -> StoreError + 'static {
         move |e| StoreError::Backend {
             context,
             source: Box::new(e),

@@ -9,9 +9,9 @@
 use std::fmt;
 
 use bulkhead_model::{EnforcementMode, Labels};
-use rusqlite::{Connection, Row, params};
 
-use super::{AuditContext, ControlStore, insert_audit, query_all, query_one, to_i64, unsigned};
+use super::sql::{Db, Row, RowError, Val, all, args, exec, int, one};
+use super::{AuditContext, ControlStore, insert_audit, to_i64};
 use crate::StoreError;
 
 /// A pairing profile to create; the server generates the key and hands over its hash.
@@ -114,16 +114,17 @@ impl ControlStore {
             context: "encoding a pairing profile's labels",
             source: Box::new(e),
         })?;
-        self.write("creating a pairing profile", |tx| {
+        self.write("creating a pairing profile", |db| {
             let ctx = "creating a pairing profile";
-            let (name_taken, key_taken): (bool, bool) = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM pairing_profile WHERE name = ?1),
-                            EXISTS (SELECT 1 FROM pairing_profile WHERE key_hash = ?2)",
-                    params![p.name, &key_hash[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(StoreError::backend(ctx))?;
+            let (name_taken, key_taken) = one(
+                db,
+                ctx,
+                "SELECT EXISTS (SELECT 1 FROM pairing_profile WHERE name = ?1),
+                        EXISTS (SELECT 1 FROM pairing_profile WHERE key_hash = ?2)",
+                args![&p.name, &key_hash[..]],
+                |r| Ok((r.bool(0)?, r.bool(1)?)),
+            )?
+            .unwrap_or_default();
             if name_taken {
                 return Err(StoreError::Conflict {
                     what: format!("a pairing profile named {:?} already exists", p.name),
@@ -134,29 +135,30 @@ impl ControlStore {
                     what: "a pairing profile with this key hash already exists".into(),
                 });
             }
-            tx.execute(
+            let id = int(
+                db,
+                ctx,
                 "INSERT INTO pairing_profile (name, labels_json, mode, max_uses, uses,
                     expires_at_ms, key_hash, created_at_ms, created_by, revoked)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, 0)",
-                params![
-                    p.name,
-                    labels_json,
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, 0) RETURNING id",
+                args![
+                    &p.name,
+                    labels_json.as_str(),
                     p.mode.to_string(),
                     p.max_uses,
                     p.expires_at_ms,
                     &key_hash[..],
                     audit.at_ms,
-                    audit.actor
+                    &audit.actor
                 ],
-            )
-            .map_err(StoreError::backend(ctx))?;
-            let id = tx.last_insert_rowid();
-            let profile = get_profile(tx, "id = ?1", id)?.ok_or_else(|| StoreError::Backend {
-                context: ctx,
-                source: "the new pairing profile is not there".into(),
-            })?;
+            )?;
+            let profile =
+                get_profile(db, "id = ?1", id.into())?.ok_or_else(|| StoreError::Backend {
+                    context: ctx,
+                    source: "the new pairing profile is not there".into(),
+                })?;
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("pairing_profile/{}", profile.id),
                 None,
@@ -168,18 +170,23 @@ impl ControlStore {
 
     /// Every pairing profile, revoked ones included, by id.
     pub fn pairing_profiles(&self) -> Result<Vec<PairingProfile>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {PROFILE_COLUMNS} FROM pairing_profile ORDER BY id"),
-            [],
-            profile_row,
-            "reading pairing profiles",
-        )
+        let ctx = "reading pairing profiles";
+        self.query(ctx, |db| {
+            all(
+                db,
+                ctx,
+                &format!("SELECT {PROFILE_COLUMNS} FROM pairing_profile ORDER BY id"),
+                &[],
+                profile_row,
+            )
+        })
     }
 
     /// One pairing profile by id.
     pub fn pairing_profile(&self, id: u64) -> Result<Option<PairingProfile>, StoreError> {
-        get_profile(&self.conn, "id = ?1", to_i64(id))
+        self.query("reading a pairing profile", |db| {
+            get_profile(db, "id = ?1", to_i64(id).into())
+        })
     }
 
     /// Revokes a pairing profile so that its key enrolls no more agents (agents already
@@ -191,24 +198,25 @@ impl ControlStore {
         id: u64,
         audit: &AuditContext,
     ) -> Result<bool, StoreError> {
-        self.write("revoking a pairing profile", |tx| {
-            let Some(before) = get_profile(tx, "id = ?1", to_i64(id))? else {
+        self.write("revoking a pairing profile", |db| {
+            let Some(before) = get_profile(db, "id = ?1", to_i64(id).into())? else {
                 return Ok(false);
             };
             if before.revoked {
                 return Ok(true);
             }
-            tx.execute(
+            exec(
+                db,
+                "revoking a pairing profile",
                 "UPDATE pairing_profile SET revoked = 1 WHERE id = ?1",
-                [to_i64(id)],
-            )
-            .map_err(StoreError::backend("revoking a pairing profile"))?;
+                args![to_i64(id)],
+            )?;
             let after = PairingProfile {
                 revoked: true,
                 ..before.clone()
             };
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("pairing_profile/{id}"),
                 Some(&profile_json(&before)),
@@ -238,56 +246,63 @@ impl ControlStore {
                 what: "an agent needs a workload name".into(),
             });
         }
-        self.write("enrolling an agent", |tx| {
+        self.write("enrolling an agent", |db| {
             let ctx = "enrolling an agent";
-            let Some(profile) = get_profile(tx, "key_hash = ?1", &key_hash[..])? else {
+            let Some(profile) = get_profile(db, "key_hash = ?1", Val::from(&key_hash[..]))? else {
                 return Ok(Err(EnrollRefusal::UnknownKey));
             };
             if let Some(refusal) = refusal(&profile, now_ms) {
                 return Ok(Err(refusal));
             }
-            let credential_owner: Option<String> = query_one(
-                tx,
-                "SELECT workload FROM agent WHERE credential_hash = ?1",
-                [&agent.credential_hash[..]],
-                |r| r.get(0),
+            let credential_owner = one(
+                db,
                 ctx,
+                "SELECT workload FROM agent WHERE credential_hash = ?1",
+                args![&agent.credential_hash[..]],
+                |r| r.text(0),
             )?;
             if credential_owner.is_some_and(|w| w != agent.workload) {
                 return Err(StoreError::Conflict {
                     what: "another agent holds this credential hash".into(),
                 });
             }
-            tx.execute(
+            exec(
+                db,
+                ctx,
                 "UPDATE pairing_profile SET uses = uses + 1 WHERE id = ?1",
-                [to_i64(profile.id)],
-            )
-            .map_err(StoreError::backend(ctx))?;
-            let replaced = get_agent(tx, "workload = ?1", &agent.workload)?;
+                args![to_i64(profile.id)],
+            )?;
+            let replaced = get_agent(db, "workload = ?1", Val::from(&agent.workload))?;
             if let Some(old) = &replaced {
-                tx.execute("DELETE FROM agent WHERE id = ?1", [to_i64(old.id)])
-                    .map_err(StoreError::backend(ctx))?;
+                exec(
+                    db,
+                    ctx,
+                    "DELETE FROM agent WHERE id = ?1",
+                    args![to_i64(old.id)],
+                )?;
             }
-            tx.execute(
+            let id = int(
+                db,
+                ctx,
                 "INSERT INTO agent (workload, credential_hash, pairing_profile_id,
                     enrolled_at_ms, last_seen_ms, host_json)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-                params![
-                    agent.workload,
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                args![
+                    &agent.workload,
                     &agent.credential_hash[..],
                     to_i64(profile.id),
                     now_ms,
-                    agent.host_json
+                    now_ms,
+                    &agent.host_json
                 ],
-            )
-            .map_err(StoreError::backend(ctx))?;
-            let id = tx.last_insert_rowid();
-            let record = get_agent(tx, "id = ?1", id)?.ok_or_else(|| StoreError::Backend {
-                context: ctx,
-                source: "the new agent is not there".into(),
-            })?;
+            )?;
+            let record =
+                get_agent(db, "id = ?1", id.into())?.ok_or_else(|| StoreError::Backend {
+                    context: ctx,
+                    source: "the new agent is not there".into(),
+                })?;
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("agent/{}", record.id),
                 replaced.as_ref().map(agent_json).as_deref(),
@@ -306,23 +321,30 @@ impl ControlStore {
         &self,
         credential_hash: &[u8; 32],
     ) -> Result<Option<AgentRecord>, StoreError> {
-        get_agent(&self.conn, "credential_hash = ?1", &credential_hash[..])
+        self.query("reading an agent", |db| {
+            get_agent(db, "credential_hash = ?1", Val::from(&credential_hash[..]))
+        })
     }
 
     /// Every agent, by id.
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        query_all(
-            &self.conn,
-            &format!("SELECT {AGENT_COLUMNS} FROM agent ORDER BY id"),
-            [],
-            agent_row,
-            "reading agents",
-        )
+        let ctx = "reading agents";
+        self.query(ctx, |db| {
+            all(
+                db,
+                ctx,
+                &format!("SELECT {AGENT_COLUMNS} FROM agent ORDER BY id"),
+                &[],
+                agent_row,
+            )
+        })
     }
 
     /// One agent by id.
     pub fn agent(&self, id: u64) -> Result<Option<AgentRecord>, StoreError> {
-        get_agent(&self.conn, "id = ?1", to_i64(id))
+        self.query("reading an agent", |db| {
+            get_agent(db, "id = ?1", to_i64(id).into())
+        })
     }
 
     /// Records a heartbeat: `last_seen_ms`, and the host inventory, applied revision
@@ -337,26 +359,20 @@ impl ControlStore {
         applied_revision: Option<&str>,
         status_json: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let changed = self
-            .conn
-            .prepare_cached(
+        let ctx = "recording an agent heartbeat";
+        let changed = self.write(ctx, |db| {
+            exec(
+                db,
+                ctx,
                 "UPDATE agent SET last_seen_ms = ?2,
                     host_json = coalesce(?3, host_json),
                     applied_revision = coalesce(?4, applied_revision),
                     status_json = coalesce(?5, status_json),
                     offline_since_ms = NULL
                  WHERE id = ?1",
+                args![to_i64(id), now_ms, host_json, applied_revision, status_json],
             )
-            .and_then(|mut s| {
-                s.execute(params![
-                    to_i64(id),
-                    now_ms,
-                    host_json,
-                    applied_revision,
-                    status_json
-                ])
-            })
-            .map_err(StoreError::backend("recording an agent heartbeat"))?;
+        })?;
         Ok(changed == 1)
     }
 
@@ -364,28 +380,34 @@ impl ControlStore {
     /// took it from online to offline, so that the caller raises one alert per
     /// outage; an agent already offline (or unknown) gives `false`.
     pub fn mark_agent_offline(&mut self, id: u64, since_ms: i64) -> Result<bool, StoreError> {
-        let changed = self
-            .conn
-            .prepare_cached(
+        let ctx = "marking an agent offline";
+        let changed = self.write(ctx, |db| {
+            exec(
+                db,
+                ctx,
                 "UPDATE agent SET offline_since_ms = ?2
                  WHERE id = ?1 AND offline_since_ms IS NULL",
+                args![to_i64(id), since_ms],
             )
-            .and_then(|mut s| s.execute(params![to_i64(id), since_ms]))
-            .map_err(StoreError::backend("marking an agent offline"))?;
+        })?;
         Ok(changed == 1)
     }
 
     /// Removes an agent (its credential stops working); audited as `agent/ID` with the
     /// agent before. `Ok(false)` if there is no such agent.
     pub fn delete_agent(&mut self, id: u64, audit: &AuditContext) -> Result<bool, StoreError> {
-        self.write("removing an agent", |tx| {
-            let Some(before) = get_agent(tx, "id = ?1", to_i64(id))? else {
+        self.write("removing an agent", |db| {
+            let Some(before) = get_agent(db, "id = ?1", to_i64(id).into())? else {
                 return Ok(false);
             };
-            tx.execute("DELETE FROM agent WHERE id = ?1", [to_i64(id)])
-                .map_err(StoreError::backend("removing an agent"))?;
+            exec(
+                db,
+                "removing an agent",
+                "DELETE FROM agent WHERE id = ?1",
+                args![to_i64(id)],
+            )?;
             insert_audit(
-                tx,
+                db,
                 audit,
                 &format!("agent/{id}"),
                 Some(&agent_json(&before)),
@@ -410,77 +432,64 @@ fn refusal(profile: &PairingProfile, now_ms: i64) -> Option<EnrollRefusal> {
 }
 
 fn get_profile(
-    conn: &Connection,
+    db: &mut dyn Db,
     condition: &str,
-    arg: impl rusqlite::ToSql,
+    arg: Val,
 ) -> Result<Option<PairingProfile>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {PROFILE_COLUMNS} FROM pairing_profile WHERE {condition}"),
-        [arg],
-        profile_row,
+    one(
+        db,
         "reading a pairing profile",
+        &format!("SELECT {PROFILE_COLUMNS} FROM pairing_profile WHERE {condition}"),
+        &[arg],
+        profile_row,
     )
 }
 
 fn get_agent(
-    conn: &Connection,
+    db: &mut dyn Db,
     condition: &str,
-    arg: impl rusqlite::ToSql,
+    arg: Val,
 ) -> Result<Option<AgentRecord>, StoreError> {
-    query_one(
-        conn,
-        &format!("SELECT {AGENT_COLUMNS} FROM agent WHERE {condition}"),
-        [arg],
-        agent_row,
+    one(
+        db,
         "reading an agent",
+        &format!("SELECT {AGENT_COLUMNS} FROM agent WHERE {condition}"),
+        &[arg],
+        agent_row,
     )
 }
 
-fn conversion(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-}
-
-fn profile_row(r: &Row<'_>) -> rusqlite::Result<PairingProfile> {
-    let labels: String = r.get(2)?;
-    let mode: String = r.get(3)?;
-    let count = |idx: usize| -> rusqlite::Result<u32> {
-        u32::try_from(unsigned(r, idx)?).map_err(|e| conversion(idx, e))
+fn profile_row(r: &Row) -> Result<PairingProfile, RowError> {
+    let count = |idx: usize, v: u64| {
+        u32::try_from(v).map_err(|_| RowError(format!("column {idx} ({v}) exceeds a u32")))
     };
-    let max_uses = match r.get::<_, Option<i64>>(4)? {
-        None => None,
-        Some(_) => Some(count(4)?),
-    };
+    let max_uses = r.opt_unsigned(4)?.map(|v| count(4, v)).transpose()?;
     Ok(PairingProfile {
-        id: unsigned(r, 0)?,
-        name: r.get(1)?,
-        labels: serde_json::from_str(&labels).map_err(|e| conversion(2, e))?,
-        mode: mode
-            .parse()
-            .map_err(|e: String| conversion(3, std::io::Error::other(e)))?,
+        id: r.unsigned(0)?,
+        name: r.text(1)?,
+        labels: serde_json::from_str(&r.text(2)?)
+            .map_err(|e| RowError(format!("labels_json: {e}")))?,
+        mode: r.text(3)?.parse().map_err(RowError)?,
         max_uses,
-        uses: count(5)?,
-        expires_at_ms: r.get(6)?,
-        created_at_ms: r.get(7)?,
-        created_by: r.get(8)?,
-        revoked: r.get(9)?,
+        uses: count(5, r.unsigned(5)?)?,
+        expires_at_ms: r.opt_int(6)?,
+        created_at_ms: r.int(7)?,
+        created_by: r.text(8)?,
+        revoked: r.bool(9)?,
     })
 }
 
-fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+fn agent_row(r: &Row) -> Result<AgentRecord, RowError> {
     Ok(AgentRecord {
-        id: unsigned(r, 0)?,
-        workload: r.get(1)?,
-        pairing_profile_id: match r.get::<_, Option<i64>>(2)? {
-            None => None,
-            Some(_) => Some(unsigned(r, 2)?),
-        },
-        enrolled_at_ms: r.get(3)?,
-        last_seen_ms: r.get(4)?,
-        host_json: r.get(5)?,
-        applied_revision: r.get(6)?,
-        status_json: r.get(7)?,
-        offline_since_ms: r.get(8)?,
+        id: r.unsigned(0)?,
+        workload: r.text(1)?,
+        pairing_profile_id: r.opt_unsigned(2)?,
+        enrolled_at_ms: r.int(3)?,
+        last_seen_ms: r.int(4)?,
+        host_json: r.text(5)?,
+        applied_revision: r.opt_text(6)?,
+        status_json: r.opt_text(7)?,
+        offline_since_ms: r.opt_int(8)?,
     })
 }
 

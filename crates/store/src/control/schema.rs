@@ -1,7 +1,7 @@
-//! The control-plane schema and its migrations. The crate README explains the choices.
+//! The control-plane schema and its migrations, for SQLite and for PostgreSQL. The
+//! crate README explains the choices.
 
-use rusqlite::{Connection, TransactionBehavior};
-
+use super::sql::{self, Db, Dialect, args};
 use crate::StoreError;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Append, never edit: a
@@ -188,28 +188,183 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// The same steps for PostgreSQL: `POSTGRES_MIGRATIONS[i]` reaches the same version as
+/// `MIGRATIONS[i]`, with the same tables, columns and constraints. The differences:
+/// BIGINT for every integer (SQLite's are 64-bit), BYTEA for blobs, identity columns
+/// for AUTOINCREMENT (never reused either), `COLLATE "C"` on the texts the store sorts
+/// by so that the order is byte order as in SQLite and Rust, whatever the database's
+/// locale, and one PL/pgSQL function behind the triggers that refuse UPDATE, DELETE
+/// and TRUNCATE on the append-only tables (PostgreSQL has no INSERT OR REPLACE to
+/// guard against, and identity columns GENERATED ALWAYS refuse a chosen id).
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    // Version 1.
+    r#"CREATE TABLE draft_object (
+        kind TEXT COLLATE "C" NOT NULL
+            CHECK (kind IN ('label_group', 'ip_list', 'service', 'tier', 'ruleset')),
+        name TEXT COLLATE "C" NOT NULL CHECK (name <> ''),
+        yaml TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE workload (
+        name TEXT COLLATE "C" NOT NULL PRIMARY KEY CHECK (name <> ''),
+        json TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+
+    CREATE TABLE content (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        hash BIGINT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX content_hash ON content (hash);
+    CREATE TABLE version (
+        id BIGINT PRIMARY KEY CHECK (id > 0),
+        comment TEXT NOT NULL,
+        author TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        objects BIGINT NOT NULL,
+        workloads BIGINT NOT NULL
+    );
+    CREATE TABLE version_object (
+        version BIGINT NOT NULL REFERENCES version (id),
+        kind TEXT COLLATE "C" NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        content BIGINT NOT NULL REFERENCES content (id),
+        updated_ms BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (version, kind, name)
+    );
+    CREATE TABLE version_workload (
+        version BIGINT NOT NULL REFERENCES version (id),
+        name TEXT COLLATE "C" NOT NULL,
+        content BIGINT NOT NULL REFERENCES content (id),
+        updated_ms BIGINT NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (version, name)
+    );
+
+    CREATE TABLE token (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        scope TEXT,
+        hash BYTEA NOT NULL UNIQUE CHECK (length(hash) = 32),
+        created_ms BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_ms BIGINT,
+        revoked_ms BIGINT,
+        revoked_by TEXT,
+        last_used_ms BIGINT
+    );
+
+    CREATE TABLE audit (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+    );
+
+    CREATE TABLE alert (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        title TEXT NOT NULL,
+        details_json TEXT NOT NULL,
+        count BIGINT NOT NULL CHECK (count >= 0),
+        first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+        acknowledged_by TEXT,
+        acknowledged_ms BIGINT,
+        resolved_by TEXT,
+        resolved_ms BIGINT
+    );
+    CREATE INDEX alert_last_seen ON alert (last_seen_ms);
+    CREATE INDEX alert_state_last_seen ON alert (state, last_seen_ms);
+
+    CREATE FUNCTION bulkhead_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$;
+    CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+        FOR EACH ROW EXECUTE FUNCTION bulkhead_refuse('the audit log is append-only');
+    CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+        FOR EACH STATEMENT EXECUTE FUNCTION bulkhead_refuse('the audit log is append-only');
+    CREATE TRIGGER content_immutable BEFORE UPDATE OR DELETE ON content
+        FOR EACH ROW EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER content_no_truncate BEFORE TRUNCATE ON content
+        FOR EACH STATEMENT EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER version_immutable BEFORE UPDATE OR DELETE ON version
+        FOR EACH ROW EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER version_no_truncate BEFORE TRUNCATE ON version
+        FOR EACH STATEMENT EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER version_object_immutable BEFORE UPDATE OR DELETE ON version_object
+        FOR EACH ROW EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER version_object_no_truncate BEFORE TRUNCATE ON version_object
+        FOR EACH STATEMENT EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER version_workload_immutable BEFORE UPDATE OR DELETE ON version_workload
+        FOR EACH ROW EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');
+    CREATE TRIGGER version_workload_no_truncate BEFORE TRUNCATE ON version_workload
+        FOR EACH STATEMENT EXECUTE FUNCTION bulkhead_refuse('provisioned versions are immutable');"#,
+    // Version 2: host agents and pairing profiles (see MIGRATIONS).
+    r#"CREATE TABLE pairing_profile (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE CHECK (name <> ''),
+        labels_json TEXT NOT NULL,
+        mode TEXT NOT NULL CHECK (mode IN ('idle', 'monitor', 'enforced')),
+        max_uses BIGINT CHECK (max_uses >= 0),
+        uses BIGINT NOT NULL CHECK (uses >= 0),
+        expires_at_ms BIGINT,
+        key_hash BYTEA NOT NULL UNIQUE CHECK (length(key_hash) = 32),
+        created_at_ms BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked BIGINT NOT NULL CHECK (revoked IN (0, 1))
+    );
+    CREATE TABLE agent (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        workload TEXT NOT NULL UNIQUE CHECK (workload <> ''),
+        credential_hash BYTEA NOT NULL UNIQUE CHECK (length(credential_hash) = 32),
+        pairing_profile_id BIGINT REFERENCES pairing_profile (id),
+        enrolled_at_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        host_json TEXT NOT NULL,
+        applied_revision TEXT,
+        status_json TEXT,
+        offline_since_ms BIGINT
+    );"#,
+];
+
 /// The control-plane schema version this build writes.
 pub const CONTROL_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    // Immediate: two processes opening a new file at once must not both migrate it.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(StoreError::backend(
-            "locking the control store to check its schema",
-        ))?;
-    let found: i64 = tx
-        .execute_batch(
-            "CREATE TABLE IF NOT EXISTS control_schema_version (version INTEGER NOT NULL)",
-        )
-        .and_then(|()| {
-            tx.query_row(
-                "SELECT coalesce(max(version), 0) FROM control_schema_version",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .map_err(StoreError::backend("reading the control schema version"))?;
+const _: () = assert!(MIGRATIONS.len() == POSTGRES_MIGRATIONS.len());
+
+/// Brings the schema to [`CONTROL_SCHEMA_VERSION`]. Runs inside the caller's write
+/// transaction, which keeps a second process from migrating at the same time; a step
+/// that fails rolls everything back (both databases have transactional DDL).
+pub(super) fn migrate(db: &mut dyn Db) -> Result<(), StoreError> {
+    let steps = match db.dialect() {
+        Dialect::Sqlite => MIGRATIONS,
+        Dialect::Postgres => POSTGRES_MIGRATIONS,
+    };
+    let ctx = "reading the control schema version";
+    db.batch("CREATE TABLE IF NOT EXISTS control_schema_version (version BIGINT NOT NULL)")
+        .map_err(|source| StoreError::Backend {
+            context: ctx,
+            source,
+        })?;
+    let found = sql::int(
+        db,
+        ctx,
+        "SELECT coalesce(max(version), 0) FROM control_schema_version",
+        &[],
+    )?;
     if found > CONTROL_SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             found,
@@ -217,21 +372,16 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         });
     }
     for version in found + 1..=CONTROL_SCHEMA_VERSION {
-        let step = MIGRATIONS[usize::try_from(version - 1).unwrap_or_default()];
-        tx.execute_batch(step)
-            .and_then(|()| tx.execute("DELETE FROM control_schema_version", []))
-            .and_then(|_| {
-                tx.execute(
-                    "INSERT INTO control_schema_version (version) VALUES (?1)",
-                    [version],
-                )
-            })
-            .map_err(|e| StoreError::Migrate {
-                version,
-                source: Box::new(e),
-            })?;
+        let step = steps[usize::try_from(version - 1).unwrap_or_default()];
+        let migrate_err = |source| StoreError::Migrate { version, source };
+        db.batch(step).map_err(migrate_err)?;
+        db.exec("DELETE FROM control_schema_version", &[])
+            .map_err(migrate_err)?;
+        db.exec(
+            "INSERT INTO control_schema_version (version) VALUES (?1)",
+            args![version],
+        )
+        .map_err(migrate_err)?;
     }
-    tx.commit().map_err(StoreError::backend(
-        "committing the control schema migration",
-    ))
+    Ok(())
 }

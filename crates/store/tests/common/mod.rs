@@ -1,6 +1,9 @@
 //! Builders shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod backends;
+pub mod pg;
+
 use std::net::IpAddr;
 
 use bulkhead_store::{
