@@ -103,6 +103,10 @@ pub struct SimConfig {
     /// Rate of normal and unknown-device flows. Every conversation of the estate still
     /// appears at least once, so a very low rate yields more flows than it asks for.
     pub flows_per_minute: usize,
+    /// Which day of traffic: the estate and its conversations stay the same, the draws
+    /// (times, internet clients, sizes, the attacker's probe order) differ, as on
+    /// another day of the same network. Day 0 is what earlier versions generated.
+    pub day: u64,
 }
 
 impl SimConfig {
@@ -133,6 +137,18 @@ impl Default for SimConfig {
             start_ms: 1_709_542_800_000,
             duration_ms: 10 * 60_000,
             flows_per_minute: 600,
+            day: 0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The seed of the traffic draws: the seed itself on day 0, mixed with the day after.
+    pub(crate) fn traffic_seed(&self) -> u64 {
+        if self.day == 0 {
+            self.seed
+        } else {
+            self.seed ^ self.day.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
         }
     }
 }

@@ -464,7 +464,7 @@ impl<'a> Flows<'a> {
     pub(crate) fn new(estate: &'a Estate) -> Self {
         let cfg = estate.config();
         let (start, duration) = (cfg.start_ms, cfg.duration_ms);
-        let mut rng = Rng::fork(cfg.seed, 2);
+        let mut rng = Rng::fork(cfg.traffic_seed(), 2);
         let mut guaranteed: Vec<(i64, u32)> = if duration > 0 {
             (0..estate.conversations.len() as u32)
                 .map(|i| (start + rng.below(duration as u64) as i64, i))
@@ -474,13 +474,13 @@ impl<'a> Flows<'a> {
         };
         guaranteed.sort_unstable();
         let attack = if duration > 0 {
-            attack_flows(estate, &mut Rng::fork(cfg.seed, 3))
+            attack_flows(estate, &mut Rng::fork(cfg.traffic_seed(), 3))
         } else {
             Vec::new()
         };
         Flows {
             estate,
-            rng: Rng::fork(cfg.seed, 4),
+            rng: Rng::fork(cfg.traffic_seed(), 4),
             chunk_start: start,
             end: start + duration,
             buf: Vec::new(),
