@@ -23,15 +23,34 @@ export function lineDiff(before: string, after: string): { op: " " | "+" | "-"; 
   return out;
 }
 
+/** Unchanged lines further than this from a change are folded. */
+const CONTEXT = 3;
+
 export function Diff({ before, after }: { before: string | null; after: string | null }) {
   const lines = lineDiff(before ?? "", after ?? "");
+  const near = lines.map(() => false);
+  lines.forEach((l, i) => {
+    if (l.op !== " ") for (let j = Math.max(0, i - CONTEXT); j <= Math.min(lines.length - 1, i + CONTEXT); j++) near[j] = true;
+  });
+  const out: preact.JSX.Element[] = [];
+  for (let i = 0; i < lines.length; ) {
+    if (!near[i]) {
+      let j = i;
+      while (j < lines.length && !near[j]) j++;
+      out.push(<div class="fold">⋯ {j - i} unchanged line{j - i === 1 ? "" : "s"}</div>);
+      i = j;
+      continue;
+    }
+    const l = lines[i++];
+    out.push(
+      <div class={l.op === "+" ? "add" : l.op === "-" ? "del" : ""}>
+        {l.op} {l.text}
+      </div>,
+    );
+  }
   return (
     <div class="diff" role="region" aria-label="Changes">
-      {lines.map((l) => (
-        <div class={l.op === "+" ? "add" : l.op === "-" ? "del" : ""}>
-          {l.op} {l.text}
-        </div>
-      ))}
+      {out}
     </div>
   );
 }

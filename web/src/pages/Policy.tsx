@@ -64,9 +64,7 @@ function Rulesets({ session, path, onChange }: { session: Session; path: string;
         <ErrorBox error={objects.error} />
         {tiers.map((t) => (
           <div>
-            <h3 title={t.description}>
-              {t.order}. {t.name}
-            </h3>
+            <h3 title={t.description}>Tier: {t.name}</h3>
             {rulesets
               .filter((r) => r.object.tier === t.name)
               .map((r) => (
@@ -250,7 +248,11 @@ function RulesetEditor(props: { session: Session; existing?: PolicyObject; tiers
               />
             </div>
           </div>
-          <h3 style={{ margin: "6px 0 10px" }}>Rules</h3>
+          <h3 style={{ margin: "6px 0 4px" }}>Rules</h3>
+          <p class="muted" style={{ margin: "0 0 10px", fontSize: 12.5 }}>
+            In order within the tier, deny before allow. Separate selectors with commas; labels within one selector with spaces (<code>role=web env=prod</code>),
+            or <code>any</code>, <code>workloads</code>, <code>group:NAME</code>, <code>iplist:NAME</code>.
+          </p>
           {rs.rules.length === 0 && <p class="muted">No rules yet.</p>}
           {rs.rules.map((rule, i) => (
             <RuleForm
@@ -336,9 +338,6 @@ function RuleForm(props: { index: number; rule: Rule; onChange: (f: (r: Rule) =>
           <label for={id("services")}>Services</label>
           <input id={id("services")} type="text" placeholder="postgres, tcp/8443" value={rule.services.join(", ")} onChange={(e) => text((r) => (r.services = list((e.target as HTMLInputElement).value)))} />
         </div>
-      </div>
-      <div class="hint muted" style={{ fontSize: 12, marginTop: 6 }}>
-        Separate selectors with commas; labels within one selector with spaces (<code>role=web env=prod</code>).
       </div>
     </div>
   );
