@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use bulkhead_recommend::{Options, recommend};
+use bulkhead_policy::{CompiledPolicy, Policy};
+use bulkhead_recommend::{CoverageOptions, Options, coverage, recommend};
 
 #[path = "../benches/synth.rs"]
 mod synth;
@@ -28,6 +29,25 @@ fn main() {
     let t = Instant::now();
     let r = recommend(&summaries, &inv, None, &Options::default());
     let took = t.elapsed();
+    let t = Instant::now();
+    let policy = Policy::from_sources(&r.rendered_files()).expect("the proposal checks");
+    let parsed = t.elapsed();
+    let t = Instant::now();
+    let compiled = CompiledPolicy::compile(&inv, &policy);
+    let compiled_in = t.elapsed();
+    let t = Instant::now();
+    let c = coverage(
+        &compiled,
+        &policy,
+        &inv,
+        &summaries,
+        &CoverageOptions::default(),
+    );
+    let covered = t.elapsed();
+    println!(
+        "coverage of the proposal: parsed in {parsed:.2?}, compiled in {compiled_in:.2?}, measured in {covered:.2?}: {:.1}% of connections allowed",
+        c.connection_share * 100.0
+    );
     println!(
         "{} summaries, {} workloads: generated in {:.2?}, recommended in {:.2?}: {} rulesets, {} rules, {} ip lists, {} widenings",
         n,

@@ -145,7 +145,8 @@ pub fn coverage(
         rules: Vec::new(),
         unused_rules: Vec::new(),
     };
-    let mut hits: FxHashMap<String, (u64, u64, u64)> = FxHashMap::default();
+    // Keyed by the compiled policy's own strings: no allocation per summary.
+    let mut hits: FxHashMap<&str, (u64, u64, u64)> = FxHashMap::default();
     let mut blocked: BTreeMap<(String, String, String, Vec<String>), BlockedGroup> =
         BTreeMap::new();
     for s in summaries {
@@ -167,7 +168,7 @@ pub fn coverage(
         let o = compiled.evaluate(&k, s.key.process.as_deref());
         let deciding = compiled.deciding_rules(&o);
         for r in &deciding {
-            let h = hits.entry((*r).to_string()).or_default();
+            let h = hits.entry(*r).or_default();
             h.0 += conns;
             h.1 += s.bytes;
             h.2 += 1;
@@ -226,7 +227,8 @@ pub fn coverage(
     for t in &policy.tiers {
         for rs in policy.rulesets.iter().filter(|rs| rs.tier == t.name) {
             for r in &rs.rules {
-                let (connections, bytes, summaries) = hits.get(&r.id).copied().unwrap_or_default();
+                let (connections, bytes, summaries) =
+                    hits.get(r.id.as_str()).copied().unwrap_or_default();
                 if summaries == 0 {
                     c.unused_rules.push(format!("{}/{}", rs.name, r.id));
                 }
