@@ -23,18 +23,20 @@ const MODE_COLOR: Record<string, string> = { enforced: "#16a34a", monitor: "#d97
 
 export function Dashboard({ session }: PageProps) {
   const data = useAsync(async () => {
-    const [workloads, alerts, sprawl, metrics, ready] = await Promise.all([
+    const [workloads, alerts, metrics, ready] = await Promise.all([
       get<{ total: number; items: Workload[] }>("/workloads?limit=10000"),
       get<{ items: Alert[] }>("/alerts?limit=10000"),
-      can.readSprawl(session) ? get<Sprawl>("/reports/sprawl").catch(() => null) : Promise.resolve(null),
       text("/metrics"),
       text("/readyz"),
     ]);
-    return { workloads, alerts: alerts.items, sprawl, metrics, ready };
+    return { workloads, alerts: alerts.items, metrics, ready };
   }, []);
+  // The sprawl report reads the whole window of flows: the rest does not wait for it.
+  const sprawlQ = useAsync(() => (can.readSprawl(session) ? get<Sprawl>("/reports/sprawl").catch(() => null) : Promise.resolve(null)), []);
+  const sprawl = sprawlQ.data ?? null;
   if (data.error) return <ErrorBox error={data.error} />;
   if (!data.data) return <Loading what="Loading the dashboard" />;
-  const { workloads, alerts, sprawl, metrics, ready } = data.data;
+  const { workloads, alerts, metrics, ready } = data.data;
   const items = workloads.items;
   const managed = items.filter((w) => w.managed);
   const modes: Record<string, number> = { enforced: 0, monitor: 0, idle: 0, unmanaged: items.length - managed.length };
@@ -87,6 +89,11 @@ export function Dashboard({ session }: PageProps) {
             <span class="v">{sprawl.unknown.length}</span>
             <span class="d">{Math.round(sprawl.seen_ratio * 100)}% of the inventory confirmed by traffic</span>
           </Link>
+        ) : can.readSprawl(session) && sprawlQ.loading ? (
+          <div class="card stat">
+            <span class="k">Unknown internal devices</span>
+            <Loading what="Reading the flows" />
+          </div>
         ) : (
           <div class="card stat">
             <span class="k">Managed</span>

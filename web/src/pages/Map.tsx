@@ -78,7 +78,7 @@ export function MapPage({ params }: PageProps) {
           target: e.dst.key,
           verdict: v ?? "none",
           color: VERDICT_COLOR[v ?? "none"],
-          width: 1.5 + 6 * Math.sqrt(e.connections / maxConn),
+          width: 1.5 + 4.5 * Math.sqrt(e.connections / maxConn),
         },
         classes: basis === "draft" && e.draft !== e.provisioned ? "changed" : "",
       });

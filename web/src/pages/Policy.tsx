@@ -430,8 +430,8 @@ function Versions({ session, onChange }: { session: Session; onChange: () => voi
     <>
       <ErrorBox error={versions.error ?? err} />
       {versions.loading && !versions.data && <Loading />}
-      <div class="card" style={{ padding: 0 }}>
-        <div class="table-wrap" style={{ border: 0 }}>
+      <div>
+        <div class="table-wrap">
           <table aria-label="Provisioned versions">
             <thead>
               <tr>
