@@ -15,6 +15,10 @@ pub struct SimulateArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Which day of traffic: the same estate with other draws (times, clients, sizes), to
+    /// recommend from some days and check the policy against another.
+    #[arg(long, default_value_t = 0)]
+    pub day: u64,
     #[arg(long, default_value_t = 3)]
     pub apps: usize,
     /// Minutes of traffic.
@@ -126,6 +130,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
     let config = SimConfig {
         start_ms,
         seed: a.seed,
+        day: a.day,
         apps: a.apps,
         duration_ms: a.minutes * 60_000,
         flows_per_minute: a.flows_per_minute,

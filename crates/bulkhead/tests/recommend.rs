@@ -17,15 +17,21 @@ fn text(b: &[u8]) -> String {
 }
 
 fn simulate(dir: &Path, attacker: bool) {
+    simulate_day(dir, attacker, "0", "2024-03-04T09:00:00Z");
+}
+
+fn simulate_day(dir: &Path, attacker: bool, day: &str, start: &str) {
     let out = dir.display().to_string();
     let mut args = vec![
         "simulate",
         "--out",
         &out,
         "--start",
-        "2024-03-04T09:00:00Z",
+        start,
         "--minutes",
         "6",
+        "--day",
+        day,
     ];
     if attacker {
         args.push("--attacker");
@@ -112,8 +118,9 @@ fn coverage_shows_what_the_proposal_would_block_on_a_later_day() {
     let tmp = tempfile::tempdir().unwrap();
     let day1 = tmp.path().join("day1");
     let day2 = tmp.path().join("day2");
-    simulate(&day1, false);
-    simulate(&day2, true);
+    simulate_day(&day1, false, "1", "2024-03-04T09:00:00Z");
+    // Another day of the same estate: other clients, times and sizes, and the attacker.
+    simulate_day(&day2, true, "2", "2024-03-05T09:00:00Z");
     let inv = day1.join("inventory.csv").display().to_string();
     let rec = tmp.path().join("rec").display().to_string();
     let o = bulkhead(&[

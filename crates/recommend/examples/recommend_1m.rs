@@ -45,7 +45,8 @@ fn main() {
     );
     let covered = t.elapsed();
     println!(
-        "coverage of the proposal: parsed in {parsed:.2?}, compiled in {compiled_in:.2?}, measured in {covered:.2?}: {:.1}% of connections allowed",
+        "coverage of the proposal: parsed in {parsed:.2?}, compiled in {compiled_in:.2?} ({} identity classes), measured in {covered:.2?}: {:.1}% of connections allowed",
+        compiled.class_count(),
         c.connection_share * 100.0
     );
     println!(
