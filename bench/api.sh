@@ -5,6 +5,8 @@
 #
 #   bench/api.sh                              # defaults below
 #   DAYS=7 FLOWS_PER_MINUTE=400 bench/api.sh  # fewer days, denser traffic
+#   BACKEND=postgres SKIP_QUERIES=1 bench/api.sh  # control store in PostgreSQL (a throwaway
+#                                             # cluster from Debian's package, Unix socket only)
 #
 # Traffic goes only to 127.0.0.1. Every process started here is stopped by PID, and
 # the scratch directory is removed, even on failure.
@@ -18,6 +20,7 @@ REPLAY_RATE=${REPLAY_RATE:-40000}         # records/s: paced so the collector dr
 PROV_APPS=${PROV_APPS:-1000}              # 1,000 applications ≈ 10,008 workloads
 PROV_RUNS=${PROV_RUNS:-5}
 IMPORT_CHUNK=${IMPORT_CHUNK:-2500}
+BACKEND=${BACKEND:-sqlite}                # sqlite | postgres: where the control store lives
 WRK_DURATION=${WRK_DURATION:-15s}
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
@@ -35,6 +38,7 @@ pids=()
 old_rmem=$(cat /proc/sys/net/core/rmem_max)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  if [ -f "$work/pg/data/postmaster.pid" ]; then as_pg "$PG_BIN/pg_ctl" -D "$work/pg/data" -m fast -w stop >/dev/null 2>&1 || true; fi
   echo "$old_rmem" > /proc/sys/net/core/rmem_max 2>/dev/null || true
   rm -rf "$work"
 }
@@ -48,11 +52,31 @@ json() { python3 -c "import json,sys; print(json.load(open('$1'))['$2'])"; }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# BACKEND=postgres: one cluster for the run (fsync on, as in production), a database per
+# server started, so each starts empty like a new data directory.
+db_args=()
+if [ "$BACKEND" = postgres ]; then
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  [ -x "$PG_BIN/initdb" ] || { echo "BACKEND=postgres needs postgresql (scripts/setup)" >&2; exit 1; }
+  chmod 711 "$work"; mkdir -p "$work/pg"; [ "$(id -u)" = 0 ] && chown postgres: "$work/pg"
+  as_pg "$PG_BIN/initdb" -D "$work/pg/data" -A trust -U postgres -E UTF8 >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+    -o "-c listen_addresses='' -c unix_socket_directories='$work/pg'" start >/dev/null
+  echo "== control store: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') (Unix socket, fsync on)" >&2
+fi
+ndb=0
+
 # Starts `bulkhead server` on DIR at a free port; sets URL and TOKEN.
 start_server() {
   local dir=$1 port
   port=$(free_port SOCK_STREAM)
-  "$B" server --data "$dir" --listen "127.0.0.1:$port" >"$dir.out" 2>"$dir.err" &
+  if [ "$BACKEND" = postgres ]; then
+    ndb=$((ndb + 1))
+    as_pg "$PG_BIN/createdb" -h "$work/pg" -U postgres "bench$ndb"
+    db_args=(--database "postgresql://postgres@${work//\//%2F}%2Fpg/bench$ndb")
+  fi
+  "$B" server --data "$dir" --listen "127.0.0.1:$port" "${db_args[@]}" >"$dir.out" 2>"$dir.err" &
   pids+=("$!")
   URL=http://127.0.0.1:$port
   for _ in $(seq 600); do curl -sf "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -177,7 +201,8 @@ stop_last_server
 med=$(python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])) * 1000:.0f} ms')" "${prov[@]}")
 all=$(python3 -c "import sys; print(', '.join(f'{float(x) * 1000:.0f}' for x in sys.argv[1:]))" "${prov[@]}")
 
-printf '\n| what (%s workloads, %s policy files) | result |\n| --- | ---: |\n' "$nw" "$nfiles"
+printf '\ncontrol store: %s\n| what (%s workloads, %s policy files) | result |\n' "$BACKEND" "$nw" "$nfiles"
+printf '| --- | ---: |\n'
 printf '| `POST /api/v1/workloads/import` of %s workloads, %s | %.0f ms |\n' "$nw" "$import_how" "$(python3 -c "print($import_s * 1000)")"
 printf '| `bulkhead policy push` of %s files | %s s |\n' "$nfiles" "$push_s"
 printf '| `POST /api/v1/provision`, median of %s (ms each: %s) | %s |\n' "$PROV_RUNS" "$all" "$med"

@@ -10,14 +10,19 @@ use clap::Args;
 /// file (--config), then defaults.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// A YAML config file with any of: data, listen, collect, collector_workers, webhook,
-    /// webhook_secret, syslog, syslog_tcp, syslog_cef.
+    /// A YAML config file with any of: data, database, listen, collect,
+    /// collector_workers, webhook, webhook_secret, syslog, syslog_tcp, syslog_cef.
     #[arg(long, env = "BULKHEAD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Data directory: control.sqlite (inventory, policy, versions, tokens, audit, alerts)
     /// and flows.sqlite (flow summaries).
     #[arg(long, env = "BULKHEAD_DATA")]
     pub data: Option<PathBuf>,
+    /// Keep the control-plane state (everything but flow summaries) in PostgreSQL
+    /// instead of data/control.sqlite: postgres://user[:password]@host[:port]/dbname
+    /// (a Unix socket directory as host: postgresql://user@%2Frun%2Fpostgresql/db).
+    #[arg(long, env = "BULKHEAD_DATABASE")]
+    pub database: Option<String>,
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "BULKHEAD_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -57,6 +62,7 @@ pub struct AgentListenArgs {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     data: Option<PathBuf>,
+    database: Option<String>,
     listen: Option<SocketAddr>,
     #[serde(default)]
     collect: Vec<SocketAddr>,
@@ -101,6 +107,16 @@ impl ServerArgs {
         if self.data.is_none() {
             eprintln!(
                 "error: no data directory: give --data, BULKHEAD_DATA or `data:` in the config file"
+            );
+            return Err(crate::Reported(crate::EXIT_INVALID).into());
+        }
+        self.database = self.database.or(file.database);
+        if let Some(url) = &self.database
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            eprintln!(
+                "error: --database must be a postgres:// or postgresql:// URL \
+                 (without it, the control store is data/control.sqlite)"
             );
             return Err(crate::Reported(crate::EXIT_INVALID).into());
         }
@@ -248,7 +264,7 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
     let a = a.resolve()?;
     let data = a.data.clone().expect("resolved");
     let listen = a.listen.expect("resolved");
-    let mut state = bulkhead_server::open(&data)?;
+    let mut state = bulkhead_server::open_with(&data, a.database.as_deref())?;
     if let Some(token) = bulkhead_server::bootstrap_admin(&state)? {
         outln!("first start: admin token (shown once, store it now): {token}");
     }

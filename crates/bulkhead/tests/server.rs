@@ -2,6 +2,9 @@
 //! trip gives back files `policy check` accepts, a broken push changes nothing, and a
 //! restarted server has everything that was acknowledged.
 
+#[path = "../../store/tests/common/pg.rs"]
+mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,6 +24,11 @@ impl Drop for Server {
 /// Starts a server on a free loopback port; returns it and, on a first start, the admin
 /// token it prints.
 fn start(data: &Path, first: bool) -> (Server, Option<String>) {
+    start_with(data, first, &[])
+}
+
+/// As [`start`], with extra environment variables.
+fn start_with(data: &Path, first: bool, env: &[(&str, &str)]) -> (Server, Option<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args([
             "server",
@@ -29,6 +37,7 @@ fn start(data: &Path, first: bool) -> (Server, Option<String>) {
             "--listen",
             "127.0.0.1:0",
         ])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -230,5 +239,128 @@ fn config_file_fills_what_flags_and_environment_leave_unset() {
     assert!(
         err.contains("bulkhead.yaml:2") && err.contains("datta"),
         "{err}"
+    );
+}
+
+/// The same round trip with the control store in PostgreSQL (a throwaway cluster from
+/// Debian's package): the server is killed with SIGKILL and restarted with a new, empty
+/// data directory, so everything it gives back came from the database.
+#[test]
+fn push_pull_and_restart_with_the_control_store_in_postgres() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.url("postgres");
+    let data = tempfile::tempdir().unwrap();
+    let (server, token) = start_with(data.path(), true, &[("BULKHEAD_DATABASE", &url)]);
+    let token = token.expect("first start prints an admin token");
+    assert!(
+        !data.path().join("control.sqlite").exists(),
+        "the control store must not be in the data directory"
+    );
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/estate/policy");
+    let out = bulkhead(
+        &["policy", "push", policy.to_str().unwrap()],
+        &server,
+        &token,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = tempfile::tempdir().unwrap();
+    let out = bulkhead(
+        &["policy", "pull", "--out", pulled.path().to_str().unwrap()],
+        &server,
+        &token,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Kill -9 (Server's Drop), then start on an empty data directory with --database.
+    drop(server);
+    let data2 = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["server", "--data", data2.path().to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--database", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url2 = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect(&line)
+        .to_string();
+    let server = Server { child, url: url2 };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let restored = tempfile::tempdir().unwrap();
+    let out = bulkhead(
+        &["policy", "pull", "--out", restored.path().to_str().unwrap()],
+        &server,
+        &token,
+    );
+    assert!(
+        out.status.success(),
+        "the admin token and the draft come from PostgreSQL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files = 0;
+    for e in std::fs::read_dir(pulled.path()).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            std::fs::read(restored.path().join(p.file_name().unwrap())).unwrap()
+        );
+        files += 1;
+    }
+    assert!(files > 0);
+}
+
+#[test]
+fn a_database_that_is_not_postgres_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["server", "--data", data.path().to_str().unwrap()])
+        .args(["--database", "mysql://localhost/bulkhead"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
+
+    // `database:` in the config file is read (and refused the same way)…
+    let config = data.path().join("bulkhead.yaml");
+    std::fs::write(&config, "database: mysql://localhost/bulkhead\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["server", "--data", data.path().to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap()])
+        .env_remove("BULKHEAD_DATABASE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // …and the flag wins over it: this one is a PostgreSQL URL, with nothing behind it.
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["server", "--data", data.path().to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--database",
+            "postgresql://bulkhead:s3cret@%2Fnonexistent/bulkhead",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot connect to the control store at bulkhead@/nonexistent"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret"),
+        "the password must not be printed: {err}"
     );
 }

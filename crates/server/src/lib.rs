@@ -105,8 +105,19 @@ pub fn router(state: AppState) -> Router {
 
 /// Opens (or creates) both stores under `data` and compiles the current policy.
 pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
+    open_with(data, None)
+}
+
+/// As [`open`], with the control-plane state in the PostgreSQL database at `database`
+/// (a `postgres://` URL) when given. Flow summaries stay in `data/flows.sqlite` either
+/// way. Call it outside the runtime or from a blocking task: the PostgreSQL client is
+/// blocking.
+pub fn open_with(data: &std::path::Path, database: Option<&str>) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(data)?;
-    let control = ControlStore::open(data.join("control.sqlite"))?;
+    let control = match database {
+        None => ControlStore::open(data.join("control.sqlite"))?,
+        Some(url) => ControlStore::connect_postgres(url)?,
+    };
     let flows = SqliteFlowStore::open(data.join("flows.sqlite"))?;
     let state = AppState {
         control: Arc::new(Mutex::new(control)),

@@ -15,6 +15,7 @@ use bulkhead_store::{
     StoredWorkload, control,
 };
 use common::backends::TestDb;
+use common::pg;
 use proptest::prelude::*;
 
 /// The suite on SQLite: in memory where a test does not reopen, a file where it does.
@@ -307,19 +308,24 @@ fn the_flow_store_and_the_control_store_can_share_a_file() {
 
 // ------------------------------------------------------------------ crash safety
 
-/// Set in the child process of [`acknowledged_writes_survive_kill_9`] to the store's path.
+/// Set in the child process of the kill -9 tests to the store's SQLite path.
 const CRASH_CHILD: &str = "BULKHEAD_CONTROL_CRASH_CHILD";
+/// Set in the child process of the kill -9 tests to the store's PostgreSQL settings.
+const CRASH_CHILD_PG: &str = "BULKHEAD_CONTROL_CRASH_CHILD_PG";
 const ACKS_BEFORE_KILL: usize = 150;
 
 /// Does nothing in a normal test run. In the child process started by
-/// [`acknowledged_writes_survive_kill_9`], writes until killed, printing `ack N` after
-/// each write returned and `version V` after each provision returned.
+/// [`crash_and_check`], writes until killed, printing `ack N` after each write returned
+/// and `version V` after each provision returned.
 #[test]
 fn crash_child_writer() {
-    let Some(path) = std::env::var_os(CRASH_CHILD) else {
+    let mut store = if let Some(path) = std::env::var_os(CRASH_CHILD) {
+        ControlStore::open(path).unwrap()
+    } else if let Ok(conninfo) = std::env::var(CRASH_CHILD_PG) {
+        ControlStore::connect_postgres(&conninfo).unwrap()
+    } else {
         return;
     };
-    let mut store = ControlStore::open(path).unwrap();
     let mut out = std::io::stdout().lock();
     // The test harness has printed "test crash_child_writer ... " without a newline.
     writeln!(out).unwrap();
@@ -343,13 +349,18 @@ fn crash_child_writer() {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_kill_9() {
+/// Runs [`crash_child_writer`] with `env` set, kills it with SIGKILL after
+/// [`ACKS_BEFORE_KILL`] acknowledged writes, then calls `after_kill` (which may crash
+/// the database server too) and checks that `reopen` finds every acknowledged write.
+fn crash_and_check(
+    env: (&str, &std::ffi::OsStr),
+    scratch: &Path,
+    after_kill: impl FnOnce(),
+    reopen: impl FnOnce() -> ControlStore,
+) {
     use std::os::unix::process::ExitStatusExt;
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("control.sqlite");
-    let stderr_path = dir.path().join("child.stderr");
+    let stderr_path = scratch.join("child.stderr");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -357,7 +368,7 @@ fn acknowledged_writes_survive_kill_9() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CRASH_CHILD, &path)
+        .env(env.0, env.1)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -392,12 +403,9 @@ fn acknowledged_writes_survive_kill_9() {
         acked.len()
     );
     assert_eq!(status.signal(), Some(9), "{stderr}");
+    after_kill();
 
-    let store = ControlStore::open(&path).unwrap();
-    let ok: String = raw(&path)
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    let store = reopen();
     let last = *acked.last().unwrap();
     assert_eq!(acked, (0..=last).collect::<Vec<_>>());
     let workloads: BTreeMap<String, String> = store
@@ -434,6 +442,50 @@ fn acknowledged_writes_survive_kill_9() {
         let version = store.version(*v).unwrap().unwrap();
         assert_eq!(version.meta.workloads as u64, v * 10);
     }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sqlite");
+    crash_and_check(
+        (CRASH_CHILD, path.as_os_str()),
+        dir.path(),
+        || {},
+        || {
+            let store = ControlStore::open(&path).unwrap();
+            let ok: String = raw(&path)
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(ok, "ok");
+            store
+        },
+    );
+}
+
+/// On PostgreSQL: the writer is killed with SIGKILL, then the database server crashes
+/// too (`pg_ctl stop -m immediate`: every server process quits at once, no checkpoint,
+/// so what survives is what the WAL had on disk) and restarts with crash recovery. A
+/// cluster of its own, since the others' tests must not see it go down.
+#[test]
+fn acknowledged_writes_survive_kill_9_and_a_database_crash_on_postgres() {
+    let cluster = pg::Cluster::start();
+    let conninfo = cluster.fresh_database();
+    let scratch = tempfile::tempdir().unwrap();
+    crash_and_check(
+        (CRASH_CHILD_PG, std::ffi::OsStr::new(&conninfo)),
+        scratch.path(),
+        || cluster.crash_and_restart(),
+        || {
+            let log = cluster.server_log();
+            assert!(
+                log.contains("database system was interrupted")
+                    || log.contains("not properly shut down"),
+                "the server did not go through crash recovery:\n{log}"
+            );
+            ControlStore::connect_postgres(&conninfo).unwrap()
+        },
+    );
 }
 
 #[test]

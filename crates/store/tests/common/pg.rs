@@ -21,6 +21,7 @@ use std::sync::{Mutex, OnceLock};
 
 pub struct Cluster {
     pub dir: PathBuf,
+    bin: PathBuf,
     /// Kept open for as long as the process lives; see the module comment.
     _keeper: Mutex<(Child, ChildStdin)>,
 }
@@ -34,14 +35,14 @@ cleanup() {
     rm -rf "$dir"
 }
 trap '' INT
+echo "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=on" >"$dir/options"
 if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
 if ! as_pg "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-sync \
         >"$dir/initdb.log" 2>&1; then
     echo "initdb failed:"; cat "$dir/initdb.log"; cleanup; exit 1
 fi
 if ! as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=on" \
-        start >/dev/null 2>&1; then
+        -o "$(cat "$dir/options")" start >/dev/null 2>&1; then
     echo "the server did not start:"; cat "$dir/server.log"; cleanup; exit 1
 fi
 echo ready
@@ -75,7 +76,9 @@ fn postgres_bin() -> PathBuf {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// A cluster of the caller's own (most tests share [`cluster`]); stopped and
+    /// removed when dropped or when the process ends.
+    pub fn start() -> Cluster {
         let bin = postgres_bin();
         // Short: the socket path must fit in 107 bytes.
         let dir = tempfile::Builder::new()
@@ -108,8 +111,42 @@ impl Cluster {
         }
         Cluster {
             dir,
+            bin,
             _keeper: Mutex::new((child, stdin)),
         }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::ExitStatus {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.dir.join("data");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        cmd.arg("-D")
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running pg_ctl")
+    }
+
+    /// Crashes the server (every process quits at once, no checkpoint) and starts it
+    /// again, which replays the WAL.
+    pub fn crash_and_restart(&self) {
+        assert!(self.pg_ctl(&["-m", "immediate", "-w", "stop"]).success());
+        let options = std::fs::read_to_string(self.dir.join("options")).unwrap();
+        let log = self.dir.join("server.log");
+        let log = log.to_str().unwrap();
+        let status = self.pg_ctl(&["-l", log, "-w", "-t", "60", "-o", options.trim(), "start"]);
+        assert!(status.success(), "restarting:\n{}", self.server_log());
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
     /// libpq-style settings for `dbname` on this cluster.
@@ -154,4 +191,11 @@ impl Cluster {
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(Cluster::start)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
