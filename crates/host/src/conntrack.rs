@@ -52,6 +52,8 @@ const MAX_PENDING: usize = 65_536;
 const LISTENER_REFRESH: Duration = Duration::from_secs(5);
 /// The soonest a cache miss may trigger another refresh or /proc scan.
 const MISS_RESCAN: Duration = Duration::from_millis(200);
+/// Default interval of the table walks that make the kernel evict expired entries.
+const REAP_EVERY: Duration = Duration::from_secs(10);
 
 /// Turns on per-connection packet and byte counters (`net.netfilter.nf_conntrack_acct`)
 /// and start/stop timestamps (`nf_conntrack_timestamp`) for the current network
@@ -258,12 +260,27 @@ pub struct ConntrackStats {
     pub unattributed: u64,
     /// Opened connections forgotten because too many were open at once.
     pub evicted: u64,
+    /// Outbound connections whose local socket was not found when they opened, or only
+    /// as a TIME_WAIT remnant without an owner (a connection over within milliseconds).
+    pub socket_not_found: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Pending {
     start_ms: i64,
     process: Option<ProcessInfo>,
+    /// The local socket, when it was found but its process was not yet (the /proc scan
+    /// is rate-limited; the next one resolves every such socket at once).
+    inode: Option<u64>,
+}
+
+/// What the lookup at a connection's opening found.
+#[derive(Debug)]
+enum Attribution {
+    Process(ProcessInfo),
+    /// The socket, whose owner is not in the last /proc scan.
+    Socket(u64),
+    Nothing,
 }
 
 /// Subscribes to the current network namespace's conntrack NEW and DESTROY events and
@@ -279,6 +296,14 @@ struct Pending {
 /// `ct state` rules do); the kernel reports a TCP connection's end when its entry
 /// expires, i.e. after the TIME_WAIT timeout (`nf_conntrack_tcp_timeout_time_wait`,
 /// 120 s by default).
+///
+/// Reaping: the kernel evicts expired entries, and so sends their DESTROY events, only
+/// when its garbage collector gets to them (adaptive, up to a minute apart; measured
+/// 40-50 s on an idle namespace) or when a lookup or a table dump walks over them. The
+/// monitor therefore dumps the table every reap interval (10 s by default,
+/// [`ConntrackMonitor::set_reap_interval`]), discarding the answer: a flow's end is then
+/// reported within that interval of its expiry. The stop timestamp the kernel reports is
+/// the expiry time, not the eviction time.
 #[derive(Debug)]
 pub struct ConntrackMonitor {
     events: Socket,
@@ -289,7 +314,11 @@ pub struct ConntrackMonitor {
     local: Vec<IpAddr>,
     fixed_local: bool,
     refreshed: Instant,
+    reap_every: Option<Duration>,
+    reaped: Instant,
     pending: HashMap<u32, Pending>,
+    /// Pending connections whose socket awaits the next /proc scan.
+    unresolved: Vec<u32>,
     /// Insertion order of `pending`, for eviction.
     order: std::collections::VecDeque<u32>,
     stats: ConntrackStats,
@@ -325,7 +354,10 @@ impl ConntrackMonitor {
             local: Vec::new(),
             fixed_local: false,
             refreshed: Instant::now(),
+            reap_every: Some(REAP_EVERY),
+            reaped: Instant::now(),
             pending: HashMap::new(),
+            unresolved: Vec::new(),
             order: std::collections::VecDeque::new(),
             stats: ConntrackStats::default(),
         };
@@ -344,6 +376,21 @@ impl ConntrackMonitor {
         self.stats
     }
 
+    /// How often [`recv`](Self::recv) walks the table so the kernel evicts expired entries
+    /// and sends their DESTROY events; `None` leaves it to the kernel's collector.
+    pub fn set_reap_interval(&mut self, every: Option<Duration>) {
+        self.reap_every = every;
+    }
+
+    /// Walks the connection table once (a dump whose answer is dropped): the kernel evicts
+    /// the expired entries it passes, which sends their DESTROY events.
+    pub fn reap(&mut self) -> Result<(), HostError> {
+        let socket = netlink::open(NETLINK_NETFILTER, "opening a ctnetlink socket")?;
+        netlink::drain(&socket, dump_request(), "walking the conntrack table")?;
+        self.reaped = Instant::now();
+        Ok(())
+    }
+
     /// Re-reads listening sockets, their processes and (unless fixed) local addresses.
     pub fn refresh(&mut self) -> Result<(), HostError> {
         self.owners.scan();
@@ -360,6 +407,22 @@ impl ConntrackMonitor {
     pub fn recv(&mut self, timeout: Duration) -> Result<Vec<HostFlow>, HostError> {
         if self.refreshed.elapsed() >= LISTENER_REFRESH {
             self.refresh()?;
+        }
+        if self
+            .reap_every
+            .is_some_and(|every| self.reaped.elapsed() >= every)
+        {
+            self.reap()?;
+        }
+        self.resolve_sockets();
+        // Wake for the next reap, and for the next scan while sockets await one, even
+        // when no event comes.
+        let mut timeout = match self.reap_every {
+            Some(every) => timeout.min(every.saturating_sub(self.reaped.elapsed())),
+            None => timeout,
+        };
+        if !self.unresolved.is_empty() {
+            timeout = timeout.min(MISS_RESCAN.saturating_sub(self.owners.age()));
         }
         if !netlink::wait_readable(&self.events, timeout, "waiting for conntrack events")? {
             return Ok(Vec::new());
@@ -395,15 +458,7 @@ impl ConntrackMonitor {
     /// snapshot and for reporting long-running connections.
     pub fn dump(&mut self) -> Result<Vec<HostFlow>, HostError> {
         let socket = netlink::open(NETLINK_NETFILTER, "opening a ctnetlink socket")?;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let request = NetlinkMessage::new(
-            header,
-            NetlinkPayload::from(NetfilterMessage::new(
-                NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
-                ConntrackMessage::Get(vec![]),
-            )),
-        );
+        let request = dump_request();
         let (entries, malformed) = netlink::request_raw(&socket, request, "dumping conntrack")?;
         self.stats.malformed += malformed;
         let now = now_ms();
@@ -434,9 +489,31 @@ impl ConntrackMonitor {
         }
     }
 
+    /// Gives the sockets found at opening their process, once the scan limit allows.
+    fn resolve_sockets(&mut self) {
+        if self.unresolved.is_empty() || self.owners.age() < MISS_RESCAN {
+            return;
+        }
+        self.owners.scan();
+        for id in std::mem::take(&mut self.unresolved) {
+            if let Some(p) = self.pending.get_mut(&id)
+                && let Some(inode) = p.inode.take()
+            {
+                p.process = self.owners.pid(inode).and_then(process_info);
+            }
+        }
+    }
+
     fn opened(&mut self, e: &ConntrackEvent) {
         let Some(id) = e.id else { return };
-        let process = self.attribute(e);
+        let (process, inode) = match self.attribute(e) {
+            Attribution::Process(p) => (Some(p), None),
+            Attribution::Socket(inode) => {
+                self.unresolved.push(id);
+                (None, Some(inode))
+            }
+            Attribution::Nothing => (None, None),
+        };
         if self.pending.len() >= MAX_PENDING {
             while let Some(old) = self.order.pop_front() {
                 if self.pending.remove(&old).is_some() {
@@ -448,7 +525,14 @@ impl ConntrackMonitor {
         let start_ms = e.start_ns.map_or_else(now_ms, ns_to_ms);
         if self
             .pending
-            .insert(id, Pending { start_ms, process })
+            .insert(
+                id,
+                Pending {
+                    start_ms,
+                    process,
+                    inode,
+                },
+            )
             .is_none()
         {
             self.order.push_back(id);
@@ -472,9 +556,35 @@ impl ConntrackMonitor {
 
     fn flow(&mut self, e: &ConntrackEvent, pending: Option<Pending>) -> HostFlow {
         let (start_ms, process) = match pending {
-            Some(p) => (p.start_ms, p.process),
-            // Opened before we listened: its socket may still be there (a listener is).
-            None => (e.start_ns.map_or_else(now_ms, ns_to_ms), self.attribute(e)),
+            Some(Pending {
+                start_ms,
+                process: Some(p),
+                ..
+            }) => (start_ms, Some(p)),
+            // The socket found at opening: its process may still hold it.
+            Some(Pending {
+                start_ms,
+                inode: Some(inode),
+                ..
+            }) => (
+                start_ms,
+                self.owners
+                    .pid_rescanning(inode, MISS_RESCAN)
+                    .and_then(process_info),
+            ),
+            // Nothing found at opening (a listener newer than the cache), or opened before
+            // we listened: a listener is likely still there.
+            other => (
+                other.map_or_else(|| e.start_ns.map_or_else(now_ms, ns_to_ms), |p| p.start_ms),
+                match self.attribute(e) {
+                    Attribution::Process(p) => Some(p),
+                    Attribution::Socket(inode) => self
+                        .owners
+                        .pid_rescanning(inode, MISS_RESCAN)
+                        .and_then(process_info),
+                    Attribution::Nothing => None,
+                },
+            ),
         };
         if process.is_none() {
             self.stats.unattributed += 1;
@@ -499,31 +609,52 @@ impl ConntrackMonitor {
     }
 
     /// The local process of a connection, while its socket exists.
-    fn attribute(&mut self, e: &ConntrackEvent) -> Option<ProcessInfo> {
+    fn attribute(&mut self, e: &ConntrackEvent) -> Attribution {
         if e.protocol != TCP && e.protocol != UDP {
-            return None;
+            return Attribution::Nothing;
         }
         match self.direction(e) {
             HostDirection::Inbound => {
                 // Under DNAT the local service listens on the reply source.
                 let local = e.reply_src.unwrap_or(e.orig_dst);
-                if let Some(p) = self.listener(e.protocol, local) {
-                    return Some(p);
-                }
-                if self.refreshed.elapsed() >= MISS_RESCAN {
-                    // A listener that started since the last refresh.
-                    self.refresh().ok()?;
+                if self.listener(e.protocol, local).is_none()
+                    && self.refreshed.elapsed() >= MISS_RESCAN
+                {
+                    // A listener that started since the last refresh. On failure the
+                    // old cache stays; the next refresh tries again.
+                    let _ = self.refresh();
                 }
                 self.listener(e.protocol, local)
+                    .map_or(Attribution::Nothing, Attribution::Process)
             }
             HostDirection::Outbound => {
                 let inode = if e.protocol == TCP {
-                    self.diag.find_tcp(e.orig_src, e.orig_dst).ok()??.inode
+                    self.diag
+                        .find_tcp(e.orig_src, e.orig_dst)
+                        .ok()
+                        .flatten()
+                        .map(|s| s.inode)
                 } else {
-                    self.udp_socket(e.orig_src, e.orig_dst)?
+                    self.udp_socket(e.orig_src, e.orig_dst)
                 };
-                let pid = self.owners.pid_rescanning(inode, MISS_RESCAN)?;
-                process_info(pid)
+                // A socket past close (TIME_WAIT) has no inode.
+                match inode.filter(|i| *i != 0) {
+                    None => {
+                        self.stats.socket_not_found += 1;
+                        Attribution::Nothing
+                    }
+                    Some(inode) => match self.owners.pid(inode).and_then(process_info) {
+                        Some(p) => Attribution::Process(p),
+                        None if self.owners.age() >= MISS_RESCAN => {
+                            self.owners.scan();
+                            self.owners
+                                .pid(inode)
+                                .and_then(process_info)
+                                .map_or(Attribution::Socket(inode), Attribution::Process)
+                        }
+                        None => Attribution::Socket(inode),
+                    },
+                }
             }
         }
     }
@@ -565,6 +696,19 @@ impl ConntrackMonitor {
             .or_else(|| sockets.iter().find(same_port))
             .map(|s| s.inode)
     }
+}
+
+/// IPCTNL_MSG_CT_GET with NLM_F_DUMP, both families.
+fn dump_request() -> NetlinkMessage<NetfilterMessage> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+            ConntrackMessage::Get(vec![]),
+        )),
+    )
 }
 
 fn ns_to_ms(ns: u64) -> i64 {

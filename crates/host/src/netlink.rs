@@ -147,6 +147,19 @@ where
     Ok((out, malformed))
 }
 
+/// Sends a request and reads the answers to the end, keeping none: for requests wanted
+/// for their side effect.
+pub(crate) fn drain<T>(
+    socket: &Socket,
+    message: NetlinkMessage<T>,
+    what: &'static str,
+) -> Result<(), HostError>
+where
+    T: NetlinkSerializable + NetlinkDeserializable + Debug,
+{
+    exchange(socket, message, what, |_, _| {}).map(|_| ())
+}
+
 fn exchange<T>(
     socket: &Socket,
     message: NetlinkMessage<T>,

@@ -55,6 +55,11 @@ impl SocketOwners {
         self.scanned = Some(Instant::now());
     }
 
+    /// Time since the last scan (a long time when there was none).
+    pub(crate) fn age(&self) -> Duration {
+        self.scanned.map_or(Duration::MAX, |t| t.elapsed())
+    }
+
     pub(crate) fn pid(&self, inode: u64) -> Option<u32> {
         self.by_inode.get(&inode).copied()
     }
@@ -66,7 +71,7 @@ impl SocketOwners {
         if let Some(pid) = self.pid(inode) {
             return Some(pid);
         }
-        if self.scanned.is_none_or(|t| t.elapsed() >= min_age) {
+        if self.age() >= min_age {
             self.scan();
         }
         self.pid(inode)

@@ -1,9 +1,11 @@
 //! Runs the library in the current network namespace and prints JSON, one value per line;
 //! the tests start it with `ip netns exec NS host-probe ...`.
 //!
-//! host-probe info                       HostInfo
-//! host-probe nflog GROUP COUNT SECONDS  LoggedPackets until COUNT or SECONDS
-//! host-probe conntrack COUNT SECONDS    HostFlows until COUNT or SECONDS
+//! ```text
+//! host-probe info                                 HostInfo
+//! host-probe nflog GROUP COUNT SECONDS            LoggedPackets until COUNT or SECONDS
+//! host-probe conntrack COUNT SECONDS [REAP_MS]    HostFlows until COUNT or SECONDS
+//! ```
 //!
 //! The long-running modes print "ready" once subscribed, so a test knows when to start
 //! traffic, and stats as a last line.
@@ -72,6 +74,10 @@ fn run(args: &[String]) -> Result<(), String> {
             let count: usize = number(args, 1)?;
             let deadline = Instant::now() + Duration::from_secs(number(args, 2)?);
             let mut monitor = ConntrackMonitor::open().map_err(|e| e.to_string())?;
+            if args.len() > 3 {
+                let ms: u64 = number(args, 3)?;
+                monitor.set_reap_interval(Some(Duration::from_millis(ms)));
+            }
             ready()?;
             let mut seen = 0;
             while seen < count && Instant::now() < deadline {
@@ -87,7 +93,7 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         _ => Err(
-            "usage: host-probe info | nflog GROUP COUNT SECONDS | conntrack COUNT SECONDS".into(),
+            "usage: host-probe info | nflog GROUP COUNT SECONDS | conntrack COUNT SECONDS [REAP_MS]".into(),
         ),
     }
 }
