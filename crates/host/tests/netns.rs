@@ -438,3 +438,48 @@ c.close()
     }
     drop(client);
 }
+
+#[test]
+fn conntrack_dump_lists_an_open_connection_with_counters_so_far_and_its_process() {
+    let pair = pair();
+    pair.server.nft(
+        "table inet bhtest {
+  chain input { type filter hook input priority 0; ct state new counter; }
+}
+",
+    );
+    // Accounting must be on before the connection opens (the monitor is started after).
+    pair.server
+        .sh("echo 1 > /proc/sys/net/netfilter/nf_conntrack_acct");
+    let server = listener(&pair.server, true);
+    let mut client = Proc::spawn(pair.client.cmd("python3").args([
+        "-c",
+        &format!(
+            r#"
+import socket, time
+c = socket.create_connection(("{SERVER_IP}", 8080), source_address=("{CLIENT_IP}", 41003))
+c.sendall(b"y" * 5000)
+print("sent", flush=True)
+time.sleep(30)
+"#
+        ),
+    ]));
+    client.expect_line("sent", Duration::from_secs(10));
+    // The bytes are acknowledged once the server has read them; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(pair.server.cmd(PROBE).arg("conntrack-dump"));
+    let flows: Vec<HostFlow> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let f = flows
+        .iter()
+        .find(|f| f.dst_port == 8080 && f.src_port == 41003)
+        .unwrap_or_else(|| panic!("the open connection is not in {flows:?}"));
+    assert_eq!(f.direction, HostDirection::Inbound);
+    assert!(f.bytes >= 5000, "{f:?}");
+    assert!(f.start_ms <= f.end_ms, "{f:?}");
+    let p = f.process.as_ref().expect("the listener's process");
+    assert_eq!((p.name.as_str(), p.pid), ("python3", server.pid()));
+    drop(client);
+}

@@ -5,6 +5,7 @@
 //! host-probe info                                 HostInfo
 //! host-probe nflog GROUP COUNT SECONDS            LoggedPackets until COUNT or SECONDS
 //! host-probe conntrack COUNT SECONDS [REAP_MS]    HostFlows until COUNT or SECONDS
+//! host-probe conntrack-dump                       HostFlows of the current table
 //! ```
 //!
 //! The long-running modes print "ready" once subscribed, so a test knows when to start
@@ -92,8 +93,15 @@ fn run(args: &[String]) -> Result<(), String> {
             eprintln!("host-probe: conntrack {:?}", monitor.stats());
             Ok(())
         }
+        Some("conntrack-dump") => {
+            let mut monitor = ConntrackMonitor::open().map_err(|e| e.to_string())?;
+            for f in monitor.dump().map_err(|e| e.to_string())? {
+                line(&f)?;
+            }
+            Ok(())
+        }
         _ => Err(
-            "usage: host-probe info | nflog GROUP COUNT SECONDS | conntrack COUNT SECONDS [REAP_MS]".into(),
+            "usage: host-probe info | nflog GROUP COUNT SECONDS | conntrack COUNT SECONDS [REAP_MS] | conntrack-dump".into(),
         ),
     }
 }
