@@ -475,5 +475,24 @@ pub fn coverage_cmd(a: CoverageArgs) -> anyhow::Result<()> {
             outln!("  {r}");
         }
     }
+    if c.over_broad.is_empty() {
+        outln!("over-broad rules: none");
+    } else {
+        outln!(
+            "over-broad rules ({}): allow at least {}x the ports their traffic used",
+            c.over_broad.len(),
+            bulkhead_recommend::OVER_BROAD_FACTOR
+        );
+        for o in &c.over_broad {
+            outln!(
+                "  {}: allows {} port(s) ({}), used {}: {}",
+                o.rule,
+                o.allowed_ports,
+                o.services.join(", "),
+                o.used_ports,
+                o.used.join(", ")
+            );
+        }
+    }
     Ok(())
 }

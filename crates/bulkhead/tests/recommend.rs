@@ -85,6 +85,7 @@ fn recommend_writes_policy_that_checks_and_covers_what_it_saw() {
     assert!(out.contains("(100.0%)"), "{out}");
     assert!(out.contains("would block: nothing"), "{out}");
     assert!(out.contains("rules without hits: none"), "{out}");
+    assert!(out.contains("over-broad rules: none"), "{out}");
 
     // The sim's own hand-written policy over the same traffic: the unknown devices'
     // traffic is what it would block, grouped.

@@ -51,6 +51,25 @@ pub struct RuleHits {
     pub summaries: u64,
 }
 
+/// An allow rule whose hits use a small part of the ports it allows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OverBroad {
+    /// `ruleset/rule`.
+    pub rule: String,
+    /// Ports (or ICMP types) its services allow, over all protocols; `any` counts as
+    /// 2^24.
+    pub allowed_ports: u64,
+    /// Distinct (protocol, port) its hits used.
+    pub used_ports: u64,
+    pub services: Vec<String>,
+    /// Some of the used ports, for the reader.
+    pub used: Vec<String>,
+}
+
+/// A rule is reported as over-broad when it allows at least this many times the ports
+/// it was seen using (and more than this many ports).
+pub const OVER_BROAD_FACTOR: u64 = 16;
+
 /// The coverage report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Coverage {
@@ -71,6 +90,8 @@ pub struct Coverage {
     /// `ruleset/rule` of the rules that decided nothing: dead, shadowed, or broader than
     /// the traffic needs.
     pub unused_rules: Vec<String>,
+    /// Allow rules with hits that use a small part of the ports they allow.
+    pub over_broad: Vec<OverBroad>,
 }
 
 fn share(part: u64, total: u64) -> f64 {
@@ -144,7 +165,11 @@ pub fn coverage(
         blocked_groups_total: 0,
         rules: Vec::new(),
         unused_rules: Vec::new(),
+        over_broad: Vec::new(),
     };
+    // Distinct ports each rule's hits used, capped: only "few" versus "many" matters.
+    const PORTS_CAP: usize = 4096;
+    let mut used: FxHashMap<&str, rustc_hash::FxHashSet<(u8, u16)>> = FxHashMap::default();
     // Keyed by the compiled policy's own strings: no allocation per summary.
     let mut hits: FxHashMap<&str, (u64, u64, u64)> = FxHashMap::default();
     let mut blocked: BTreeMap<(String, String, String, Vec<String>), BlockedGroup> =
@@ -172,6 +197,12 @@ pub fn coverage(
             h.0 += conns;
             h.1 += s.bytes;
             h.2 += 1;
+            if o.decision == Decision::Allow {
+                let u = used.entry(*r).or_default();
+                if u.len() < PORTS_CAP {
+                    u.insert((k.proto, k.port));
+                }
+            }
         }
         if o.decision == Decision::Allow {
             c.connections_allowed += conns;
@@ -232,6 +263,26 @@ pub fn coverage(
                 if summaries == 0 {
                     c.unused_rules.push(format!("{}/{}", rs.name, r.id));
                 }
+                if let Some(u) = used.get(r.id.as_str()) {
+                    let ports = service_ports(policy, r);
+                    let allowed: u64 = ports.iter().map(port_count).sum();
+                    let n = u.len() as u64;
+                    if allowed > OVER_BROAD_FACTOR && allowed >= OVER_BROAD_FACTOR * n {
+                        let mut shown: Vec<(u8, u16)> = u.iter().copied().collect();
+                        shown.sort_unstable();
+                        c.over_broad.push(OverBroad {
+                            rule: format!("{}/{}", rs.name, r.id),
+                            allowed_ports: allowed,
+                            used_ports: n,
+                            services: ports.iter().map(|p| p.to_string()).collect(),
+                            used: shown
+                                .iter()
+                                .take(10)
+                                .map(|(p, port)| service_name(*p, *port))
+                                .collect(),
+                        });
+                    }
+                }
                 c.rules.push(RuleHits {
                     ruleset: rs.name.clone(),
                     rule: r.id.clone(),
@@ -245,4 +296,27 @@ pub fn coverage(
         }
     }
     c
+}
+
+/// The ports a rule's services allow, named services resolved.
+fn service_ports(policy: &Policy, r: &bulkhead_policy::Rule) -> Vec<ServicePort> {
+    let mut out = Vec::new();
+    for s in &r.services {
+        match s {
+            bulkhead_policy::ServiceRef::Port(p) => out.push(*p),
+            bulkhead_policy::ServiceRef::Named(n) => {
+                if let Some(svc) = policy.services.get(n) {
+                    out.extend(svc.ports.iter().copied());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn port_count(p: &ServicePort) -> u64 {
+    match p.proto {
+        bulkhead_model::ProtoMatch::Any => 1 << 24,
+        bulkhead_model::ProtoMatch::Proto(_) => u64::from(p.ports.end - p.ports.start) + 1,
+    }
 }

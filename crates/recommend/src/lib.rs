@@ -15,7 +15,9 @@ mod coverage;
 pub mod ports;
 mod recommend;
 
-pub use coverage::{BlockedGroup, Coverage, CoverageOptions, RuleHits, coverage};
+pub use coverage::{
+    BlockedGroup, Coverage, CoverageOptions, OVER_BROAD_FACTOR, OverBroad, RuleHits, coverage,
+};
 pub use recommend::{
     Granularity, KEY_APP, KEY_ENV, KEY_ROLE, Options, Recommendation, RecommendedFile, Stats,
     Widening, WideningKind, recommend,

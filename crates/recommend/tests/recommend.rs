@@ -260,6 +260,7 @@ fn proposes_scoped_shared_and_external_rules_and_lists_every_widening() {
     assert_eq!(c.connections_allowed, c.connections);
     assert!(c.would_block.is_empty());
     assert!(c.unused_rules.is_empty(), "{:?}", c.unused_rules);
+    assert!(c.over_broad.is_empty(), "{:?}", c.over_broad);
     assert_eq!(r.stats.recommended, s.len() as u64);
 }
 
@@ -365,5 +366,29 @@ fn beside_a_current_policy_only_the_gaps_are_proposed() {
     assert_eq!(c.would_block.len(), 1, "{:?}", c.would_block);
     assert_eq!(c.would_block[0].denied_by, ["no-jump-to-crm"]);
     assert_eq!(c.would_block[0].source, "role=jump");
+    assert!(c.connection_share < 1.0);
+}
+
+#[test]
+fn coverage_flags_rules_much_broader_than_their_traffic() {
+    let (inv, s) = estate();
+    let files = vec![
+        ("t.yaml".to_string(), "bulkhead: v1\nkind: tier\nname: application\norder: 30\n".to_string()),
+        ("r.yaml".to_string(), "bulkhead: v1\nkind: ruleset\nname: shop-prod\ntier: application\nscope:\n  app: shop\n  env: prod\nrules:\n  - id: web-to-app-range\n    action: allow\n    from: [role=web]\n    to: [role=app]\n    services: [tcp/8000-8999]\n  - id: app-to-db\n    action: allow\n    from: [role=app]\n    to: [role=db]\n    services: [tcp/5432]\n  - id: anything-to-web\n    action: allow\n    from: [any]\n    to: [role=web]\n    services: [any]\n".to_string()),
+    ];
+    let policy = Policy::from_sources(&files).unwrap();
+    let compiled = CompiledPolicy::compile(&inv, &policy);
+    let c = coverage(&compiled, &policy, &inv, &s, &CoverageOptions::default());
+    let flagged: Vec<&str> = c.over_broad.iter().map(|o| o.rule.as_str()).collect();
+    assert_eq!(
+        flagged,
+        ["shop-prod/web-to-app-range", "shop-prod/anything-to-web"],
+        "{:?}",
+        c.over_broad
+    );
+    let range = &c.over_broad[0];
+    assert_eq!((range.allowed_ports, range.used_ports), (1000, 1));
+    assert_eq!(range.used, ["tcp/8080"]);
+    assert!(c.unused_rules.is_empty(), "{:?}", c.unused_rules);
     assert!(c.connection_share < 1.0);
 }

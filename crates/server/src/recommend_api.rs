@@ -263,6 +263,8 @@ pub async fn get(
             c.rules.retain(|r| mine(&r.ruleset));
             c.unused_rules
                 .retain(|r| r.split_once('/').is_some_and(|(rs, _)| mine(rs)));
+            c.over_broad
+                .retain(|o| o.rule.split_once('/').is_some_and(|(rs, _)| mine(rs)));
         }
         let mut v = serde_json::to_value(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
         v["version"] = match version {

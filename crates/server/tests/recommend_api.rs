@@ -184,6 +184,7 @@ async fn recommendations_fill_the_gaps_of_the_draft_and_coverage_shows_it() {
                 && g["denied_by"] == json!([]))
     );
     assert_eq!(c["unused_rules"], json!(["payments/pay-never"]));
+    assert_eq!(c["over_broad"], json!([]));
 
     // A preview changes nothing.
     let netops = api.token("netops", None).await;
