@@ -277,3 +277,28 @@ test("roles see only what they may do: netops has no write buttons, an app owner
   await shot(page2, "10-app-owner-inventory");
   await page2.close();
 });
+
+test("recommendations are reviewed and accepted rule by rule into the draft; coverage reads", async () => {
+  const page = await signedIn();
+  await page.getByRole("link", { name: "Recommendations" }).click();
+  await page.getByRole("button", { name: "Propose rules" }).click();
+  const boxes = page.getByRole("checkbox", { name: /^Accept / });
+  await boxes.first().waitFor({ timeout: 90_000 });
+  assert.ok((await boxes.count()) >= 2, "more than one rule proposed");
+  const ids = (await boxes.evaluateAll((els) => els.map((e) => e.getAttribute("aria-label")))).map((l) => l.replace("Accept ", ""));
+  await boxes.first().check();
+  await page.getByRole("button", { name: "Add 1 selected rule to the draft" }).click();
+  await page.getByText("Added 1 rule to the draft").waitFor();
+  await shot(page, "11-recommendations");
+  const draft = (await api("GET", "/draft/files")).files.map((f) => f.content).join("\n");
+  const has = (id) => draft.split("\n").some((l) => l.trim() === `- id: ${id}`);
+  assert.ok(has(ids[0]), `${ids[0]} is in the draft`);
+  for (const other of ids.slice(1)) assert.ok(!has(other), `${other} was not accepted`);
+  assert.ok((await api("GET", "/draft/diff")).length >= 1);
+
+  await page.getByRole("link", { name: "Coverage" }).click();
+  await page.getByText("Connections allowed").waitFor();
+  assert.match(await page.locator(".stat .v").first().innerText(), /^\d+%$/);
+  await page.getByRole("table", { name: "Rules by traffic" }).locator("tbody tr").first().waitFor();
+  await page.close();
+});

@@ -5,11 +5,13 @@ import type { FunctionComponent } from "preact";
 import { type Session, can } from "../session";
 import { Alerts } from "./Alerts";
 import { Audit } from "./Audit";
+import { Coverage } from "./Coverage";
 import { Dashboard } from "./Dashboard";
 import { Flows } from "./Flows";
 import { Inventory } from "./Inventory";
 import { MapPage } from "./Map";
 import { Policy } from "./Policy";
+import { Recommendations } from "./Recommendations";
 import { Sprawl } from "./Sprawl";
 
 export interface PageProps {
@@ -36,6 +38,8 @@ export const PAGES: Page[] = [
   { path: "/alerts", title: "Alerts", section: "Overview", icon: "M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6V11a6 6 0 0 0-5-5.9V4a1 1 0 0 0-2 0v1.1A6 6 0 0 0 6 11v5l-2 2v1h16v-1z", component: Alerts, api: "/api/v1/alerts" },
   { path: "/inventory", title: "Inventory", section: "Segmentation", icon: "M4 4h16v4H4zm0 6h16v4H4zm0 6h16v4H4zM6 5.5v1h2v-1zm0 6v1h2v-1zm0 6v1h2v-1z", component: Inventory, api: "/api/v1/workloads" },
   { path: "/policy", title: "Policy", section: "Segmentation", icon: "M12 2 4 5v6c0 5 3.4 9.7 8 11 4.6-1.3 8-6 8-11V5zm-1 14-4-4 1.4-1.4L11 13.2l4.6-4.6L17 10z", component: Policy, api: "/api/v1/draft/objects" },
+  { path: "/recommendations", title: "Recommendations", section: "Segmentation", icon: "M9 21h6v-1H9zm3-19a7 7 0 0 0-4 12.7V17a1 1 0 0 0 1 1h6a1 1 0 0 0 1-1v-2.3A7 7 0 0 0 12 2z", component: Recommendations, api: "/api/v1/recommendations" },
   { path: "/reports/sprawl", title: "Sprawl report", section: "Reports", icon: "M5 3h14a2 2 0 0 1 2 2v14a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2zm2 14h2v-5H7zm4 0h2V7h-2zm4 0h2v-8h-2z", component: Sprawl, visible: can.readSprawl, api: "/api/v1/reports/sprawl" },
+  { path: "/reports/coverage", title: "Coverage", section: "Reports", icon: "M11 2v20a10 10 0 0 1 0-20zm2 0v9h9a10 10 0 0 0-9-9zm0 11v9a10 10 0 0 0 9-9z", component: Coverage, api: "/api/v1/coverage" },
   { path: "/audit", title: "Audit log", section: "Reports", icon: "M6 2h9l5 5v13a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2zm8 1.5V8h4.5zM8 12v2h8v-2zm0 4v2h8v-2z", component: Audit, visible: can.readAudit, api: "/api/v1/audit" },
 ];
