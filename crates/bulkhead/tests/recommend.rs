@@ -226,3 +226,67 @@ fn bad_input_exits_2_and_writes_nothing() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
+
+#[test]
+fn recommend_from_the_flow_store_beside_the_current_policy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/estate");
+    let inv = root.join("inventory.csv").display().to_string();
+    let rules = root.join("label-rules.yaml").display().to_string();
+    let policy = root.join("policy").display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("flows.csv");
+    std::fs::write(
+        &csv,
+        "start,end,src,dst,src_port,dst_port,proto,packets,bytes\n\
+         2024-03-04T09:00:00Z,2024-03-04T09:00:01Z,10.10.1.11,10.10.1.21,40000,8080,tcp,10,1000\n\
+         2024-03-04T09:00:00Z,2024-03-04T09:00:01Z,10.10.3.11,10.10.3.21,40001,9443,tcp,10,1000\n\
+         2024-03-04T09:00:00Z,2024-03-04T09:00:01Z,10.20.1.11,10.10.2.31,40002,5432,tcp,10,1000\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data").display().to_string();
+    let o = bulkhead(&[
+        "flows",
+        "import",
+        "--format",
+        "csv",
+        "--data",
+        &data,
+        "--inventory",
+        &inv,
+        "--label-rules",
+        &rules,
+        &csv.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    let rec = tmp.path().join("rec").display().to_string();
+    let o = bulkhead(&[
+        "recommend",
+        "--data",
+        &data,
+        "--inventory",
+        &inv,
+        "--label-rules",
+        &rules,
+        "--policy",
+        &policy,
+        "--out",
+        &rec,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("3 conversations: 1 allowed by the proposal"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 already allowed, 1 denied by existing rules"),
+        "{out}"
+    );
+    assert!(out.contains("deny-dev-to-prod"), "{out}");
+    let proposed = std::fs::read_to_string(Path::new(&rec).join("40-hr-prod-2.yaml")).unwrap();
+    assert!(proposed.contains("tcp/9443"), "{proposed}");
+    // The proposal checks together with the policy it was made beside.
+    let o = bulkhead(&["policy", "check", &policy, &rec]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}
