@@ -47,6 +47,11 @@ async function shot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false });
 }
 
+/** Follows a link of the main navigation. */
+function nav(page, name) {
+  return page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true }).click();
+}
+
 /** A fresh page signed in with `token` through the sign-in form. */
 async function signedIn(token = TOKEN) {
   const page = await context.newPage();
@@ -102,7 +107,7 @@ test("a wrong token is refused; the right one signs in and shows the dashboard",
 
 test("the map shows label groups with edges coloured by verdict, and an edge leads to its flows", async () => {
   const page = await signedIn();
-  await page.getByRole("link", { name: "Map" }).click();
+  await nav(page, "Map");
   await page.waitForFunction(() => window.__bulkheadMap && window.__bulkheadMap.edges().length > 0, null, { timeout: 60_000 });
   const graph = await page.evaluate(() => {
     const cy = window.__bulkheadMap;
@@ -160,7 +165,7 @@ test("the map shows label groups with edges coloured by verdict, and an edge lea
 test("a rule added in the form goes into the draft diff, is provisioned and appears as the new version", async () => {
   const before = await api("GET", "/versions");
   const page = await signedIn();
-  await page.getByRole("link", { name: "Policy" }).click();
+  await nav(page, "Policy");
   const ruleset = (await api("GET", "/draft/objects?kind=ruleset")).find((o) => o.object.tier === "application");
   await page.getByRole("link", { name: new RegExp(`^${ruleset.name}\\b`) }).click();
   await page.getByLabel("Name").waitFor();
@@ -205,6 +210,26 @@ test("a rule added in the form goes into the draft diff, is provisioned and appe
   await page.close();
 });
 
+test("a workload's labels are edited in the inventory", async () => {
+  const page = await signedIn();
+  await nav(page, "Inventory");
+  const w = (await api("GET", "/workloads?limit=1&labels=role=db")).items[0];
+  const row = page.getByRole("row").filter({ hasText: w.name });
+  await row.getByRole("button", { name: "Edit labels" }).click();
+  const form = page.getByRole("form", { name: `Labels of ${w.name}` });
+  await form.getByRole("button", { name: "+ Add label" }).click();
+  const n = Object.keys(w.labels).length;
+  await form.locator(`#lk-${n}`).fill("tier");
+  await form.locator(`#lv-${n}`).fill("gold");
+  await shot(page, "12-inventory-labels");
+  await form.getByRole("button", { name: "Save labels" }).click();
+  await form.waitFor({ state: "detached" });
+  const after = await api("GET", `/workloads/${w.name}`);
+  assert.deepEqual(after.labels, { ...w.labels, tier: "gold" });
+  await row.getByText("gold").waitFor();
+  await page.close();
+});
+
 test("the console is usable from the keyboard, with a visible focus", async () => {
   const page = await signedIn();
   await page.goto(`${BASE}/dashboard`);
@@ -245,7 +270,7 @@ test("the console is usable from the keyboard, with a visible focus", async () =
 test("roles see only what they may do: netops has no write buttons, an app owner only its scope", async () => {
   const netops = await api("POST", "/tokens", { name: "console test netops", role: "netops", expires_in_days: 1 });
   const page = await signedIn(netops.token);
-  await page.getByRole("link", { name: "Policy" }).click();
+  await nav(page, "Policy");
   await page.getByRole("link", { name: "Rulesets" }).waitFor();
   assert.equal(await page.getByRole("link", { name: "New ruleset" }).count(), 0);
   const ruleset = (await api("GET", "/draft/objects?kind=ruleset"))[0];
@@ -255,10 +280,10 @@ test("roles see only what they may do: netops has no write buttons, an app owner
   await page.getByRole("link", { name: /Draft changes/ }).click();
   await page.getByText("cannot provision").waitFor();
   assert.equal(await page.getByRole("button", { name: "Provision" }).count(), 0);
-  await page.getByRole("link", { name: "Alerts" }).click();
+  await nav(page, "Alerts");
   await page.getByRole("table", { name: "Alerts" }).waitFor();
   assert.equal(await page.getByRole("button", { name: "Acknowledge" }).count(), 0);
-  await page.getByRole("link", { name: "Inventory" }).click();
+  await nav(page, "Inventory");
   await page.getByRole("table", { name: "Workloads" }).waitFor();
   assert.equal(await page.getByRole("button", { name: "Edit labels" }).count(), 0);
   assert.equal(await page.getByRole("link", { name: "Audit log" }).count(), 0);
@@ -267,7 +292,7 @@ test("roles see only what they may do: netops has no write buttons, an app owner
   const app = (await api("GET", "/workloads?limit=1&labels=role=web")).items[0].labels.app;
   const owner = await api("POST", "/tokens", { name: "console test owner", role: "app_owner", scope: `app=${app}`, expires_in_days: 1 });
   const page2 = await signedIn(owner.token);
-  await page2.getByRole("link", { name: "Inventory" }).click();
+  await nav(page2, "Inventory");
   const rows = page2.getByRole("table", { name: "Workloads" }).locator("tbody tr");
   await rows.first().waitFor();
   const texts = await rows.allInnerTexts();
@@ -280,7 +305,7 @@ test("roles see only what they may do: netops has no write buttons, an app owner
 
 test("recommendations are reviewed and accepted rule by rule into the draft; coverage reads", async () => {
   const page = await signedIn();
-  await page.getByRole("link", { name: "Recommendations" }).click();
+  await nav(page, "Recommendations");
   await page.getByRole("button", { name: "Propose rules" }).click();
   const boxes = page.getByRole("checkbox", { name: /^Accept / });
   await boxes.first().waitFor({ timeout: 90_000 });
@@ -296,7 +321,7 @@ test("recommendations are reviewed and accepted rule by rule into the draft; cov
   for (const other of ids.slice(1)) assert.ok(!has(other), `${other} was not accepted`);
   assert.ok((await api("GET", "/draft/diff")).length >= 1);
 
-  await page.getByRole("link", { name: "Coverage" }).click();
+  await nav(page, "Coverage");
   await page.getByText("Connections allowed").waitFor();
   assert.match(await page.locator(".stat .v").first().innerText(), /^\d+%$/);
   await page.getByRole("table", { name: "Rules by traffic" }).locator("tbody tr").first().waitFor();
