@@ -31,7 +31,7 @@ if ! command -v wrk >/dev/null; then
   apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
 fi
 cargo build --release --locked -q -p bulkhead
-B=$PWD/target/release/bulkhead
+B=${CARGO_TARGET_DIR:-$PWD/target}/release/bulkhead
 
 work=$(mktemp -d)
 pids=()

@@ -488,6 +488,48 @@ fn acknowledged_writes_survive_kill_9_and_a_database_crash_on_postgres() {
     );
 }
 
+/// A server keeps its store across a restart of the database: the session is opened
+/// again on the next call (the call that saw it fail, if any, reports an error).
+#[test]
+fn a_postgres_store_reconnects_after_the_database_restarts() {
+    let cluster = pg::Cluster::start();
+    let conninfo = cluster.fresh_database();
+    let mut store = ControlStore::connect_postgres(&conninfo).unwrap();
+    assert_eq!(store.backend_name(), "postgres");
+    store.apply(&[put("ruleset", "a", "1")], &alice()).unwrap();
+    cluster.crash_and_restart();
+    // At most one call fails (the one that finds the old session broken).
+    let first = store.apply(&[put("ruleset", "b", "1")], &alice());
+    if let Err(e) = &first {
+        assert!(matches!(e, StoreError::Backend { .. }), "{e:?}");
+        store.apply(&[put("ruleset", "b", "1")], &alice()).unwrap();
+    }
+    let names: Vec<String> = store
+        .draft_objects()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn a_postgres_url_that_cannot_connect_names_the_database_not_the_password() {
+    let err = ControlStore::connect_postgres(
+        "postgresql://bulkhead:s3cret@%2Fnonexistent-bulkhead-dir/control",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    assert!(
+        text.contains("bulkhead@/nonexistent-bulkhead-dir") && text.contains("/control"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    let err = ControlStore::connect_postgres("postgres://[").unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+}
+
 #[test]
 fn the_store_can_live_behind_a_mutex_shared_by_threads() {
     fn shareable<T: Send + Sync>() {}
