@@ -73,6 +73,13 @@ before(async () => {
     args: ARGS,
     viewport: { width: 1440, height: 900 },
   });
+  // A fresh Chromium's first page can take many seconds (font caches): warm up first,
+  // and give each step a minute on a busy two-core machine.
+  context.setDefaultTimeout(60_000);
+  const warm = await context.newPage();
+  await warm.setContent("<p style='font-family: sans-serif'>warm-up</p>");
+  await warm.screenshot({ path: join(ARTIFACTS, "00-warm-up.png") });
+  await warm.close();
 });
 
 after(async () => {
@@ -268,8 +275,19 @@ test("the console is usable from the keyboard, with a visible focus", async () =
 });
 
 test("roles see only what they may do: netops has no write buttons, an app owner only its scope", async () => {
-  const netops = await api("POST", "/tokens", { name: "console test netops", role: "netops", expires_in_days: 1 });
-  const page = await signedIn(netops.token);
+  // An admin creates the netops token on the tokens page; it is shown once.
+  const admin = await signedIn();
+  await nav(admin, "API tokens");
+  await admin.getByLabel("Name").fill("console test netops");
+  await admin.getByLabel("Role").selectOption("netops");
+  await admin.getByRole("button", { name: "Create token" }).click();
+  const shown = (await admin.getByRole("status").filter({ hasText: "not shown again" }).locator("code").innerText()).trim();
+  assert.match(shown, /^bh_[0-9a-f]{64}$/);
+  await admin.getByRole("table", { name: "API tokens" }).getByText("console test netops").waitFor();
+  await shot(admin, "13-tokens");
+  await admin.close();
+  const page = await signedIn(shown);
+  assert.equal(await page.getByRole("link", { name: "API tokens" }).count(), 0);
   await nav(page, "Policy");
   await page.getByRole("link", { name: "Rulesets" }).waitFor();
   assert.equal(await page.getByRole("link", { name: "New ruleset" }).count(), 0);

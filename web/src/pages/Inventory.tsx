@@ -134,14 +134,18 @@ function LabelEditor({ workload, onDone }: { workload: Workload; onDone: (saved:
   }
   return (
     <form onSubmit={save} aria-label={`Labels of ${workload.name}`}>
+      <div class="row label-head" aria-hidden="true">
+        <span>Key</span>
+        <span>Value</span>
+      </div>
       {rows.map(([k, v], i) => (
-        <div class="row" style={{ marginBottom: 8, maxWidth: 640 }}>
+        <div class="row label-row">
           <div class="field">
-            <label for={`lk-${i}`}>Key</label>
+            <label class="sr-only" for={`lk-${i}`}>Key {i + 1}</label>
             <input id={`lk-${i}`} type="text" value={k} onInput={(e) => setRows(rows.map((r, j) => (j === i ? [(e.target as HTMLInputElement).value, r[1]] : r)))} />
           </div>
           <div class="field">
-            <label for={`lv-${i}`}>Value</label>
+            <label class="sr-only" for={`lv-${i}`}>Value {i + 1}</label>
             <input id={`lv-${i}`} type="text" value={v} onInput={(e) => setRows(rows.map((r, j) => (j === i ? [r[0], (e.target as HTMLInputElement).value] : r)))} />
           </div>
           <button type="button" class="btn small danger" aria-label={`Remove label ${k}`} onClick={() => setRows(rows.filter((_, j) => j !== i))}>

@@ -13,6 +13,7 @@ import { MapPage } from "./Map";
 import { Policy } from "./Policy";
 import { Recommendations } from "./Recommendations";
 import { Sprawl } from "./Sprawl";
+import { Tokens } from "./Tokens";
 
 export interface PageProps {
   session: Session;
@@ -42,4 +43,5 @@ export const PAGES: Page[] = [
   { path: "/reports/sprawl", title: "Sprawl report", section: "Reports", icon: "M5 3h14a2 2 0 0 1 2 2v14a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2zm2 14h2v-5H7zm4 0h2V7h-2zm4 0h2v-8h-2z", component: Sprawl, visible: can.readSprawl, api: "/api/v1/reports/sprawl" },
   { path: "/reports/coverage", title: "Coverage", section: "Reports", icon: "M11 2v20a10 10 0 0 1 0-20zm2 0v9h9a10 10 0 0 0-9-9zm0 11v9a10 10 0 0 0 9-9z", component: Coverage, api: "/api/v1/coverage" },
   { path: "/audit", title: "Audit log", section: "Reports", icon: "M6 2h9l5 5v13a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2zm8 1.5V8h4.5zM8 12v2h8v-2zm0 4v2h8v-2z", component: Audit, visible: can.readAudit, api: "/api/v1/audit" },
+  { path: "/tokens", title: "API tokens", section: "Administration", icon: "M7 14a2 2 0 1 1 0-4 2 2 0 0 1 0 4zm5.6-4A6 6 0 1 0 12.6 14H16v3h3v-3h2v-4z", component: Tokens, visible: can.manageTokens, api: "/api/v1/tokens" },
 ];
