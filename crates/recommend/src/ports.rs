@@ -13,6 +13,12 @@ pub struct Proposed {
 impl Proposed {
     /// Whether it allows ports (or ICMP types) that were not observed.
     pub fn widens(&self) -> bool {
+        // Protocols without ports (GRE, ESP, …) are allowed whole: nothing was narrower.
+        if let ProtoMatch::Proto(p) = self.port.proto
+            && !matches!(p, TCP | UDP | SCTP | ICMP | ICMPV6)
+        {
+            return false;
+        }
         let span = u32::from(self.port.ports.end) - u32::from(self.port.ports.start) + 1;
         span as usize > self.observed.len()
     }
@@ -121,6 +127,11 @@ mod tests {
         assert!(!propose(TCP, &[5432, 5433])[0].widens());
         assert_eq!(shown(&propose(ICMP, &[0, 8])), ["icmp/0", "icmp/8"]);
         assert_eq!(shown(&propose(47, &[0])), ["proto/47"]);
+        assert!(!propose(47, &[0])[0].widens());
+        // An exporter's ICMP type*256+code is not a type: the whole protocol, reported.
+        let icmp = propose(ICMP, &[2048]);
+        assert_eq!(shown(&icmp), ["icmp"]);
+        assert!(icmp[0].widens());
     }
 
     #[test]
