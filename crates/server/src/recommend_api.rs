@@ -160,6 +160,18 @@ pub async fn create(
             let mut c = lock(&s.control)?;
             // The same rule as every draft write: the whole resulting draft must check.
             let mut after = c.draft_objects()?;
+            // Proposed names were free in the draft read above; if someone took one since,
+            // writing would replace their object: refuse, and let the caller ask again.
+            if let Some(taken) = after.iter().find(|o| {
+                objects
+                    .iter()
+                    .any(|n| n.kind() == o.kind && n.name() == o.name)
+            }) {
+                return Err(ApiError::Conflict(format!(
+                    "the draft changed meanwhile ({}/{} now exists); recommend again",
+                    taken.kind, taken.name
+                )));
+            }
             for ch in &changes {
                 if let Change::PutObject { kind, name, yaml } = ch {
                     after.retain(|o| !(o.kind == *kind && o.name == *name));
