@@ -149,6 +149,25 @@ test("the map shows label groups with edges coloured by verdict, and an edge lea
   assert.match(await tip.innerText(), /(tcp|udp)\/\d+[\s\S]*conn/);
   await shot(page, "04-map-hover");
 
+  // The draft beside the provisioned policy: the same layout, each coloured by its own verdicts.
+  await page.getByRole("radio", { name: "Side by side" }).check();
+  await page.waitForFunction(() => window.__bulkheadDraftMap && window.__bulkheadDraftMap.edges().length > 0);
+  const pair = await page.evaluate(() => {
+    const [a, b] = [window.__bulkheadMap, window.__bulkheadDraftMap];
+    return {
+      same: a.nodes().every((n) => {
+        const m = b.getElementById(n.id());
+        return m.length === 1 && Math.abs(m.position("x") - n.position("x")) < 0.5 && Math.abs(m.position("y") - n.position("y")) < 0.5;
+      }),
+      edges: b.edges().map((e) => ({ verdict: e.data("verdict"), color: e.style("line-color") })),
+    };
+  });
+  assert.ok(pair.same, "both maps place every node alike");
+  for (const e of pair.edges) assert.equal(hex(e.color), VERDICT_COLORS[e.verdict]);
+  await shot(page, "04b-map-side-by-side");
+  await page.getByRole("radio", { name: "Provisioned" }).check();
+  await page.waitForFunction(() => !window.__bulkheadDraftMap);
+
   // Zoom into an application: its roles appear inside it.
   await page.getByRole("radio", { name: "Role" }).check();
   await page.waitForFunction(() => window.__bulkheadMap.nodes(".group").length > 0);

@@ -36,6 +36,7 @@ function tipHtml(e: Edge, basis: Basis): string {
 export function MapPage({ params }: PageProps) {
   const win = windowOf(params.get("window"));
   const level = (["app", "role", "workload"].includes(params.get("level") ?? "") ? params.get("level") : "app") as Level;
+  const compare = params.get("basis") === "compare";
   const basis: Basis = params.get("basis") === "draft" ? "draft" : "provisioned";
   const focus = params.get("focus");
   const hideAllowed = params.get("hide") === "allowed";
@@ -43,6 +44,8 @@ export function MapPage({ params }: PageProps) {
   const [refresh, setRefresh] = useState(0);
   const flows = useAsync(() => loadFlows(win, refresh > 0, setProgress), [win, refresh]);
   const container = useRef<HTMLDivElement>(null);
+  const container2 = useRef<HTMLDivElement>(null);
+  const tip2 = useRef<HTMLDivElement>(null);
   const tip = useRef<HTMLDivElement>(null);
 
   const graph = useMemo(() => {
@@ -58,6 +61,7 @@ export function MapPage({ params }: PageProps) {
 
   useEffect(() => {
     if (!graph || !container.current) return;
+    const mount = (el: HTMLDivElement, tipEl: HTMLDivElement | null, basis: Basis, positions?: Record<string, cytoscape.Position>) => {
     const maxConn = Math.max(1, ...graph.edges.map((e) => e.connections));
     const maxNode = Math.max(1, ...[...graph.nodes.values()].map((n) => n.connections));
     const elements: cytoscape.ElementDefinition[] = [];
@@ -84,7 +88,7 @@ export function MapPage({ params }: PageProps) {
       });
     }
     const cy = cytoscape({
-      container: container.current,
+      container: el,
       elements,
       wheelSensitivity: 0.3,
       minZoom: 0.2,
@@ -146,7 +150,9 @@ export function MapPage({ params }: PageProps) {
         { selector: "edge:selected, edge.hover", style: { opacity: 1, "overlay-opacity": 0.08, "overlay-color": "#0f172a" } },
         { selector: "node.hover", style: { "border-color": "#f59e0b" } },
       ],
-      layout: {
+      layout: (positions
+        ? { name: "preset", positions: (n: cytoscape.NodeSingular) => positions[n.id()], fit: true, padding: 30 }
+        : {
         name: "cose",
         animate: false,
         nodeRepulsion: () => 90_000,
@@ -154,20 +160,20 @@ export function MapPage({ params }: PageProps) {
         gravity: 0.6,
         padding: 30,
         nodeDimensionsIncludeLabels: true,
-      } as cytoscape.LayoutOptions,
+      }) as cytoscape.LayoutOptions,
     });
     const edgesById = new Map(graph.edges.map((e) => [e.id, e]));
     const showTip = (html: string, x: number, y: number) => {
-      const t = tip.current;
+      const t = tipEl;
       if (!t) return;
       t.innerHTML = html;
       t.style.display = "block";
-      const w = container.current?.clientWidth ?? 800;
-      const h = container.current?.clientHeight ?? 600;
+      const w = el.clientWidth;
+      const h = el.clientHeight;
       t.style.left = `${Math.max(4, Math.min(x + 14, w - t.offsetWidth - 8))}px`;
       t.style.top = `${y + 14 + t.offsetHeight > h ? Math.max(4, y - t.offsetHeight - 14) : y + 14}px`;
     };
-    const hideTip = () => tip.current && (tip.current.style.display = "none");
+    const hideTip = () => tipEl && (tipEl.style.display = "none");
     cy.on("mouseover", "edge", (ev) => {
       const e = edgesById.get(ev.target.id());
       ev.target.addClass("hover");
@@ -194,12 +200,26 @@ export function MapPage({ params }: PageProps) {
       if (n?.kind === "app" && n.app) setParams({ level: "role", focus: n.app });
       else if (n?.kind === "role" && n.app) setParams({ level: "workload", focus: n.app });
     });
-    (window as unknown as { __bulkheadMap?: cytoscape.Core }).__bulkheadMap = cy;
-    return () => {
-      hideTip();
-      cy.destroy();
+    return cy;
     };
-  }, [graph]);
+    const cy = mount(container.current, tip.current, compare ? "provisioned" : basis);
+    let draft: cytoscape.Core | undefined;
+    if (compare && container2.current) {
+      const pos: Record<string, cytoscape.Position> = {};
+      cy.nodes().forEach((n) => {
+        pos[n.id()] = { ...n.position() };
+      });
+      draft = mount(container2.current, tip2.current, "draft", pos);
+    }
+    const w = window as unknown as { __bulkheadMap?: cytoscape.Core; __bulkheadDraftMap?: cytoscape.Core };
+    w.__bulkheadMap = cy;
+    w.__bulkheadDraftMap = draft;
+    return () => {
+      for (const t of [tip.current, tip2.current]) if (t) t.style.display = "none";
+      cy.destroy();
+      draft?.destroy();
+    };
+  }, [graph, compare]);
 
   const edges = graph ? [...graph.edges].sort((a, b) => rank(verdictOf(b, basis)) - rank(verdictOf(a, basis)) || b.connections - a.connections) : [];
   const counts = { allowed: 0, potentially_blocked: 0, blocked: 0 } as Record<Verdict, number>;
@@ -215,7 +235,7 @@ export function MapPage({ params }: PageProps) {
         title="Application dependency map"
         sub={
           <>
-            Who talks to whom, grouped by labels, coloured by what the {basis === "draft" ? "draft" : "provisioned"} policy says.{" "}
+            Who talks to whom, grouped by labels, coloured by what {compare ? "the provisioned policy (left) and the draft (right) say" : `the ${basis} policy says`}.{" "}
             {focus ? (
               <>
                 Showing <strong>{focus}</strong> ({level === "role" ? "roles" : "workloads"}).{" "}
@@ -254,20 +274,30 @@ export function MapPage({ params }: PageProps) {
         <Segmented
           label="Verdicts of"
           name="basis"
-          value={basis}
+          value={compare ? "compare" : basis}
           options={[
             ["provisioned", "Provisioned"],
             ["draft", "Draft"],
+            ["compare", "Side by side"],
           ]}
-          onChange={(v) => setParams({ basis: v === "provisioned" ? null : v })}
+          onChange={(v: string) => setParams({ basis: v === "provisioned" ? null : v })}
         />
         <label class="check">
           <input type="checkbox" checked={hideAllowed} onChange={(e) => setParams({ hide: (e.target as HTMLInputElement).checked ? "allowed" : null })} /> Hide allowed
         </label>
       </div>
       <ErrorBox error={flows.error} />
-      <div class="map-layout">
-        <div class="map-canvas" aria-label="Dependency graph (the table beside lists the same connections)" role="img">
+      <div class={`map-layout ${compare ? "compare" : ""}`}>
+        <div class={compare ? "map-pair" : ""}>
+        {compare && (
+          <div class="map-canvas" aria-label="Dependency graph, verdicts of the draft" role="img">
+            <div class="map-title">Draft</div>
+            <div ref={container2} style={{ position: "absolute", inset: 0 }} data-testid="map-draft" />
+            <div ref={tip2} class="map-tip" style={{ display: "none" }} />
+          </div>
+        )}
+        <div class="map-canvas" aria-label="Dependency graph (the table beside lists the same connections)" role="img" style={compare ? { order: -1 } : undefined}>
+          {compare && <div class="map-title">Provisioned (in force)</div>}
           <div ref={container} style={{ position: "absolute", inset: 0 }} data-testid="map" />
           <div ref={tip} class="map-tip" style={{ display: "none" }} />
           {flows.loading && (
@@ -276,6 +306,7 @@ export function MapPage({ params }: PageProps) {
             </div>
           )}
           {graph && graph.edges.length === 0 && !flows.loading && <div class="empty" style={{ position: "absolute", inset: 0, display: "grid", placeItems: "center" }}>No traffic in this window.</div>}
+        </div>
         </div>
         <div class="map-side">
           <div class="card">
@@ -304,7 +335,7 @@ export function MapPage({ params }: PageProps) {
             </div>
             <p class="muted" style={{ margin: "10px 0 0", fontSize: 12.5 }}>
               {flows.data ? `${fmtNum(flows.data.items.length)} ${flows.data.bucket} summaries${flows.data.truncated ? " (the first ones only)" : ""}. ` : ""}
-              {basis === "draft" ? `${changed} connection${changed === 1 ? "" : "s"} change verdict in the draft (dashed). ` : ""}
+              {basis === "draft" || compare ? `${changed} connection${changed === 1 ? "" : "s"} change verdict in the draft (dashed). ` : ""}
               Edge width follows connections.
             </p>
           </div>
@@ -335,6 +366,12 @@ export function MapPage({ params }: PageProps) {
                       </td>
                       <td>
                         <VerdictBadge verdict={verdictOf(e, basis)} />
+                        {compare && e.draft !== e.provisioned && (
+                          <div style={{ marginTop: 4 }}>
+                            <span class="muted" style={{ fontSize: 12 }}>draft: </span>
+                            <VerdictBadge verdict={e.draft} />
+                          </div>
+                        )}
                       </td>
                       <td class="num">{fmtNum(e.connections)}</td>
                     </tr>
