@@ -74,8 +74,8 @@ before(async () => {
     viewport: { width: 1440, height: 900 },
   });
   // A fresh Chromium's first page can take many seconds (font caches): warm up first,
-  // and give each step a minute on a busy two-core machine.
-  context.setDefaultTimeout(60_000);
+  // and give each step 90 s: the demo server answers slowly while a minute of traffic is stored.
+  context.setDefaultTimeout(90_000);
   const warm = await context.newPage();
   await warm.setContent("<p style='font-family: sans-serif'>warm-up</p>");
   await warm.screenshot({ path: join(ARTIFACTS, "00-warm-up.png") });
@@ -109,6 +109,16 @@ test("a wrong token is refused; the right one signs in and shows the dashboard",
   await page.getByLabel("Signed in as").filter({ hasText: "admin" }).waitFor();
   await page.getByRole("heading", { name: "Enforcement coverage" }).waitFor();
   await shot(page, "02-dashboard");
+
+  // The sprawl report lists the unknown devices the API reports.
+  const sprawl = await api("GET", "/reports/sprawl");
+  await nav(page, "Sprawl report");
+  const unknown = page.getByRole("table", { name: "Unknown internal devices" }).locator("tbody tr");
+  await unknown.first().waitFor();
+  assert.equal(await unknown.count(), Math.min(200, sprawl.unknown.length));
+  assert.ok(sprawl.unknown.length > 0, "the demo estate has unknown devices");
+  await page.getByText(sprawl.unknown[0].address, { exact: true }).first().waitFor();
+  await shot(page, "02b-sprawl");
   await page.close();
 });
 
@@ -288,6 +298,7 @@ test("the console is usable from the keyboard, with a visible focus", async () =
   await page.keyboard.press("Enter");
   const id = Number(row.replace("alert-", ""));
   await page.locator(`[data-testid=alert-${id}]`).waitFor({ state: "detached" });
+  await shot(page, "09b-alerts");
   const acked = await api("GET", "/alerts?state=acknowledged");
   assert.ok(acked.items.some((a) => a.id === id), `alert ${id} is acknowledged`);
   await page.close();
@@ -297,12 +308,13 @@ test("roles see only what they may do: netops has no write buttons, an app owner
   // An admin creates the netops token on the tokens page; it is shown once.
   const admin = await signedIn();
   await nav(admin, "API tokens");
-  await admin.getByLabel("Name").fill("console test netops");
+  const tokenName = `console test netops ${Date.now()}`;
+  await admin.getByLabel("Name").fill(tokenName);
   await admin.getByLabel("Role").selectOption("netops");
   await admin.getByRole("button", { name: "Create token" }).click();
   const shown = (await admin.getByRole("status").filter({ hasText: "not shown again" }).locator("code").innerText()).trim();
   assert.match(shown, /^bh_[0-9a-f]{64}$/);
-  await admin.getByRole("table", { name: "API tokens" }).getByText("console test netops").waitFor();
+  await admin.getByRole("table", { name: "API tokens" }).getByText(tokenName).waitFor();
   await shot(admin, "13-tokens");
   await admin.close();
   const page = await signedIn(shown);
