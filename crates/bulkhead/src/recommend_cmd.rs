@@ -346,9 +346,10 @@ fn report_text(r: &bulkhead_recommend::Recommendation, out: Option<&Path>, files
     );
     let _ = writeln!(
         t,
-        "proposed: {} rulesets, {} rules, {} ip lists, {} services in {files} files{}",
+        "proposed: {} rulesets, {} rules, {} label groups, {} ip lists, {} services in {files} files{}",
         s.rulesets,
         s.rules,
+        s.label_groups,
         s.ip_lists,
         s.services,
         out.map(|o| format!(" written to {}", o.display()))

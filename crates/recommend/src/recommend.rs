@@ -173,6 +173,7 @@ pub struct Stats {
     pub rules: u64,
     pub ip_lists: u64,
     pub services: u64,
+    pub label_groups: u64,
 }
 
 /// One proposed file: its name and its objects in order.
@@ -898,6 +899,19 @@ impl Builder<'_> {
         // Rulesets.
         let mut rulesets: BTreeMap<RsKey, Ruleset> = BTreeMap::new();
         let mut services: Vec<Object> = Vec::new();
+        // Shared-service rules name their many consumers (or providers) by environment,
+        // as a label group, like the example estate's `it-servers`.
+        let mut groups: Vec<Object> = Vec::new();
+        let mut group_names: HashMap<BTreeSet<String>, String> = HashMap::new();
+        if let Some(p) = self.current {
+            for g in p.label_groups.values() {
+                if g.labels.len() == 1
+                    && let Some(envs) = g.labels.get(KEY_ENV)
+                {
+                    group_names.insert(envs.clone(), g.name.clone());
+                }
+            }
+        }
         let mut service_names: HashMap<Vec<ServicePort>, String> =
             existing_services.into_iter().map(|(n, p)| (p, n)).collect();
         for ((rs_key, from, to), acc) in &rules {
@@ -957,9 +971,47 @@ impl Builder<'_> {
                 }
             });
             let scope = rs.scope.clone();
+            // `workloads` narrowed to the environments of the workloads seen on that side,
+            // when every one of them has an environment.
+            let seen_on_workloads_side = match (from, to) {
+                (Side::Workloads, _) => Some(&acc.from_w),
+                (_, Side::Workloads) => Some(&acc.to_w),
+                _ => None,
+            };
+            let env_group: Option<(String, BTreeSet<String>)> =
+                seen_on_workloads_side.and_then(|seen| {
+                    let envs: Option<BTreeSet<String>> = seen
+                        .iter()
+                        .map(|&i| self.idx.workload(i).labels.get(KEY_ENV).map(str::to_string))
+                        .collect();
+                    let envs = envs.filter(|e| !e.is_empty())?;
+                    let name = match group_names.get(&envs) {
+                        Some(n) => n.clone(),
+                        None => {
+                            let joined: Vec<&str> = envs.iter().map(String::as_str).collect();
+                            let n = names.claim(&format!("env-{}", joined.join("-")));
+                            group_names.insert(envs.clone(), n.clone());
+                            groups.push(Object::LabelGroup(bulkhead_policy::LabelGroup {
+                                name: n.clone(),
+                                description: Some(
+                                    "The environments seen using (or used by) shared services"
+                                        .into(),
+                                ),
+                                labels: BTreeMap::from([(KEY_ENV.to_string(), envs.clone())]),
+                                origin: origin(),
+                            }));
+                            n
+                        }
+                    };
+                    Some((name, envs))
+                });
+            let workloads_sel = match &env_group {
+                Some((n, _)) => Selector::Group(n.clone()),
+                None => Selector::Labels(Labels::new()),
+            };
             let side_sel = |s: &Side| -> Vec<Selector> {
                 match s {
-                    Side::Workloads => vec![Selector::Labels(Labels::new())],
+                    Side::Workloads => vec![workloads_sel.clone()],
                     Side::Group(g) => {
                         let gl = &self.idx.groups[*g as usize];
                         let mut l = Labels::new();
@@ -988,7 +1040,10 @@ impl Builder<'_> {
             };
             let token = |s: &Side| -> String {
                 match s {
-                    Side::Workloads => "workloads".into(),
+                    Side::Workloads => match &env_group {
+                        Some((n, _)) => n.clone(),
+                        None => "workloads".into(),
+                    },
                     Side::Group(g) => {
                         let gl = &self.idx.groups[*g as usize];
                         let own: Vec<&str> = gl
@@ -1092,12 +1147,32 @@ impl Builder<'_> {
             }
             // Workload widenings.
             for (field, side, seen) in [("from", from, &acc.from_w), ("to", to, &acc.to_w)] {
-                let effective = match side {
-                    Side::Workloads => Labels::new(),
-                    Side::Group(g) => self.idx.groups[*g as usize].clone(),
-                    Side::Ext(_) => continue,
+                let (effective, members) = match (side, &env_group) {
+                    (Side::Workloads, Some((_, envs))) => {
+                        let mut m: Vec<u32> = envs
+                            .iter()
+                            .flat_map(|e| {
+                                let mut l = Labels::new();
+                                l.set(bulkhead_model::Label {
+                                    key: KEY_ENV.to_string(),
+                                    value: e.clone(),
+                                });
+                                self.idx.members(&l)
+                            })
+                            .collect();
+                        m.sort_unstable();
+                        (None, m)
+                    }
+                    (Side::Workloads, None) => {
+                        (Some(Labels::new()), self.idx.members(&Labels::new()))
+                    }
+                    (Side::Group(g), _) => {
+                        let l = self.idx.groups[*g as usize].clone();
+                        let m = self.idx.members(&l);
+                        (Some(l), m)
+                    }
+                    (Side::Ext(_), _) => continue,
                 };
-                let members = self.idx.members(&effective);
                 if members.len() > seen.len() {
                     let seen_names: Vec<&str> = seen
                         .iter()
@@ -1108,10 +1183,16 @@ impl Builder<'_> {
                         .filter(|i| !seen.contains(i))
                         .map(|&i| self.idx.workload(i).name.as_str())
                         .collect();
-                    let what = if effective.is_empty() {
-                        "every inventory workload".to_string()
-                    } else {
-                        format!("workloads labelled {}", Selector::Labels(effective.clone()))
+                    let what = match (&effective, &env_group) {
+                        (None, Some((n, envs))) => {
+                            let e: Vec<&str> = envs.iter().map(String::as_str).collect();
+                            format!("group:{n} (env {})", e.join(", "))
+                        }
+                        (Some(l), _) if l.is_empty() => "every inventory workload".to_string(),
+                        (Some(l), _) => {
+                            format!("workloads labelled {}", Selector::Labels(l.clone()))
+                        }
+                        (None, None) => "every inventory workload".to_string(),
                     };
                     widenings.push(Widening {
                         kind: WideningKind::Workloads,
@@ -1152,6 +1233,7 @@ impl Builder<'_> {
         stats.rules = rulesets.values().map(|r| r.rules.len() as u64).sum();
         stats.ip_lists = lists.len() as u64;
         stats.services = services.len() as u64;
+        stats.label_groups = groups.len() as u64;
         let mut files = Vec::new();
         if !tiers.is_empty() {
             files.push(RecommendedFile {
@@ -1159,7 +1241,8 @@ impl Builder<'_> {
                 objects: tiers,
             });
         }
-        let mut objects = lists;
+        let mut objects = groups;
+        objects.extend(lists);
         objects.extend(services);
         if !objects.is_empty() {
             files.push(RecommendedFile {

@@ -174,7 +174,7 @@ fn proposes_scoped_shared_and_external_rules_and_lists_every_widening() {
         shared
             .rules
             .iter()
-            .any(|r| r.from[0].to_string() == "workloads"
+            .any(|r| r.from[0].to_string() == "group:env-prod"
                 && r.to[0].to_string() == "app=infra env=shared role=dns"
                 && r.services[0].to_string() == "dns"),
         "{text}"
@@ -182,7 +182,7 @@ fn proposes_scoped_shared_and_external_rules_and_lists_every_widening() {
     assert!(
         shared.rules.iter().any(|r| r.from[0].to_string()
             == "app=infra env=shared role=monitoring"
-            && r.to[0].to_string() == "workloads"),
+            && r.to[0].to_string() == "group:env-prod"),
         "{text}"
     );
     assert_eq!(policy.services["dns"].ports[0].to_string(), "udp/53");
@@ -233,10 +233,18 @@ fn proposes_scoped_shared_and_external_rules_and_lists_every_widening() {
         "{}",
         r.widening_report()
     );
-    // DNS for every workload covers the ones never seen asking.
-    assert!(r.widenings.iter().any(
-        |w| w.kind == WideningKind::Workloads && w.allowed.contains("every inventory workload")
-    ));
+    // Shared services name their consumers by environment, as a label group; it covers
+    // prod workloads never seen asking.
+    let g = &policy.label_groups["env-prod"];
+    assert_eq!(g.labels["env"].iter().collect::<Vec<_>>(), ["prod"]);
+    assert!(
+        r.widenings.iter().any(|w| w.kind == WideningKind::Workloads
+            && w.object.ends_with("-to-infra-shared-dns")
+            && w.allowed.contains("group:env-prod (env prod)")
+            && w.allowed.contains("shop-db-p0")),
+        "{}",
+        r.widening_report()
+    );
 
     // Everything observed is allowed; coverage agrees.
     for x in &s {
