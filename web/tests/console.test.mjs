@@ -194,6 +194,11 @@ test("the map shows label groups with edges coloured by verdict, and an edge lea
   const rows = page.getByRole("table", { name: "Flow summaries" }).locator("tbody tr");
   await rows.first().waitFor();
   assert.ok((await rows.count()) > 0);
+  // Each flow explains its verdict.
+  await rows.first().getByRole("button", { name: "Why?" }).click();
+  const why = page.getByLabel("Explanation");
+  await why.waitFor();
+  assert.match(await why.innerText(), /verdict\s+(allowed|potentially_blocked|blocked)[\s\S]*connection\s+\S+ -> \S+ (tcp|udp)\/\d+/);
   await shot(page, "05-flows");
   await page.close();
 });

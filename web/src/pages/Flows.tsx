@@ -1,9 +1,10 @@
 import { useMemo, useState } from "preact/hooks";
 import type { PageProps } from ".";
 import { type Basis, type Level, WINDOWS, endOf, keyLabel, loadFlows, touches, windowOf } from "../flows";
+import { post } from "../api";
 import { setParams } from "../router";
 import type { Flow } from "../types";
-import { ErrorBox, LabelChips, Link, Loading, PageHeader, Segmented, VerdictBadge, fmtBytes, fmtNum, fmtService, fmtTime, useAsync } from "../ui";
+import { Empty, ErrorBox, LabelChips, Link, Loading, PageHeader, Segmented, VerdictBadge, fmtBytes, fmtNum, fmtService, fmtTime, useAsync } from "../ui";
 
 const SHOWN = 300;
 
@@ -31,6 +32,7 @@ export function Flows({ params }: PageProps) {
   const verdict = params.get("verdict") ?? "";
   const [text, setText] = useState(params.get("q") ?? "");
   const flows = useAsync(() => loadFlows(win), [win]);
+  const [open, setOpen] = useState<number | null>(null);
 
   const rows = useMemo(() => {
     if (!flows.data) return [];
@@ -123,10 +125,12 @@ export function Flows({ params }: PageProps) {
                   <th class="num">Bytes</th>
                   <th>Provisioned</th>
                   <th>Draft</th>
+                  <th />
                 </tr>
               </thead>
               <tbody>
-                {rows.slice(0, SHOWN).map((f) => (
+                {rows.slice(0, SHOWN).map((f, i) => (
+                  <>
                   <tr>
                     <td style={{ whiteSpace: "nowrap" }}>{fmtTime(f.last_seen_ms)}</td>
                     <td>
@@ -147,14 +151,48 @@ export function Flows({ params }: PageProps) {
                     <td>
                       <VerdictBadge verdict={f.draft?.verdict} />
                     </td>
+                    <td>
+                      <button type="button" class="btn small" aria-expanded={open === i} onClick={() => setOpen(open === i ? null : i)}>
+                        Why?
+                      </button>
+                    </td>
                   </tr>
+                  {open === i && (
+                    <tr>
+                      <td colSpan={9} style={{ background: "#fafbfd" }}>
+                        <Explain f={f} basis={basis} />
+                      </td>
+                    </tr>
+                  )}
+                  </>
                 ))}
               </tbody>
             </table>
-            {rows.length === 0 && <div class="empty">No flows match.</div>}
+            {rows.length === 0 && <Empty>No flows match.</Empty>}
           </div>
         </div>
       )}
     </>
+  );
+}
+
+/** The policy's explanation of one flow's verdict (which rules matched, which almost did). */
+function Explain({ f, basis }: { f: Flow; basis: Basis }) {
+  const e = useAsync(
+    () =>
+      post<{ text: string }>("/explain", {
+        from: f.src_workload ?? f.src,
+        to: f.dst_workload ?? f.dst,
+        port: fmtService(f.proto, f.port),
+        against: basis,
+      }),
+    [f, basis],
+  );
+  if (e.error) return <ErrorBox error={e.error} />;
+  if (!e.data) return <Loading what="Explaining" />;
+  return (
+    <pre class="explain" aria-label="Explanation">
+      {e.data.text}
+    </pre>
   );
 }
