@@ -139,22 +139,31 @@ for n in $SIZES; do
   short_conntrack "${SRV[iptnft]}"
   short_conntrack "${SRV[iptleg]}"
   for c in "${CONFIGS[@]}"; do expect "$c"; done
-  declare -A rates=()
+  # rates: every round's conn/s; shares: each one as a percentage of the same round's
+  # no-table rate, which cancels most of the noise from other load on the machine.
+  declare -A rates=() shares=()
   for r in $(seq "$ROUNDS"); do
+    declare -A this=()
     for c in "${CONFIGS[@]}"; do
       read -r rate count failed < <(in_ns "$CLI" "$B" connect "${NET[$c]}.1:$PORT" "$SECS" "$THREADS")
       echo "   round $r $c: $rate conn/s ($count connections, $failed failed)" >&2
       rates[$c]+="$rate "
+      this[$c]=$rate
     done
+    for c in "${CONFIGS[@]}"; do
+      shares[$c]+="$(awk -v a="${this[$c]}" -v b="${this[none]}" 'BEGIN {printf "%.1f", 100 * a / b}') "
+    done
+    unset this
   done
   med() { tr ' ' '\n' <<<"${rates[$1]}" | grep . | median; }
-  echo -e "$bh_times\t$ipt_rules\t$nft_load\t$leg_load\t$(med bulkhead)\t$(med iptnft)\t$(med iptleg)\t$(med none)" >>"$results"
-  unset rates
+  share() { tr ' ' '\n' <<<"${shares[$1]}" | grep . | median; }
+  echo -e "$bh_times\t$ipt_rules\t$nft_load\t$leg_load\t$(med bulkhead)\t$(med iptnft)\t$(med iptleg)\t$(med none)\t$(share bulkhead)\t$(share iptnft)\t$(share iptleg)" >>"$results"
+  unset rates shares
 done
 echo "== load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-echo "| peers | nft text | render | apply (new) | apply (replace) | read-back (snapshot) | drift check | conn/s bulkhead | iptables rules | load iptables-nft | load iptables-legacy | conn/s iptables-nft linear | conn/s iptables-legacy linear | conn/s no table |"
+echo "| peers | nft text | render | apply (new) | apply (replace) | read-back (snapshot) | drift check | iptables rules | load iptables-nft | load iptables-legacy | conn/s no table | conn/s bulkhead | conn/s iptables-nft linear | conn/s iptables-legacy linear |"
 echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-while IFS=$'\t' read -r peers bytes render new replace snap drift rules nload lload bh inft ileg none; do
-  echo "| $peers | $((bytes / 1024)) KiB | $render ms | $new ms | $replace ms | $snap ms | $drift ms | $bh | $rules | $nload ms | $lload ms | $inft | $ileg | $none |"
+while IFS=$'\t' read -r peers bytes render new replace snap drift rules nload lload bh inft ileg none sbh sinft sileg; do
+  echo "| $peers | $((bytes / 1024)) KiB | $render ms | $new ms | $replace ms | $snap ms | $drift ms | $rules | $nload ms | $lload ms | $none | $bh ($sbh %) | $inft ($sinft %) | $ileg ($sileg %) |"
 done <"$results"
