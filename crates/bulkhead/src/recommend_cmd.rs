@@ -213,6 +213,13 @@ pub struct RecommendArgs {
     /// Leave out conversations with an end carrying these labels; repeatable.
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// A provider (or consumer) on one port used by this many other application scopes is
+    /// a shared service, written once.
+    #[arg(long, default_value_t = 3)]
+    pub shared_min_apps: usize,
+    /// This many distinct public addresses on one edge become `iplist:internet`.
+    #[arg(long, default_value_t = 32)]
+    pub internet_min_addresses: usize,
     /// Write the proposed policy files here (default: print them).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -251,6 +258,8 @@ pub fn run(a: RecommendArgs) -> anyhow::Result<()> {
     let mut opts = Options {
         granularity: a.granularity.into(),
         min_observations: a.min_observations,
+        shared_min_apps: a.shared_min_apps,
+        internet_min_addresses: a.internet_min_addresses,
         ..Options::default()
     };
     if let Some(s) = &a.scope {

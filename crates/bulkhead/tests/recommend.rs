@@ -67,6 +67,26 @@ fn recommend_writes_policy_that_checks_and_covers_what_it_saw() {
 
     let o = bulkhead(&["policy", "check", &rec]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Knobs: no shared services and no internet list when the thresholds are out of reach.
+    let strict = tmp.path().join("strict").display().to_string();
+    let o = bulkhead(&[
+        "recommend",
+        "--flows",
+        &pcap,
+        "--inventory",
+        &inv,
+        "--shared-min-apps",
+        "100",
+        "--internet-min-addresses",
+        "100000",
+        "--out",
+        &strict,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!Path::new(&strict).join("20-shared-services.yaml").exists());
+    assert!(!text(&o.stdout).contains("iplist:internet"));
+    let o = bulkhead(&["policy", "check", &strict]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let o = bulkhead(&["policy", "fmt", "--check", &rec]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
 

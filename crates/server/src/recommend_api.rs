@@ -71,6 +71,10 @@ pub struct RecommendRequest {
     exclude: Vec<String>,
     /// Write the proposal into the draft (default); `false` only returns it.
     apply: Option<bool>,
+    /// Other application scopes a shared service needs (default 3).
+    shared_min_apps: Option<usize>,
+    /// Distinct public addresses on one edge that become `iplist:internet` (default 32).
+    internet_min_addresses: Option<usize>,
 }
 
 /// `POST /api/v1/recommendations`: proposes rules for what the flow store saw and the
@@ -101,6 +105,12 @@ pub async fn create(
     }
     if let Some(n) = req.min_observations {
         opts.min_observations = n;
+    }
+    if let Some(n) = req.shared_min_apps {
+        opts.shared_min_apps = n;
+    }
+    if let Some(n) = req.internet_min_addresses {
+        opts.internet_min_addresses = n;
     }
     for (i, x) in req.exclude.iter().enumerate() {
         opts.exclude.push(labels(&format!("exclude[{i}]"), x)?);
