@@ -81,8 +81,8 @@ export function Alerts({ session, params }: PageProps) {
                     </div>
                   </td>
                   <td class="num">{fmtNum(a.count)}</td>
-                  <td>{fmtTime(a.first_seen_ms)}</td>
-                  <td>{fmtAgo(a.last_seen_ms)}</td>
+                  <td style={{ whiteSpace: "nowrap" }}>{fmtTime(a.first_seen_ms)}</td>
+                  <td style={{ whiteSpace: "nowrap" }}>{fmtAgo(a.last_seen_ms)}</td>
                   <td>
                     <Badge tone={a.state === "open" ? "warn" : a.state === "acknowledged" ? "info" : "ok"}>{a.state}</Badge>
                     {a.acknowledged_by && <div class="muted" style={{ fontSize: 12 }}>by {a.acknowledged_by.split(" [")[0]}</div>}
