@@ -9,21 +9,22 @@ export interface Session {
   name: string;
   role: Role;
   scope: string | null;
+  token_id: number;
   /** Paths from /api/v1/openapi.json: pages for APIs the server lacks stay hidden. */
   routes: Set<string>;
 }
 
 export async function signIn(token: string): Promise<Session> {
-  const who = await request<{ name: string; role: Role; scope: string | null }>("GET", "/whoami", undefined, token);
+  const who = await request<{ name: string; role: Role; scope: string | null; token_id: number }>("GET", "/whoami", undefined, token);
   setToken(token);
   return load(who);
 }
 
 export async function resume(): Promise<Session> {
-  return load(await get<{ name: string; role: Role; scope: string | null }>("/whoami"));
+  return load(await get<{ name: string; role: Role; scope: string | null; token_id: number }>("/whoami"));
 }
 
-async function load(who: { name: string; role: Role; scope: string | null }): Promise<Session> {
+async function load(who: { name: string; role: Role; scope: string | null; token_id: number }): Promise<Session> {
   const doc = await get<{ paths: Record<string, unknown> }>("/openapi.json");
   return { ...who, routes: new Set(Object.keys(doc.paths)) };
 }

@@ -320,6 +320,10 @@ test("roles see only what they may do: netops has no write buttons, an app owner
   const shown = (await admin.getByRole("status").filter({ hasText: "not shown again" }).locator("code").innerText()).trim();
   assert.match(shown, /^bh_[0-9a-f]{64}$/);
   await admin.getByRole("table", { name: "API tokens" }).getByText(tokenName).waitFor();
+  // One's own token is not offered for revocation.
+  const own = admin.getByRole("row").filter({ hasText: "initial admin" });
+  await own.getByText("this session").waitFor();
+  assert.equal(await own.getByRole("button", { name: "Revoke" }).count(), 0);
   await shot(admin, "13-tokens");
   await admin.close();
   const page = await signedIn(shown);

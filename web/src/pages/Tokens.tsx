@@ -14,7 +14,7 @@ interface Token {
   last_used_ms?: number | null;
 }
 
-export function Tokens(_props: PageProps) {
+export function Tokens({ session }: PageProps) {
   const list = useAsync(() => get<{ items: Token[] }>("/tokens"), []);
   const [name, setName] = useState("");
   const [role, setRole] = useState("netops");
@@ -125,6 +125,8 @@ export function Tokens(_props: PageProps) {
                   <td style={{ textAlign: "right" }}>
                     {t.revoked_ms ? (
                       <Badge tone="bad">revoked</Badge>
+                    ) : t.id === session.token_id ? (
+                      <Badge tone="info">this session</Badge>
                     ) : (
                       <button type="button" class="btn small danger" onClick={() => revoke(t)}>
                         Revoke
