@@ -82,7 +82,7 @@ function App() {
         <div class="whoami" aria-label="Signed in as">
           <div class="who-name">{session.name}</div>
           <div class="who-role">
-            {session.role.replace("_", " ")}
+            <span class="cap">{session.role.replace("_", " ")}</span>
             {session.scope ? ` · ${session.scope}` : ""}
           </div>
           <button

@@ -358,6 +358,12 @@ test("roles see only what they may do: netops has no write buttons, an app owner
   for (const t of texts) assert.match(t, new RegExp(`app\\s*${app}`), `an app owner of ${app} sees ${t}`);
   assert.equal(await page2.getByRole("link", { name: "Sprawl report" }).count(), 0);
   await shot(page2, "10-app-owner-inventory");
+  // Its map shows its application's traffic.
+  await nav(page2, "Map");
+  await page2.waitForFunction(() => window.__bulkheadMap && window.__bulkheadMap.edges().length > 0);
+  const labels = await page2.evaluate(() => window.__bulkheadMap.nodes().map((n) => n.data("label")));
+  assert.ok(labels.includes(app), `the map of an owner of ${app} shows ${labels}`);
+  await shot(page2, "10b-app-owner-map");
   await page2.close();
 });
 

@@ -162,6 +162,11 @@ export function MapPage({ params }: PageProps) {
         nodeDimensionsIncludeLabels: true,
       }) as cytoscape.LayoutOptions,
     });
+    // A small graph is not blown up to fill the canvas.
+    if (cy.zoom() > 1.3) {
+      cy.zoom(1.3);
+      cy.center();
+    }
     const edgesById = new Map(graph.edges.map((e) => [e.id, e]));
     const showTip = (html: string, x: number, y: number) => {
       const t = tipEl;
