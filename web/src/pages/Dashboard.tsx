@@ -153,7 +153,7 @@ export function Dashboard({ session }: PageProps) {
               );
             })}
             {[0, 8, 16, 23].map((i) => (
-              <text x={i * 20 + 10} y="120" font-size="9" text-anchor="middle" fill="#64748b">
+              <text x={i === 0 ? 0 : i === slots - 1 ? slots * 20 : i * 20 + 10} y="120" font-size="9" text-anchor={i === 0 ? "start" : i === slots - 1 ? "end" : "middle"} fill="#64748b">
                 {new Date(start + i * slot).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" })}
               </text>
             ))}
