@@ -1,7 +1,7 @@
 import cytoscape from "cytoscape";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { PageProps } from ".";
-import { type Basis, type Edge, type Level, WINDOWS, buildGraph, loadFlows, verdictOf, windowOf } from "../flows";
+import { type Basis, type Edge, type Level, WINDOWS, buildGraph, keyLabel, loadFlows, verdictOf, windowOf } from "../flows";
 import { enc } from "../api";
 import { navigate, setParams } from "../router";
 import type { Verdict } from "../types";
@@ -28,7 +28,7 @@ function tipHtml(e: Edge, basis: Basis): string {
     .join("");
   const more = e.services.length > 8 ? `<div>… and ${e.services.length - 8} more services</div>` : "";
   const changed = e.draft !== e.provisioned ? `<div style="margin-top:4px;color:#fcd34d">draft: ${esc(e.draft ? VERDICT_LABEL[e.draft] : "—")} · provisioned: ${esc(e.provisioned ? VERDICT_LABEL[e.provisioned] : "—")}</div>` : "";
-  return `<div><b>${esc(e.src.label)} → ${esc(e.dst.label)}</b></div>
+  return `<div><b>${esc(keyLabel(e.src.key))} → ${esc(keyLabel(e.dst.key))}</b></div>
 <div style="margin:2px 0 6px;color:${VERDICT_COLOR[v ?? "none"]}">${esc(v ? VERDICT_LABEL[v] : "no verdict")} · ${fmtNum(e.connections)} connections · ${fmtBytes(e.bytes)}</div>
 <table>${rows}</table>${more}${changed}<div style="margin-top:6px;color:#94a3b8">Click to see the flows</div>`;
 }
@@ -362,7 +362,7 @@ export function MapPage({ params }: PageProps) {
                     <tr data-verdict={verdictOf(e, basis) ?? "none"}>
                       <td>
                         <a href={flowsLink(win, level, basis, focus, e)} onClick={(ev) => { ev.preventDefault(); navigate(flowsLink(win, level, basis, focus, e)); }}>
-                          {e.src.label} → {e.dst.label}
+                          {keyLabel(e.src.key)} → {keyLabel(e.dst.key)}
                         </a>
                         <div class="muted" style={{ fontSize: 12 }}>
                           {e.services.slice(0, 3).map((s) => s.service).join(", ")}
