@@ -248,6 +248,12 @@ test("a rule added in the form goes into the draft diff, is provisioned and appe
   const v = await api("GET", `/versions/${id}`);
   assert.ok(JSON.stringify(v.files).includes("console-test-monitoring"));
   assert.deepEqual(await api("GET", "/draft/diff"), []);
+
+  // The audit log's newest entry is that provision, by this token.
+  await nav(page, "Audit log");
+  const newest = page.getByRole("table", { name: "Audit log" }).locator("tbody tr").first();
+  await newest.waitFor();
+  assert.match(await newest.innerText(), /initial admin[\s\S]*provision/);
   await page.close();
 });
 

@@ -13,9 +13,17 @@ interface Entry {
 
 export function Audit(_props: PageProps) {
   const log = useAsync(async () => {
-    // The newest 200: read forward from the end.
-    const first = await get<{ items: Entry[] }>("/audit?limit=10000");
-    return first.items.slice(-200).reverse();
+    // The log reads oldest first: page forward to its end and keep the newest 200.
+    let last: Entry[] = [];
+    let after = 0;
+    for (let page = 0; page < 50; page++) {
+      const { items } = await get<{ items: Entry[] }>(`/audit?after_id=${after}&limit=10000`);
+      if (items.length === 0) break;
+      last = [...last, ...items].slice(-200);
+      after = items[items.length - 1].id;
+      if (items.length < 10000) break;
+    }
+    return last.reverse();
   }, []);
   return (
     <>
