@@ -1,5 +1,11 @@
-//! The host agent (work in progress: client, state and enforcer first).
+//! The host agent: enrolls with the server over pinned TLS, enforces its workload's
+//! policy in one owned nftables table, restores the table when it is tampered with, and
+//! reports the host's inventory, logged packets and conntrack flows. It keeps enforcing
+//! its last policy when the server is unreachable or the agent restarts.
 
+pub mod agent;
 pub mod client;
 pub mod enforcer;
 pub mod state;
+
+pub use agent::{AgentConfig, run};

@@ -29,6 +29,7 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
+mod agent_cmd;
 mod estate;
 mod files;
 mod flows_cmd;
@@ -76,6 +77,8 @@ enum Command {
     Simulate(simulate_cmd::SimulateArgs),
     /// Propose label-based policy from observed flows, with a report of every widening.
     Recommend(recommend_cmd::RecommendArgs),
+    /// Run the host agent: enroll, enforce this host's policy with nftables, report.
+    Agent(agent_cmd::AgentArgs),
     /// Check inventory files and show what label rules assign.
     #[command(subcommand)]
     Inventory(policy_cmd::InventoryCommand),
@@ -110,7 +113,7 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Server(_) | Command::Demo(_)) {
+    if matches!(cli.command, Command::Server(_) | Command::Demo(_) | Command::Agent(_)) {
         init_logging();
     }
     let result = match cli.command {
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Command::Recommend(a) => recommend_cmd::run(a),
         Command::Server(a) => server_cmd::server(a),
         Command::Demo(a) => server_cmd::demo(a),
+        Command::Agent(a) => agent_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

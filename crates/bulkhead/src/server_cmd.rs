@@ -324,7 +324,11 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
                 std::future::pending(),
             ));
         }
-        // WIP tokio::spawn(bulkhead_server::agent_api::watch_offline(st.clone()));
+        tokio::spawn(bulkhead_server::agent_api::watch_offline(st.clone()));
+        tokio::spawn(bulkhead_server::rollout::scheduler(
+            st.clone(),
+            std::time::Duration::from_secs(30),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         bulkhead_server::serve(st, listener, ctrl_c(stop)).await
     })?;

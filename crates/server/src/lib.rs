@@ -3,7 +3,7 @@
 //! draft → provisioned versions, collectors that verdict live traffic, and alerts.
 
 mod admin_api;
-// WIP pub mod agent_api;
+pub mod agent_api;
 mod alerts;
 mod auth;
 mod console;
@@ -14,8 +14,8 @@ mod inventory_api;
 pub mod openapi;
 mod policy_api;
 mod recommend_api;
-// WIP mod quarantine;
-// WIP pub mod rollout;
+mod quarantine;
+pub mod rollout;
 mod state;
 pub mod tls;
 
@@ -89,7 +89,30 @@ pub fn router(state: AppState) -> Router {
             "/tokens",
             get(admin_api::list_tokens).post(admin_api::create_token),
         )
-        .route("/tokens/{id}", delete(admin_api::revoke_token));
+        .route("/tokens/{id}", delete(admin_api::revoke_token))
+        .route(
+            "/workloads/{name}/quarantine",
+            post(quarantine::quarantine),
+        )
+        .route("/workloads/{name}/release", post(quarantine::release))
+        .route("/rollouts", get(rollout::list).post(rollout::create))
+        .route("/rollouts/{id}", get(rollout::get))
+        .route("/rollouts/{id}/rollback", post(rollout::rollback))
+        .route(
+            "/pairing-profiles",
+            get(agent_api::list_pairing_profiles).post(agent_api::create_pairing_profile),
+        )
+        .route(
+            "/pairing-profiles/{id}",
+            delete(agent_api::revoke_pairing_profile),
+        )
+        .route("/agents", get(agent_api::list_agents))
+        .route("/agents/{id}", delete(agent_api::delete_agent))
+        .route("/agent/enroll", post(agent_api::enroll))
+        .route("/agent/heartbeat", post(agent_api::heartbeat))
+        .route("/agent/policy", get(agent_api::policy))
+        .route("/agent/events", post(agent_api::events))
+        .route("/agent/flows", post(agent_api::flows));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(admin_api::healthz))

@@ -16,6 +16,7 @@
 //! [`ControlStore`] behind a mutex and calls it from blocking tasks.
 
 mod agents;
+mod rollouts;
 mod conn;
 mod diff;
 mod schema;
@@ -32,6 +33,7 @@ use sql::{Db, Row, RowError, Val, all, args, exec, int, one};
 
 use crate::StoreError;
 pub use agents::{AgentRecord, EnrollRefusal, NewAgent, NewPairingProfile, PairingProfile};
+pub use rollouts::StoredRollout;
 pub use diff::{DiffChange, ObjectDiff, WorkloadDiff, diff, diff_workloads};
 pub use schema::CONTROL_SCHEMA_VERSION;
 

@@ -186,6 +186,15 @@ const MIGRATIONS: &[&str] = &[
         status_json TEXT,
         offline_since_ms INTEGER
     );",
+    // Version 3: rollouts. The server owns a rollout's shape and calendar; the store
+    // keeps it as JSON under a unique name, and audits every change.
+    "CREATE TABLE rollout (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE CHECK (name <> ''),
+        json TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// The same steps for PostgreSQL: `POSTGRES_MIGRATIONS[i]` reaches the same version as
@@ -337,6 +346,14 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         applied_revision TEXT,
         status_json TEXT,
         offline_since_ms BIGINT
+    );"#,
+    // Version 3: rollouts (see MIGRATIONS).
+    r#"CREATE TABLE rollout (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE CHECK (name <> ''),
+        json TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
     );"#,
 ];
 

@@ -1,0 +1,562 @@
+//! The agent's life: restore the last policy, enroll once, then heartbeat, enforce,
+//! guard the table and report, whatever the server's availability.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bulkhead_api::{
+    AgentEvent, AgentEvents, AgentStatus, EnrollRequest, EnrollResponse, FlowBatch, FlowBatchAck,
+    Heartbeat, HeartbeatResponse, HostFlow, HostInfo, LoggedPacket, WirePolicy,
+};
+use hyper::Method;
+
+use crate::client::{Client, ClientError};
+use crate::enforcer::Enforcer;
+use crate::state::{Enrollment, StateDir};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `https://HOST:PORT` of the server's agent listener. Needed to enroll; afterwards
+    /// the enrolled one is used unless this overrides it.
+    pub server: Option<String>,
+    /// `KEY` or `KEY:CA_FINGERPRINT`, as the server printed it.
+    pub pairing_key: Option<String>,
+    /// The CA to pin, when not given with the key.
+    pub ca_fingerprint: Option<String>,
+    pub state_dir: PathBuf,
+    /// The workload name to enroll as, instead of the host name (hosts that share a
+    /// name, or a CMDB naming scheme).
+    pub name: Option<String>,
+    pub heartbeat: Duration,
+    pub tamper_check: Duration,
+    /// How often the host inventory (interfaces, listening sockets) is re-read.
+    pub host_refresh: Duration,
+    /// Flows kept while the server is unreachable; past it new flows are counted and dropped.
+    pub flow_buffer: usize,
+    /// Flows per delivered batch.
+    pub flow_batch: usize,
+    /// Logged packets kept while the server is unreachable.
+    pub log_buffer: usize,
+    pub table: String,
+    /// Read NFLOG (logged packets) and conntrack (flows). Off only for tests of the
+    /// enforcement path alone.
+    pub observe: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            server: None,
+            pairing_key: None,
+            ca_fingerprint: None,
+            state_dir: PathBuf::from("/var/lib/bulkhead-agent"),
+            name: None,
+            heartbeat: Duration::from_secs(5),
+            tamper_check: Duration::from_secs(2),
+            host_refresh: Duration::from_secs(60),
+            flow_buffer: 100_000,
+            flow_batch: 5_000,
+            log_buffer: 10_000,
+            table: "bulkhead".into(),
+            observe: true,
+        }
+    }
+}
+
+/// What waits for delivery, shared by the observers and the reporting loop.
+#[derive(Debug, Default)]
+struct Outbox {
+    events: Vec<AgentEvent>,
+    logged: Vec<LoggedPacket>,
+    flows: VecDeque<HostFlow>,
+    /// The batch being delivered: resent as is until acknowledged, so a retry after a
+    /// lost answer is recognised by its number and never stored twice.
+    pending: Option<FlowBatch>,
+    /// 0 until the server told us what it last stored.
+    next_batch: u64,
+    status: AgentStatus,
+}
+
+impl Outbox {
+    fn push_flow(&mut self, f: HostFlow, cap: usize) {
+        if self.flows.len() >= cap {
+            self.status.flows_dropped += 1;
+        } else {
+            self.flows.push_back(f);
+        }
+    }
+    fn push_logged(&mut self, p: LoggedPacket, cap: usize) {
+        self.status.logged_packets += 1;
+        if self.logged.len() < cap {
+            self.logged.push(p);
+        }
+    }
+}
+
+fn split_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once(':') {
+        Some((k, fp)) => (k, Some(fp)),
+        None => (key, None),
+    }
+}
+
+async fn host_info(name: Option<&str>) -> anyhow::Result<HostInfo> {
+    let mut info = tokio::task::spawn_blocking(bulkhead_host::host_info)
+        .await?
+        .context("reading the host's inventory")?;
+    if let Some(n) = name {
+        info.hostname = n.to_string();
+    }
+    Ok(info)
+}
+
+async fn enroll(cfg: &AgentConfig, state: &StateDir) -> anyhow::Result<Enrollment> {
+    let server = cfg
+        .server
+        .clone()
+        .context("not enrolled yet: give --server URL and --pairing-key KEY")?;
+    let key = cfg
+        .pairing_key
+        .as_deref()
+        .context("not enrolled yet: give --pairing-key KEY (as the server printed it)")?;
+    let (secret, fp_in_key) = split_key(key);
+    let fingerprint = cfg
+        .ca_fingerprint
+        .as_deref()
+        .or(fp_in_key)
+        .context("no CA fingerprint to pin: use the pairing key with its ':FINGERPRINT' part, or --ca-fingerprint")?
+        .to_string();
+    let client = Client::new(&server, &fingerprint)?;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let host = host_info(cfg.name.as_deref()).await?;
+        let req = EnrollRequest {
+            pairing_key: secret.to_string(),
+            host,
+        };
+        match client
+            .json::<EnrollResponse>(Method::POST, "/api/v1/agent/enroll", Some(&req))
+            .await
+        {
+            Ok(r) => {
+                let e = Enrollment {
+                    server: server.clone(),
+                    ca_fingerprint: fingerprint.clone(),
+                    agent_id: r.agent_id,
+                    workload: r.workload,
+                    credential: r.credential,
+                };
+                state.save_enrollment(&e)?;
+                tracing::info!("enrolled as agent {} for workload {}", e.agent_id, e.workload);
+                return Ok(e);
+            }
+            // A refused key will not become valid by asking again.
+            Err(e) if e.is_refusal() => return Err(e).context("enrollment refused"),
+            Err(e) => {
+                tracing::warn!("enrollment: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves. The table stays in the kernel when the agent stops:
+/// stopping the agent must not open the host.
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let state = StateDir::open(&cfg.state_dir)?;
+    let enforcer = Arc::new(Mutex::new(Enforcer::new(bulkhead_nft::Nft::new(), &cfg.table)));
+
+    // Fail closed from the first second: the last policy is back in force (in one
+    // transaction that replaces whatever table is there) before the server is asked
+    // anything, so a reboot or an agent restart with the server down opens nothing.
+    if let Some(p) = state.policy()? {
+        let e = enforcer.clone();
+        let rev = p.revision.clone();
+        match tokio::task::spawn_blocking(move || lock(&e).apply(&p)).await? {
+            Ok(()) => tracing::info!("restored policy {rev} from the state directory"),
+            Err(err) => tracing::error!("restoring policy {rev}: {err}; the kernel keeps what it has"),
+        }
+    }
+
+    let enrollment = match state.enrollment()? {
+        Some(e) => e,
+        None => enroll(&cfg, &state).await?,
+    };
+    let server = cfg.server.clone().unwrap_or(enrollment.server.clone());
+    let client = Client::new(&server, &enrollment.ca_fingerprint)?
+        .with_credential(&enrollment.credential);
+    tracing::info!(
+        "agent {} for workload {} reporting to {}",
+        enrollment.agent_id,
+        enrollment.workload,
+        client.authority()
+    );
+
+    let outbox = Arc::new(Mutex::new(Outbox::default()));
+    if cfg.observe {
+        start_observers(&cfg, &enforcer, &outbox)?;
+    }
+
+    let tamper = tokio::spawn(guard_table(enforcer.clone(), outbox.clone(), cfg.tamper_check));
+    let reporting = report_loop(cfg.clone(), client, state, enforcer, outbox);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {}
+        r = reporting => r?,
+    }
+    tamper.abort();
+    tracing::info!("agent stopping; the table stays in force");
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic in another thread must not take enforcement down with it: the data is
+    // still consistent (every update is a single assignment).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn start_observers(
+    cfg: &AgentConfig,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    outbox: &Arc<Mutex<Outbox>>,
+) -> anyhow::Result<()> {
+    let group = lock(enforcer)
+        .applied_policy()
+        .map(|p| p.log_group)
+        .unwrap_or(100);
+    let mut nflog = bulkhead_host::NflogReader::open(group)
+        .with_context(|| format!("listening to NFLOG group {group}"))?;
+    let (ob, cap) = (outbox.clone(), cfg.log_buffer);
+    std::thread::Builder::new()
+        .name("nflog".into())
+        .spawn(move || {
+            loop {
+                match nflog.recv(Duration::from_millis(500)) {
+                    Ok(packets) => {
+                        let mut o = lock(&ob);
+                        for p in packets {
+                            o.push_logged(p, cap);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("NFLOG: {e}");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        })?;
+    let mut conntrack =
+        bulkhead_host::ConntrackMonitor::open().context("subscribing to conntrack events")?;
+    let (ob, cap) = (outbox.clone(), cfg.flow_buffer);
+    std::thread::Builder::new()
+        .name("conntrack".into())
+        .spawn(move || {
+            loop {
+                match conntrack.recv(Duration::from_millis(500)) {
+                    Ok(flows) => {
+                        let mut o = lock(&ob);
+                        for f in flows {
+                            o.push_flow(f, cap);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("conntrack: {e}");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Reads the table back every `every` and repairs any difference at once.
+async fn guard_table(enforcer: Arc<Mutex<Enforcer>>, outbox: Arc<Mutex<Outbox>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let e = enforcer.clone();
+        let checked = tokio::task::spawn_blocking(move || lock(&e).check()).await;
+        let mut o = lock(&outbox);
+        match checked {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(t))) => {
+                tracing::warn!("tamper: the table was changed outside Bulkhead; restored. {}", t.difference);
+                o.status.tamper_events += 1;
+                o.events.push(AgentEvent::Tamper {
+                    at_ms: now_ms(),
+                    difference: t.difference,
+                });
+            }
+            Ok(Err(err)) => {
+                tracing::error!("checking the table: {err}");
+                o.status.last_error = Some(err.to_string());
+            }
+            Err(join) => tracing::error!("table check panicked: {join}"),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn report_loop(
+    cfg: AgentConfig,
+    client: Client,
+    state: StateDir,
+    enforcer: Arc<Mutex<Enforcer>>,
+    outbox: Arc<Mutex<Outbox>>,
+) -> anyhow::Result<()> {
+    let mut last_host: Option<(Instant, HostInfo)> = None;
+    let mut rejected: Option<String> = None;
+    let mut reachable = true;
+    let mut tick = tokio::time::interval(cfg.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Host inventory: sent when it changed, and at least every refresh period.
+        let host = match &last_host {
+            Some((at, _)) if at.elapsed() < cfg.host_refresh => None,
+            _ => match host_info(cfg.name.as_deref()).await {
+                Ok(h) => {
+                    let changed = last_host.as_ref().is_none_or(|(_, old)| *old != h);
+                    last_host = Some((Instant::now(), h.clone()));
+                    changed.then_some(h)
+                }
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    None
+                }
+            },
+        };
+        let hb = Heartbeat {
+            host: host.clone(),
+            applied_revision: lock(&enforcer).applied_revision().map(String::from),
+            status: {
+                let o = lock(&outbox);
+                let mut s = o.status.clone();
+                s.flows_buffered = o.flows.len() as u64
+                    + o.pending.as_ref().map_or(0, |b| b.flows.len() as u64);
+                s
+            },
+        };
+        let resp: HeartbeatResponse = match client
+            .json(Method::POST, "/api/v1/agent/heartbeat", Some(&hb))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if reachable {
+                    tracing::warn!(
+                        "server unreachable ({e}); enforcing policy {} until it is back",
+                        lock(&enforcer).applied_revision().unwrap_or("(none)")
+                    );
+                }
+                reachable = false;
+                // The host inventory was not delivered: send it again next time.
+                if host.is_some() {
+                    last_host = None;
+                }
+                continue;
+            }
+        };
+        if !reachable {
+            tracing::info!("server reachable again");
+            reachable = true;
+        }
+        {
+            let mut o = lock(&outbox);
+            if o.next_batch == 0 {
+                o.next_batch = resp.flow_batch_acked + 1;
+            }
+        }
+        let applied = lock(&enforcer).applied_revision().map(String::from);
+        if applied.as_deref() != Some(resp.revision.as_str())
+            && rejected.as_deref() != Some(resp.revision.as_str())
+        {
+            update_policy(&client, &state, &enforcer, &outbox, &mut rejected).await;
+        }
+        if let Err(e) = deliver_events(&client, &outbox).await {
+            tracing::warn!("delivering events: {e}");
+        }
+        if let Err(e) = deliver_flows(&client, &outbox, cfg.flow_batch).await {
+            tracing::warn!("delivering flows: {e}");
+        }
+    }
+}
+
+async fn update_policy(
+    client: &Client,
+    state: &StateDir,
+    enforcer: &Arc<Mutex<Enforcer>>,
+    outbox: &Arc<Mutex<Outbox>>,
+    rejected: &mut Option<String>,
+) {
+    let policy: WirePolicy = match client.json(Method::GET, "/api/v1/agent/policy", None::<&()>).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("fetching policy: {e}");
+            return;
+        }
+    };
+    let e = enforcer.clone();
+    let p = policy.clone();
+    let result = tokio::task::spawn_blocking(move || lock(&e).apply(&p)).await;
+    let mut o = lock(outbox);
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(
+                "applied policy {} ({} mode, {} inbound and {} outbound rules)",
+                policy.revision,
+                policy.mode,
+                policy.inbound.len(),
+                policy.outbound.len()
+            );
+            *rejected = None;
+            o.status.last_error = None;
+            if let Err(err) = state.save_policy(&policy) {
+                tracing::error!("saving the applied policy: {err}");
+                o.status.last_error = Some(err.to_string());
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::error!("{err}; the previous table stays in force");
+            *rejected = Some(policy.revision.clone());
+            o.status.last_error = Some(err.to_string());
+            o.events.push(AgentEvent::PolicyRejected {
+                at_ms: now_ms(),
+                revision: policy.revision,
+                error: err.to_string(),
+            });
+        }
+        Err(join) => tracing::error!("applying policy panicked: {join}"),
+    }
+}
+
+async fn deliver_events(client: &Client, outbox: &Arc<Mutex<Outbox>>) -> Result<(), ClientError> {
+    let events = {
+        let mut o = lock(outbox);
+        let mut events = std::mem::take(&mut o.events);
+        if !o.logged.is_empty() {
+            events.push(AgentEvent::Logged {
+                packets: std::mem::take(&mut o.logged),
+            });
+        }
+        events
+    };
+    if events.is_empty() {
+        return Ok(());
+    }
+    let body = AgentEvents { events };
+    match client
+        .json::<serde_json::Value>(Method::POST, "/api/v1/agent/events", Some(&body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // Put them back in front: nothing is lost while the server is away (the
+            // buffers are bounded where they are filled).
+            let mut o = lock(outbox);
+            let mut back = body.events;
+            for ev in back.drain(..) {
+                match ev {
+                    AgentEvent::Logged { packets } => {
+                        let mut p = packets;
+                        p.append(&mut o.logged);
+                        o.logged = p;
+                    }
+                    other => o.events.push(other),
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn deliver_flows(
+    client: &Client,
+    outbox: &Arc<Mutex<Outbox>>,
+    batch_size: usize,
+) -> Result<(), ClientError> {
+    loop {
+        let batch = {
+            let mut o = lock(outbox);
+            if o.next_batch == 0 {
+                return Ok(());
+            }
+            if o.pending.is_none() {
+                if o.flows.is_empty() {
+                    return Ok(());
+                }
+                let n = o.flows.len().min(batch_size.max(1));
+                let flows: Vec<HostFlow> = o.flows.drain(..n).collect();
+                let number = o.next_batch;
+                o.pending = Some(FlowBatch {
+                    batch: number,
+                    flows,
+                });
+            }
+            o.pending.clone().expect("set above")
+        };
+        let ack: FlowBatchAck = client
+            .json(Method::POST, "/api/v1/agent/flows", Some(&batch))
+            .await?;
+        let mut o = lock(outbox);
+        if ack.acked >= batch.batch {
+            o.pending = None;
+            o.next_batch = ack.acked + 1;
+        } else {
+            return Err(ClientError::Protocol(
+                "POST /api/v1/agent/flows".into(),
+                format!("batch {} answered with ack {}", batch.batch, ack.acked),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_keys_carry_an_optional_fingerprint() {
+        assert_eq!(split_key("bh_pair_ab:cd"), ("bh_pair_ab", Some("cd")));
+        assert_eq!(split_key("bh_pair_ab"), ("bh_pair_ab", None));
+    }
+
+    #[test]
+    fn full_buffers_count_what_they_drop() {
+        let mut o = Outbox::default();
+        let f = HostFlow {
+            protocol: 6,
+            src: "10.0.0.1".parse().unwrap(),
+            src_port: 40000,
+            dst: "10.0.0.2".parse().unwrap(),
+            dst_port: 80,
+            direction: bulkhead_api::HostDirection::Outbound,
+            packets: 1,
+            bytes: 60,
+            reverse_packets: 0,
+            reverse_bytes: 0,
+            start_ms: 0,
+            end_ms: 0,
+            process: None,
+        };
+        for _ in 0..5 {
+            o.push_flow(f.clone(), 3);
+        }
+        assert_eq!(o.flows.len(), 3);
+        assert_eq!(o.status.flows_dropped, 2);
+    }
+}
