@@ -150,7 +150,11 @@ async fn enroll(cfg: &AgentConfig, state: &StateDir) -> anyhow::Result<Enrollmen
                     credential: r.credential,
                 };
                 state.save_enrollment(&e)?;
-                tracing::info!("enrolled as agent {} for workload {}", e.agent_id, e.workload);
+                tracing::info!(
+                    "enrolled as agent {} for workload {}",
+                    e.agent_id,
+                    e.workload
+                );
                 return Ok(e);
             }
             // A refused key will not become valid by asking again.
@@ -171,7 +175,19 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = StateDir::open(&cfg.state_dir)?;
-    let enforcer = Arc::new(Mutex::new(Enforcer::new(bulkhead_nft::Nft::new(), &cfg.table)));
+    let enforcer = Arc::new(Mutex::new(Enforcer::new(
+        bulkhead_nft::Nft::new(),
+        &cfg.table,
+    )));
+    let enrolled = state.enrollment()?;
+    if let Some(server) = cfg
+        .server
+        .clone()
+        .or_else(|| enrolled.as_ref().map(|e| e.server.clone()))
+    {
+        let endpoints = control_plane(&server).await;
+        lock(&enforcer).set_control_plane(endpoints);
+    }
 
     // Fail closed from the first second: the last policy is back in force (in one
     // transaction that replaces whatever table is there) before the server is asked
@@ -181,17 +197,19 @@ pub async fn run(
         let rev = p.revision.clone();
         match tokio::task::spawn_blocking(move || lock(&e).apply(&p)).await? {
             Ok(()) => tracing::info!("restored policy {rev} from the state directory"),
-            Err(err) => tracing::error!("restoring policy {rev}: {err}; the kernel keeps what it has"),
+            Err(err) => {
+                tracing::error!("restoring policy {rev}: {err}; the kernel keeps what it has")
+            }
         }
     }
 
-    let enrollment = match state.enrollment()? {
+    let enrollment = match enrolled {
         Some(e) => e,
         None => enroll(&cfg, &state).await?,
     };
     let server = cfg.server.clone().unwrap_or(enrollment.server.clone());
-    let client = Client::new(&server, &enrollment.ca_fingerprint)?
-        .with_credential(&enrollment.credential);
+    let client =
+        Client::new(&server, &enrollment.ca_fingerprint)?.with_credential(&enrollment.credential);
     tracing::info!(
         "agent {} for workload {} reporting to {}",
         enrollment.agent_id,
@@ -204,7 +222,11 @@ pub async fn run(
         start_observers(&cfg, &enforcer, &outbox)?;
     }
 
-    let tamper = tokio::spawn(guard_table(enforcer.clone(), outbox.clone(), cfg.tamper_check));
+    let tamper = tokio::spawn(guard_table(
+        enforcer.clone(),
+        outbox.clone(),
+        cfg.tamper_check,
+    ));
     let reporting = report_loop(cfg.clone(), client, state, enforcer, outbox);
     tokio::pin!(shutdown);
     tokio::select! {
@@ -214,6 +236,35 @@ pub async fn run(
     tamper.abort();
     tracing::info!("agent stopping; the table stays in force");
     Ok(())
+}
+
+/// The addresses the server's URL resolves to, which every table keeps reachable. A
+/// name that does not resolve now (DNS down at boot) gives none: the restored table
+/// then holds what the policy says, and the next policy from the server adds them.
+async fn control_plane(server: &str) -> Vec<std::net::SocketAddr> {
+    let Ok(uri) = server.parse::<hyper::Uri>() else {
+        return Vec::new();
+    };
+    let Some(host) = uri.host() else {
+        return Vec::new();
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(addrs) => {
+            let mut v: Vec<_> = addrs.collect();
+            v.sort();
+            v.dedup();
+            v
+        }
+        Err(e) => {
+            tracing::warn!("resolving the server {host}: {e}; its address is not pinned open");
+            Vec::new()
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -288,7 +339,10 @@ async fn guard_table(enforcer: Arc<Mutex<Enforcer>>, outbox: Arc<Mutex<Outbox>>,
         match checked {
             Ok(Ok(None)) => {}
             Ok(Ok(Some(t))) => {
-                tracing::warn!("tamper: the table was changed outside Bulkhead; restored. {}", t.difference);
+                tracing::warn!(
+                    "tamper: the table was changed outside Bulkhead; restored. {}",
+                    t.difference
+                );
                 o.status.tamper_events += 1;
                 o.events.push(AgentEvent::Tamper {
                     at_ms: now_ms(),
@@ -346,8 +400,8 @@ async fn report_loop(
             status: {
                 let o = lock(&outbox);
                 let mut s = o.status.clone();
-                s.flows_buffered = o.flows.len() as u64
-                    + o.pending.as_ref().map_or(0, |b| b.flows.len() as u64);
+                s.flows_buffered =
+                    o.flows.len() as u64 + o.pending.as_ref().map_or(0, |b| b.flows.len() as u64);
                 s
             },
         };
@@ -403,7 +457,10 @@ async fn update_policy(
     outbox: &Arc<Mutex<Outbox>>,
     rejected: &mut Option<String>,
 ) {
-    let policy: WirePolicy = match client.json(Method::GET, "/api/v1/agent/policy", None::<&()>).await {
+    let policy: WirePolicy = match client
+        .json(Method::GET, "/api/v1/agent/policy", None::<&()>)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("fetching policy: {e}");

@@ -31,6 +31,7 @@ pub struct Tamper {
 pub struct Enforcer {
     nft: Nft,
     table: String,
+    control_plane: Vec<std::net::SocketAddr>,
     applied: Option<Applied>,
 }
 
@@ -46,8 +47,15 @@ impl Enforcer {
         Enforcer {
             nft,
             table: table.to_string(),
+            control_plane: Vec::new(),
             applied: None,
         }
+    }
+
+    /// The server's endpoints, kept reachable by every table this enforcer applies
+    /// (from the next apply on).
+    pub fn set_control_plane(&mut self, endpoints: Vec<std::net::SocketAddr>) {
+        self.control_plane = endpoints;
     }
 
     pub fn applied_revision(&self) -> Option<&str> {
@@ -70,6 +78,7 @@ impl Enforcer {
             failsafe_ports,
             log_group: policy.log_group,
             table: self.table.clone(),
+            control_plane: self.control_plane.clone(),
         };
         let text = bulkhead_nft::render(&host, &opts);
         self.nft

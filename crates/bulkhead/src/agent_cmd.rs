@@ -21,7 +21,11 @@ pub struct AgentArgs {
     #[arg(long, env = "BULKHEAD_CA_FINGERPRINT")]
     pub ca_fingerprint: Option<String>,
     /// Where the agent keeps its credential and last policy.
-    #[arg(long, env = "BULKHEAD_STATE_DIR", default_value = "/var/lib/bulkhead-agent")]
+    #[arg(
+        long,
+        env = "BULKHEAD_STATE_DIR",
+        default_value = "/var/lib/bulkhead-agent"
+    )]
     pub state_dir: PathBuf,
     /// The workload name to enroll as [default: the host name].
     #[arg(long)]

@@ -113,7 +113,10 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Server(_) | Command::Demo(_) | Command::Agent(_)) {
+    if matches!(
+        cli.command,
+        Command::Server(_) | Command::Demo(_) | Command::Agent(_)
+    ) {
         init_logging();
     }
     let result = match cli.command {

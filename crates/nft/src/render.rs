@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bulkhead_model::{Action, EnforcementMode, PortRange, ProtoMatch, ServicePort, protocol_name};
 use bulkhead_policy::host::{HostPolicy, HostRule, Peers};
@@ -28,6 +28,10 @@ pub struct RenderOptions {
     pub log_group: u16,
     /// The one table Bulkhead owns, in the `inet` family.
     pub table: String,
+    /// The control plane's TCP endpoints, always reachable on the way out: an enforced
+    /// host whose policy forgot them would otherwise cut off its own agent, which could
+    /// then never receive the policy that fixes it.
+    pub control_plane: Vec<SocketAddr>,
 }
 
 impl Default for RenderOptions {
@@ -36,6 +40,7 @@ impl Default for RenderOptions {
             failsafe_ports: vec![ServicePort::tcp(22)],
             log_group: 100,
             table: "bulkhead".to_string(),
+            control_plane: Vec::new(),
         }
     }
 }
@@ -170,6 +175,16 @@ impl Direction {
                 chain
                     .lines
                     .push(join(&[&l4.text(), "accept comment \"bulkhead failsafe\""]));
+            }
+        }
+        if self == Direction::Outbound {
+            for ep in &opts.control_plane {
+                let family = Family::of(&ep.ip()).payload();
+                chain.lines.push(format!(
+                    "{family} daddr {} tcp dport {} accept comment \"bulkhead control plane\"",
+                    ep.ip(),
+                    ep.port()
+                ));
             }
         }
         for (i, rule) in rules.iter().enumerate() {

@@ -102,12 +102,22 @@ fn options_are_honoured() {
         failsafe_ports: vec!["tcp/2222".parse().unwrap(), "udp/68".parse().unwrap()],
         log_group: 7,
         table: "bh_test".into(),
+        control_plane: vec![
+            "10.0.0.1:8443".parse().unwrap(),
+            "[fd00::1]:443".parse().unwrap(),
+        ],
     };
     let text = render(&host_policy(&policy, &inv, "shop-db-p1").unwrap(), &opts);
     assert!(
         text.contains("table inet bh_test {}\ndelete table inet bh_test\ntable inet bh_test {")
     );
     assert!(text.contains("tcp dport 2222 accept comment \"bulkhead failsafe\""));
+    assert!(
+        text.contains("ip daddr 10.0.0.1 tcp dport 8443 accept comment \"bulkhead control plane\"")
+    );
+    assert!(
+        text.contains("ip6 daddr fd00::1 tcp dport 443 accept comment \"bulkhead control plane\"")
+    );
     assert!(text.contains("udp dport 68 accept comment \"bulkhead failsafe\""));
     assert!(!text.contains("dport 22 accept comment \"bulkhead failsafe\""));
     assert!(text.contains("log group 7 prefix"));

@@ -17,14 +17,12 @@ use bulkhead_api::{
     AgentEvent, AgentEvents, EnrollRequest, EnrollResponse, FlowBatch, FlowBatchAck, Heartbeat,
     HeartbeatResponse, HostFlow, LoggedPacket, WirePolicy,
 };
-use bulkhead_model::{
-    Bucket, EnforcementMode, Labels, SummaryKey, SummaryVerdict, VerdictKind,
-};
+use bulkhead_model::{Bucket, EnforcementMode, Labels, SummaryKey, SummaryVerdict, VerdictKind};
+use bulkhead_store::FlowStore as _;
 use bulkhead_store::control::{
     AgentRecord, AlertObservation, AlertRecord, AlertRecorded, AuditContext, Change, NewAgent,
     NewPairingProfile,
 };
-use bulkhead_store::FlowStore as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

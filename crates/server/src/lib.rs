@@ -13,8 +13,8 @@ mod flows_api;
 mod inventory_api;
 pub mod openapi;
 mod policy_api;
-mod recommend_api;
 mod quarantine;
+mod recommend_api;
 pub mod rollout;
 mod state;
 pub mod tls;
@@ -90,10 +90,7 @@ pub fn router(state: AppState) -> Router {
             get(admin_api::list_tokens).post(admin_api::create_token),
         )
         .route("/tokens/{id}", delete(admin_api::revoke_token))
-        .route(
-            "/workloads/{name}/quarantine",
-            post(quarantine::quarantine),
-        )
+        .route("/workloads/{name}/quarantine", post(quarantine::quarantine))
         .route("/workloads/{name}/release", post(quarantine::release))
         .route("/rollouts", get(rollout::list).post(rollout::create))
         .route("/rollouts/{id}", get(rollout::get))

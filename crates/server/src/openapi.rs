@@ -209,7 +209,8 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
         "admin",
         "The caller's token name, role and scope",
         false,
-    ),    (
+    ),
+    (
         "post",
         "/api/v1/workloads/{name}/quarantine",
         "response",

@@ -16,7 +16,13 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-async fn call(s: &AppState, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    s: &AppState,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -27,10 +33,16 @@ async fn call(s: &AppState, token: &str, method: Method, path: &str, body: Optio
             None => Body::empty(),
         })
         .unwrap();
-    let resp = bulkhead_server::router(s.clone()).oneshot(req).await.unwrap();
+    let resp = bulkhead_server::router(s.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// An SMTP relay that records each message's subject line.
@@ -96,10 +108,16 @@ async fn webhook_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
                         let len: usize = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if body.len() >= len {
-                            sink.lock().unwrap().push(serde_json::from_str(body).unwrap_or(Value::Null));
+                            sink.lock()
+                                .unwrap()
+                                .push(serde_json::from_str(body).unwrap_or(Value::Null));
                             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
                             return;
                         }
@@ -135,7 +153,14 @@ async fn lab() -> Lab {
         {"name": "pay-db", "kind": "vm", "managed": true, "addresses": ["10.0.1.2"], "labels": {"app": "payments", "role": "db"}, "mode": "monitor"},
         {"name": "shop-web", "kind": "vm", "managed": true, "addresses": ["10.0.2.1"], "labels": {"app": "shop", "role": "web"}, "mode": "monitor"}
     ]);
-    let (s, v) = call(&state, &admin, Method::POST, "/api/v1/workloads/import", Some(workloads)).await;
+    let (s, v) = call(
+        &state,
+        &admin,
+        Method::POST,
+        "/api/v1/workloads/import",
+        Some(workloads),
+    )
+    .await;
     assert!(s.is_success(), "{v}");
     Lab {
         state,
@@ -149,7 +174,14 @@ async fn lab() -> Lab {
 
 impl Lab {
     async fn mode(&self, name: &str) -> String {
-        let (_, w) = call(&self.state, &self.admin, Method::GET, &format!("/api/v1/workloads/{name}"), None).await;
+        let (_, w) = call(
+            &self.state,
+            &self.admin,
+            Method::GET,
+            &format!("/api/v1/workloads/{name}"),
+            None,
+        )
+        .await;
         w["mode"].as_str().unwrap_or_default().to_string()
     }
 
@@ -214,17 +246,37 @@ async fn a_rollout_announces_postpones_enforces_completes_and_rolls_back() {
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let id = r["id"].as_u64().unwrap();
     let enforce_at = r["enforce_at_ms"].as_i64().unwrap();
-    assert!((enforce_at - (t0 + 14 * DAY_MS)).abs() < 60_000, "default: 14 days after the announcement");
+    assert!(
+        (enforce_at - (t0 + 14 * DAY_MS)).abs() < 60_000,
+        "default: 14 days after the announcement"
+    );
     // Idle workloads in scope start in monitor mode; others are untouched.
     assert_eq!(lab.mode("pay-web").await, "monitor");
     assert_eq!(lab.mode("shop-web").await, "monitor");
     lab.settle(1).await;
-    assert_eq!(lab.mails.lock().unwrap().len(), 1, "the announcement is mailed at once");
-    assert!(lab.mails.lock().unwrap()[0].contains("enforcement scheduled"), "{:?}", lab.mails);
-    assert_eq!(lab.hooks.lock().unwrap().len(), 1, "and posted to the owner's webhook");
+    assert_eq!(
+        lab.mails.lock().unwrap().len(),
+        1,
+        "the announcement is mailed at once"
+    );
+    assert!(
+        lab.mails.lock().unwrap()[0].contains("enforcement scheduled"),
+        "{:?}",
+        lab.mails
+    );
+    assert_eq!(
+        lab.hooks.lock().unwrap().len(),
+        1,
+        "and posted to the owner's webhook"
+    );
 
     // Nothing more until the day before.
-    assert!(run_once(&lab.state, t0 + 5 * DAY_MS).await.unwrap().is_empty());
+    assert!(
+        run_once(&lab.state, t0 + 5 * DAY_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let done = run_once(&lab.state, enforce_at - DAY_MS + 1).await.unwrap();
     assert_eq!(done.len(), 1, "{done:?}");
     lab.settle(2).await;
@@ -235,44 +287,107 @@ async fn a_rollout_announces_postpones_enforces_completes_and_rolls_back() {
     let done = run_once(&lab.state, enforce_at).await.unwrap();
     assert!(done[0].contains("postponed"), "{done:?}");
     assert_eq!(lab.mode("pay-db").await, "monitor");
-    let (_, r) = call(&lab.state, &lab.admin, Method::GET, &format!("/api/v1/rollouts/{id}"), None).await;
+    let (_, r) = call(
+        &lab.state,
+        &lab.admin,
+        Method::GET,
+        &format!("/api/v1/rollouts/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(r["postponements"].as_array().unwrap().len(), 1, "{r}");
-    assert!(r["postponements"][0]["reason"].as_str().unwrap().contains("1 unresolved"));
+    assert!(
+        r["postponements"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 unresolved")
+    );
     let new_date = r["enforce_at_ms"].as_i64().unwrap();
     assert_eq!(new_date, enforce_at + DAY_MS);
 
     // Resolved: enforced at the new date, audited as the scheduler.
     lab.resolve(alert);
     let done = run_once(&lab.state, new_date).await.unwrap();
-    assert!(done.iter().any(|d| d.contains("enforced 2 workload")), "{done:?}");
+    assert!(
+        done.iter().any(|d| d.contains("enforced 2 workload")),
+        "{done:?}"
+    );
     assert_eq!(lab.mode("pay-web").await, "enforced");
     assert_eq!(lab.mode("pay-db").await, "enforced");
-    assert_eq!(lab.mode("shop-web").await, "monitor", "outside the selector");
-    let (_, audit) = call(&lab.state, &lab.admin, Method::GET, "/api/v1/audit?limit=1000", None).await;
+    assert_eq!(
+        lab.mode("shop-web").await,
+        "monitor",
+        "outside the selector"
+    );
+    let (_, audit) = call(
+        &lab.state,
+        &lab.admin,
+        Method::GET,
+        "/api/v1/audit?limit=1000",
+        None,
+    )
+    .await;
     assert!(
-        audit["items"].as_array().unwrap().iter().any(|e| e["action"] == json!("rollout.enforce")
-            && e["actor"].as_str().unwrap().contains("scheduler")),
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == json!("rollout.enforce")
+                && e["actor"].as_str().unwrap().contains("scheduler")),
         "{audit}"
     );
 
     // Complete after the watch with no blocked flow.
-    assert!(run_once(&lab.state, new_date + 13 * DAY_MS).await.unwrap().is_empty());
+    assert!(
+        run_once(&lab.state, new_date + 13 * DAY_MS)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let done = run_once(&lab.state, new_date + 14 * DAY_MS).await.unwrap();
     assert!(done.iter().any(|d| d.contains("completed")), "{done:?}");
     lab.settle(5).await;
     let subjects = lab.mails.lock().unwrap().clone();
-    for want in ["scheduled", "tomorrow", "postponed", "now enforced", "complete"] {
-        assert!(subjects.iter().any(|s| s.contains(want)), "no {want:?} mail in {subjects:?}");
+    for want in [
+        "scheduled",
+        "tomorrow",
+        "postponed",
+        "now enforced",
+        "complete",
+    ] {
+        assert!(
+            subjects.iter().any(|s| s.contains(want)),
+            "no {want:?} mail in {subjects:?}"
+        );
     }
 
     // One action puts every workload back where it was.
-    let (s, r) = call(&lab.state, &lab.admin, Method::POST, &format!("/api/v1/rollouts/{id}/rollback"), None).await;
+    let (s, r) = call(
+        &lab.state,
+        &lab.admin,
+        Method::POST,
+        &format!("/api/v1/rollouts/{id}/rollback"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["state"], json!("rolled_back"));
     assert_eq!(lab.mode("pay-web").await, "monitor");
     assert_eq!(lab.mode("pay-db").await, "monitor");
-    let alerts = lab.state.control.lock().unwrap().alerts(&AlertFilter { limit: 1000, ..AlertFilter::default() }).unwrap();
-    assert!(alerts.iter().filter(|a| a.kind == "rollout").count() >= 6, "every notice is an alert too");
+    let alerts = lab
+        .state
+        .control
+        .lock()
+        .unwrap()
+        .alerts(&AlertFilter {
+            limit: 1000,
+            ..AlertFilter::default()
+        })
+        .unwrap();
+    assert!(
+        alerts.iter().filter(|a| a.kind == "rollout").count() >= 6,
+        "every notice is an alert too"
+    );
 }
 
 #[tokio::test]
@@ -280,14 +395,37 @@ async fn bad_rollouts_are_refused_naming_the_field() {
     let lab = lab().await;
     for (body, field) in [
         (json!({"name": "x", "selector": ""}), "selector"),
-        (json!({"name": "bad name!", "selector": "app=payments"}), "name"),
-        (json!({"name": "x", "selector": "app=payments", "owners": [{"name": "a", "email": "not-an-address"}]}), "owners[0].email"),
-        (json!({"name": "x", "selector": "app=payments", "enforce_at_ms": 1}), "enforce_at_ms"),
+        (
+            json!({"name": "bad name!", "selector": "app=payments"}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "selector": "app=payments", "owners": [{"name": "a", "email": "not-an-address"}]}),
+            "owners[0].email",
+        ),
+        (
+            json!({"name": "x", "selector": "app=payments", "enforce_at_ms": 1}),
+            "enforce_at_ms",
+        ),
     ] {
-        let (s, v) = call(&lab.state, &lab.admin, Method::POST, "/api/v1/rollouts", Some(body)).await;
+        let (s, v) = call(
+            &lab.state,
+            &lab.admin,
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(body),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         assert_eq!(v["error"]["field"], json!(field), "{v}");
     }
-    let (s, _) = call(&lab.state, &lab.admin, Method::POST, "/api/v1/rollouts/99/rollback", None).await;
+    let (s, _) = call(
+        &lab.state,
+        &lab.admin,
+        Method::POST,
+        "/api/v1/rollouts/99/rollback",
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

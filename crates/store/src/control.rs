@@ -16,9 +16,9 @@
 //! [`ControlStore`] behind a mutex and calls it from blocking tasks.
 
 mod agents;
-mod rollouts;
 mod conn;
 mod diff;
+mod rollouts;
 mod schema;
 mod sql;
 
@@ -33,8 +33,8 @@ use sql::{Db, Row, RowError, Val, all, args, exec, int, one};
 
 use crate::StoreError;
 pub use agents::{AgentRecord, EnrollRefusal, NewAgent, NewPairingProfile, PairingProfile};
-pub use rollouts::StoredRollout;
 pub use diff::{DiffChange, ObjectDiff, WorkloadDiff, diff, diff_workloads};
+pub use rollouts::StoredRollout;
 pub use schema::CONTROL_SCHEMA_VERSION;
 
 /// The kinds of policy object the draft holds.
