@@ -37,6 +37,7 @@ mod pcap;
 mod policy_cmd;
 mod recommend_cmd;
 mod report_cmd;
+mod rollout_cmd;
 mod server_cmd;
 mod simulate_cmd;
 
@@ -77,6 +78,13 @@ enum Command {
     Simulate(simulate_cmd::SimulateArgs),
     /// Propose label-based policy from observed flows, with a report of every widening.
     Recommend(recommend_cmd::RecommendArgs),
+    /// Schedule, inspect and roll back monitor → enforce rollouts on a server.
+    #[command(subcommand)]
+    Rollout(rollout_cmd::RolloutCommand),
+    /// Isolate a workload: only failsafe access stays, whatever the rules say.
+    Quarantine(rollout_cmd::QuarantineArgs),
+    /// Release a quarantined workload.
+    Release(rollout_cmd::ReleaseArgs),
     /// Run the host agent: enroll, enforce this host's policy with nftables, report.
     Agent(agent_cmd::AgentArgs),
     /// Check inventory files and show what label rules assign.
@@ -129,6 +137,9 @@ fn main() -> ExitCode {
         Command::Server(a) => server_cmd::server(a),
         Command::Demo(a) => server_cmd::demo(a),
         Command::Agent(a) => agent_cmd::run(a),
+        Command::Rollout(c) => rollout_cmd::run(c),
+        Command::Quarantine(a) => rollout_cmd::quarantine(a),
+        Command::Release(a) => rollout_cmd::release(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -122,7 +122,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    fn call(
+    pub fn call(
         &self,
         method: &str,
         path: &str,
@@ -136,6 +136,9 @@ impl Remote {
         let auth = format!("Bearer {}", self.token);
         let resp = match (method, body) {
             ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
+            ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
+            ("POST", None) => agent.post(&url).header("Authorization", &auth).send_empty(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
             _ => agent.get(&url).header("Authorization", &auth).call(),
         }
         .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;

@@ -364,3 +364,176 @@ fn a_database_that_is_not_postgres_is_refused() {
         "the password must not be printed: {err}"
     );
 }
+
+/// One API call with curl (the CLI has no inventory upload; the console and CMDB
+/// integrations use this endpoint).
+fn curl(server: &Server, token: &str, method: &str, path: &str, body: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            method,
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+            &format!("{}{path}", server.url),
+        ])
+        .output()
+        .expect("curl (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "{method} {path}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rollouts_and_quarantine_from_the_cli() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, token) = start(data.path(), true);
+    let token = token.unwrap();
+    curl(
+        &server,
+        &token,
+        "POST",
+        "/api/v1/workloads/import",
+        r#"[
+            {"name": "pay-web", "kind": "vm", "managed": true, "addresses": ["10.0.1.1"], "labels": {"app": "payments", "role": "web"}, "mode": "monitor"},
+            {"name": "pay-db", "kind": "vm", "managed": true, "addresses": ["10.0.1.2"], "labels": {"app": "payments", "role": "db"}, "mode": "monitor"},
+            {"name": "shop-web", "kind": "vm", "managed": true, "addresses": ["10.0.2.1"], "labels": {"app": "shop", "role": "web"}, "mode": "monitor"}
+        ]"#,
+    );
+
+    let out = bulkhead(
+        &[
+            "rollout",
+            "create",
+            "payments-enforce",
+            "--selector",
+            "app=payments",
+            "--owner",
+            "name=Alice,email=alice@example.com",
+            "--enforce-at",
+            "2099-01-15",
+        ],
+        &server,
+        &token,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("payments-enforce"), "{stdout}");
+    assert!(stdout.contains("app=payments"), "{stdout}");
+    assert!(stdout.contains("scheduled"), "{stdout}");
+    assert!(stdout.contains("enforce 2099-01-15T00:00:00Z"), "{stdout}");
+    assert!(stdout.contains("workload pay-db (monitor)"), "{stdout}");
+    assert!(!stdout.contains("shop-web"), "{stdout}");
+    assert!(stdout.contains("owner Alice alice@example.com"), "{stdout}");
+    assert!(stdout.contains("notices sent: announced"), "{stdout}");
+
+    let out = bulkhead(&["rollout", "list"], &server, &token);
+    let (stdout, _) = text(&out);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("payments-enforce") && stdout.contains("ready"),
+        "{stdout}"
+    );
+
+    // Bad input: refused with exit 2 naming what is wrong, and nothing stored.
+    for (args, says) in [
+        (
+            vec![
+                "rollout",
+                "create",
+                "x",
+                "--selector",
+                "app=shop",
+                "--owner",
+                "Alice",
+            ],
+            "--owner",
+        ),
+        (
+            vec![
+                "rollout",
+                "create",
+                "x",
+                "--selector",
+                "app=shop",
+                "--enforce-at",
+                "soon",
+            ],
+            "--enforce-at",
+        ),
+        (vec!["rollout", "create", "x", "--selector", ""], "selector"),
+        (
+            vec![
+                "rollout",
+                "create",
+                "payments-enforce",
+                "--selector",
+                "app=shop",
+            ],
+            "already exists",
+        ),
+    ] {
+        let out = bulkhead(&args, &server, &token);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let out = bulkhead(&["rollout", "list", "--json"], &server, &token);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Nothing was switched yet, so there is nothing to roll back.
+    let out = bulkhead(&["rollout", "rollback", "1"], &server, &token);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has not switched anything"), "{stderr}");
+
+    // Quarantine and release, each audited.
+    let out = bulkhead(
+        &["quarantine", "pay-db", "--reason", "incident 42"],
+        &server,
+        &token,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("pay-db is quarantined"), "{stdout}");
+    let w: serde_json::Value = serde_json::from_str(&curl(
+        &server,
+        &token,
+        "GET",
+        "/api/v1/workloads/pay-db",
+        "",
+    ))
+    .unwrap();
+    assert!(w.to_string().contains("incident 42"), "{w}");
+    let out = bulkhead(&["release", "pay-db"], &server, &token);
+    assert!(text(&out).0.contains("released"), "{:?}", text(&out));
+    let out = bulkhead(&["release", "pay-db"], &server, &token);
+    assert!(
+        text(&out).0.contains("was not quarantined"),
+        "{:?}",
+        text(&out)
+    );
+    let audit = curl(&server, &token, "GET", "/api/v1/audit?limit=1000", "");
+    assert!(
+        audit.contains("quarantine") && audit.contains("rollout.create"),
+        "{audit}"
+    );
+    let out = bulkhead(&["quarantine", "nope", "--reason", "x"], &server, &token);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}

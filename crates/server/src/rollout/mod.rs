@@ -117,14 +117,45 @@ fn from_stored(id: u64, json: &str) -> ApiResult<Rollout> {
     Ok(r)
 }
 
-fn view(r: &Rollout, s: &AppState) -> Value {
+/// A rollout as the API shows it: as stored, with its workloads and their modes, and
+/// whether it is ready now (the test the scheduler applies at the enforcement date).
+fn view(r: &Rollout, s: &AppState, q: &Quietness) -> Value {
     let inventory = s.current().inventory.clone();
     let workloads: Vec<Value> = selected(&inventory, &r.selector)
         .map(|w| json!({ "name": w.name, "mode": w.mode }))
         .collect();
     let mut v = serde_json::to_value(r).unwrap_or_default();
     v["workloads"] = json!(workloads);
+    let ready = q.unresolved_potentially_blocked == 0;
+    v["readiness"] = json!({
+        "ready": ready,
+        "unresolved_potentially_blocked": q.unresolved_potentially_blocked,
+        "last_blocked_ms": q.last_blocked_ms,
+        "reason": if ready {
+            Value::Null
+        } else {
+            json!(format!(
+                "{} unresolved potentially-blocked alert(s) on its workloads in the last {} day(s)",
+                q.unresolved_potentially_blocked, r.readiness_days
+            ))
+        },
+    });
     v
+}
+
+/// Each rollout with how quiet its workloads are now.
+async fn with_quietness(s: &AppState, rs: Vec<Rollout>) -> ApiResult<Vec<(Rollout, Quietness)>> {
+    let s2 = s.clone();
+    blocking(move || {
+        let now = now_ms();
+        rs.into_iter()
+            .map(|r| {
+                let q = quietness(&s2, &r, now)?;
+                Ok((r, q))
+            })
+            .collect()
+    })
+    .await
 }
 
 pub async fn create(
@@ -159,7 +190,8 @@ pub async fn create(
     // The announcement goes out now, not at the next scheduler round.
     run_once(&s, now_ms()).await?;
     let stored = get_rollout(&s, r.id).await?;
-    Ok((StatusCode::CREATED, Json(view(&stored, &s))))
+    let (stored, q) = with_quietness(&s, vec![stored]).await?.remove(0);
+    Ok((StatusCode::CREATED, Json(view(&stored, &s, &q))))
 }
 
 async fn get_rollout(s: &AppState, id: u64) -> ApiResult<Rollout> {
@@ -183,7 +215,11 @@ pub async fn list(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Va
             .collect::<ApiResult<Vec<_>>>()
     })
     .await?;
-    let items: Vec<Value> = all.iter().map(|r| view(r, &s)).collect();
+    let items: Vec<Value> = with_quietness(&s, all)
+        .await?
+        .iter()
+        .map(|(r, q)| view(r, &s, q))
+        .collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -193,7 +229,8 @@ pub async fn get(
     Path(id): Path<u64>,
 ) -> ApiResult<Json<Value>> {
     let r = get_rollout(&s, id).await?;
-    Ok(Json(view(&r, &s)))
+    let (r, q) = with_quietness(&s, vec![r]).await?.remove(0);
+    Ok(Json(view(&r, &s, &q)))
 }
 
 /// One action: every workload the rollout switched goes back to the mode it had.
@@ -238,7 +275,8 @@ pub async fn rollback(
         severity: bulkhead_alerts::Severity::Warning,
     };
     deliver(&s, vec![notice]).await;
-    Ok(Json(view(&r, &s)))
+    let (r, q) = with_quietness(&s, vec![r]).await?.remove(0);
+    Ok(Json(view(&r, &s, &q)))
 }
 
 fn audit_as(r: &Rollout, action: &str) -> AuditContext {
