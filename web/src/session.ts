@@ -43,6 +43,10 @@ export const can = {
   readAudit: (s: Session) => writers.includes(s.role),
   readSprawl: (s: Session) => s.role !== "app_owner",
   manageTokens: (s: Session) => s.role === "admin",
+  scheduleRollouts: (s: Session) => writers.includes(s.role),
+  quarantine: (s: Session) => writers.includes(s.role),
+  manageAgents: (s: Session) => writers.includes(s.role),
+  readPairingProfiles: (s: Session) => s.role !== "app_owner",
 };
 
 export function parseLabels(text: string | null | undefined): Labels {

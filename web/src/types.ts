@@ -104,3 +104,79 @@ export interface Version {
   objects: number;
   workloads: number;
 }
+
+export interface RolloutOwner {
+  name: string;
+  email?: string | null;
+  webhook?: string | null;
+}
+
+export type RolloutState = "scheduled" | "enforced" | "completed" | "rolled_back";
+
+/** GET /rollouts: a stored rollout (state flattened, with `at_ms` once it moved) and its workloads now. */
+export interface Rollout {
+  id: number;
+  name: string;
+  selector: Labels;
+  owners: RolloutOwner[];
+  announced_ms: number;
+  monitor_start_ms: number;
+  enforce_at_ms: number;
+  readiness_days: number;
+  watch_days: number;
+  state: RolloutState;
+  at_ms?: number;
+  notices: string[];
+  postponements: { at_ms: number; until_ms: number; reason: string }[];
+  previous_modes: Record<string, string>;
+  workloads: { name: string; mode: string }[];
+}
+
+export interface HostInfo {
+  hostname?: string;
+  os_name?: string;
+  os_version?: string;
+  kernel?: string;
+  machine_id?: string;
+  interfaces?: { name: string; mac?: string; addresses: string[] }[];
+  listening?: { protocol: string; address: string; port: number; process?: { name: string } }[];
+}
+
+export interface AgentStatus {
+  last_error?: string | null;
+  tamper_events?: number;
+  logged_packets?: number;
+  flows_buffered?: number;
+  flows_dropped?: number;
+}
+
+export interface Agent {
+  id: number;
+  workload: string;
+  online: boolean;
+  enrolled_at_ms: number;
+  last_seen_ms: number;
+  offline_since_ms?: number | null;
+  applied_revision?: string | null;
+  desired_revision?: string | null;
+  in_sync: boolean;
+  host: HostInfo | null;
+  status: AgentStatus | null;
+}
+
+export interface PairingProfile {
+  id: number;
+  name: string;
+  labels: Labels;
+  mode: string;
+  max_uses?: number | null;
+  uses: number;
+  expires_at_ms?: number | null;
+  created_at_ms: number;
+  created_by: string;
+  revoked: boolean;
+}
+
+/** The workload attribute that marks quarantine; its value is the reason. */
+export const QUARANTINE = "bulkhead.quarantine";
+export const quarantineReason = (w: Workload): string | undefined => w.attributes?.[QUARANTINE];

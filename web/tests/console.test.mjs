@@ -397,3 +397,236 @@ test("recommendations are reviewed and accepted rule by rule into the draft; cov
   await page.getByRole("table", { name: "Rules by traffic" }).locator("tbody tr").first().waitFor();
   await page.close();
 });
+
+const DAY_MS = 86_400_000;
+/** yyyy-mm-dd of a time, in local time (what an <input type=date> holds). */
+const localDate = (ms) => {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+};
+/** The console's date format (ui.tsx fmtTime). */
+const fmtTime = (ms) => new Date(ms).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
+/** Unresolved potentially-blocked alerts seen in the last `days` with an end carrying `selector`: what the rollout scheduler's readiness counts. */
+async function unready(selector, days) {
+  const alerts = (await api("GET", "/alerts?kind=potentially_blocked&limit=10000")).items;
+  const carries = (l) => l && Object.keys(l).length > 0 && Object.entries(selector).every(([k, v]) => l[k] === v);
+  const since = Date.now() - days * DAY_MS;
+  return alerts.filter((a) => a.state !== "resolved" && a.last_seen_ms >= since && (carries(a.details.src_labels) || carries(a.details.dst_labels)));
+}
+
+test("a rollout is scheduled in the form and listed with its enforcement date, owners and readiness", async () => {
+  const page = await signedIn();
+  await nav(page, "Rollouts");
+  const form = page.getByRole("form", { name: "Schedule a rollout" });
+  await form.waitFor();
+  // A group with open potentially-blocked alerts (the demo's traffic raises them), so not ready yet.
+  for (let i = 0; i < 120 && (await api("GET", "/alerts?state=open&kind=potentially_blocked&limit=1")).items.length === 0; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  const noisy = (await api("GET", "/alerts?state=open&kind=potentially_blocked&limit=1000")).items.find((a) => a.details.src_labels?.app && a.details.src_labels?.env);
+  assert.ok(noisy, "the demo raises potentially-blocked alerts from labelled workloads");
+  const selector = { app: noisy.details.src_labels.app, env: noisy.details.src_labels.env };
+  const matching = (await api("GET", `/workloads?limit=10000&labels=app=${selector.app},env=${selector.env}`)).items.filter((x) => x.managed);
+  const name = `${selector.app}-${selector.env}-console-${Date.now() % 100000}`;
+  const date = localDate(Date.now() + 10 * DAY_MS);
+  const enforceAt = new Date(`${date}T09:30`).getTime();
+
+  await form.getByLabel("Name", { exact: true }).fill(name);
+  await form.getByLabel("Workloads (labels)").fill(`app=${selector.app} env=${selector.env}`);
+  // The form counts the workloads the selector takes in, as the API will.
+  await form.getByText(`${matching.length} managed workload${matching.length === 1 ? "" : "s"} match`).waitFor();
+  await form.getByLabel("Enforcement date").fill(date);
+  await form.getByLabel("Time").fill("09:30");
+  await form.getByLabel("Owner 1 name").fill("Web team");
+  await form.getByLabel("Owner 1 e-mail").fill("web-team@example.com");
+  // A second owner, added and filled from the keyboard; Enter in a field submits the form.
+  await form.getByRole("button", { name: "+ Add owner" }).focus();
+  await page.keyboard.press("Enter");
+  await form.getByLabel("Owner 2 name").focus();
+  await page.keyboard.type("On-call");
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "ro-owner-1-email");
+  await page.keyboard.type("oncall@example.com");
+  await shot(page, "14-rollout-form");
+  await page.keyboard.press("Enter");
+
+  const row = page.getByTestId(`rollout-${name}`);
+  await row.waitFor();
+  // The API holds what the form said.
+  const stored = (await api("GET", "/rollouts")).items.find((r) => r.name === name);
+  assert.ok(stored, `rollout ${name} is stored`);
+  assert.equal(stored.enforce_at_ms, enforceAt);
+  assert.deepEqual(stored.selector, selector);
+  assert.deepEqual(stored.owners, [
+    { name: "Web team", email: "web-team@example.com" },
+    { name: "On-call", email: "oncall@example.com" },
+  ]);
+  assert.equal(stored.state, "scheduled");
+  assert.equal(stored.workloads.length, matching.length);
+  // The row shows the enforcement date, the state, the owners and the announcement.
+  assert.equal(await row.getByTestId("enforcement").locator("time").innerText(), fmtTime(enforceAt));
+  assert.equal(await row.getByTestId("enforcement").locator("time").getAttribute("datetime"), new Date(enforceAt).toISOString());
+  const text = await row.innerText();
+  assert.match(text, /scheduled/);
+  assert.match(text, /in (9|10) d/);
+  assert.match(text, /Web team[\s\S]*web-team@example\.com[\s\S]*On-call/);
+  assert.ok(text.includes(fmtTime(stored.announced_ms)), text);
+  assert.ok(text.includes(`${matching.length} managed workload`), text);
+  // Readiness: the unresolved potentially-blocked alerts on its workloads, as the scheduler counts them.
+  const blocking = await unready(selector, stored.readiness_days);
+  assert.ok(blocking.length > 0);
+  await row.getByText("not ready", { exact: true }).waitFor();
+  const m = (await row.innerText()).match(/(\d+) unresolved potentially-blocked alerts? on its workloads in the last 7 d/);
+  assert.ok(m, await row.innerText());
+  // Alerts keep arriving from the demo's traffic: the page read them a moment before the test.
+  assert.ok(Math.abs(Number(m[1]) - blocking.length) <= 2, `page ${m[1]}, API ${blocking.length}`);
+  // Nothing is enforced yet: no rollback is offered, and the API would refuse one.
+  assert.equal(await row.getByRole("button", { name: "Roll back" }).count(), 0);
+  const refused = await fetch(`${BASE}/api/v1/rollouts/${stored.id}/rollback`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(refused.status, 409);
+  await shot(page, "15-rollouts");
+
+  {
+    // "Review them" lists exactly those alerts.
+    await row.getByRole("link", { name: "Review them" }).click();
+    await page.getByRole("heading", { name: "Alerts" }).waitFor();
+    const rows = page.getByRole("table", { name: "Alerts" }).locator("tbody tr");
+    await rows.first().waitFor();
+    const ids = (await rows.evaluateAll((els) => els.map((e) => Number(e.dataset.testid.replace("alert-", ""))))).sort((a, b) => a - b);
+    const expected = (await unready(selector, stored.readiness_days)).map((a) => a.id).sort((a, b) => a - b);
+    assert.ok(ids.every((id) => expected.includes(id)) && Math.abs(ids.length - expected.length) <= 2, `page ${ids}, API ${expected}`);
+    await shot(page, "15b-rollout-alerts");
+  }
+  await page.close();
+});
+
+test("a workload is quarantined with a reason, marked, alerted on the Alerts page, and released", async () => {
+  const page = await signedIn();
+  const w = (await api("GET", "/workloads?limit=1&labels=role=db")).items.find((x) => x.managed);
+  assert.ok(w, "the demo has a managed database workload");
+  assert.equal(w.attributes?.["bulkhead.quarantine"], undefined);
+  await nav(page, "Inventory");
+  const row = page.getByTestId(`workload-${w.name}`);
+  await row.getByRole("button", { name: `Quarantine ${w.name}` }).click();
+  const form = page.getByRole("form", { name: `Quarantine ${w.name}` });
+  const reason = page.getByLabel("Reason for quarantine");
+  // The reason field has the focus, and a reason is required: an empty one is not sent.
+  assert.equal(await page.evaluate(() => document.activeElement?.id), `qr-${w.name}`);
+  await form.getByRole("button", { name: "Confirm quarantine" }).click();
+  assert.ok(await reason.evaluate((e) => e.validity.valueMissing));
+  assert.equal((await api("GET", `/workloads/${w.name}`)).attributes?.["bulkhead.quarantine"], undefined);
+  const why = `console test: suspected compromise ${Date.now()}`;
+  await reason.fill(why);
+  await page.keyboard.press("Enter");
+  await form.waitFor({ state: "detached" });
+  await row.getByText("quarantined", { exact: true }).waitFor();
+  await row.getByText(why).waitFor();
+  assert.match((await row.getAttribute("class")) ?? "", /quarantined/);
+  assert.equal((await api("GET", `/workloads/${w.name}`)).attributes["bulkhead.quarantine"], why);
+  // The quarantined workload is offered for release, not for quarantine.
+  assert.equal(await row.getByRole("button", { name: `Quarantine ${w.name}` }).count(), 0);
+  // "Quarantined only" lists exactly the quarantined workloads.
+  await page.getByLabel(/Quarantined only/).check();
+  const quarantined = (await api("GET", "/workloads?limit=10000")).items.filter((x) => x.attributes?.["bulkhead.quarantine"] !== undefined);
+  await page.getByRole("table", { name: "Workloads" }).locator("tbody tr").first().waitFor();
+  assert.equal(await page.getByRole("table", { name: "Workloads" }).locator("tbody tr.quarantined").count(), quarantined.length);
+  assert.equal(await page.getByRole("table", { name: "Workloads" }).locator("tbody tr").count(), quarantined.length);
+  await shot(page, "16-quarantined");
+
+  // The dashboard counts it; the Alerts page shows the critical quarantine alert.
+  await nav(page, "Dashboard");
+  await page.getByTestId("quarantined").filter({ hasText: `${quarantined.length} workload` }).waitFor();
+  await nav(page, "Alerts");
+  await page.getByLabel("Kind").selectOption("quarantine");
+  const alert = page.getByRole("table", { name: "Alerts" }).locator("tbody tr").filter({ hasText: why });
+  await alert.waitFor();
+  assert.match(await alert.innerText(), new RegExp(`critical[\\s\\S]*${w.name} quarantined by initial admin[\\s\\S]*workload ${w.name} · reason: ${why}`));
+  const alerts = (await api("GET", "/alerts?kind=quarantine&limit=1000")).items;
+  assert.ok(alerts.some((a) => a.details.workload === w.name && a.details.reason === why));
+  await shot(page, "17-quarantine-alert");
+
+  // Release, confirmed in the dialog.
+  await nav(page, "Inventory");
+  page.once("dialog", (d) => {
+    assert.match(d.message(), new RegExp(`Release ${w.name}`));
+    d.accept();
+  });
+  await row.getByRole("button", { name: `Release ${w.name}` }).click();
+  await row.getByRole("button", { name: `Quarantine ${w.name}` }).waitFor();
+  assert.equal(await row.getByText("quarantined", { exact: true }).count(), 0);
+  assert.equal((await api("GET", `/workloads/${w.name}`)).attributes?.["bulkhead.quarantine"], undefined);
+  const released = (await api("GET", "/alerts?kind=quarantine_released&limit=1000")).items;
+  assert.ok(released.some((a) => a.details.workload === w.name));
+  await shot(page, "18-released");
+  await page.close();
+});
+
+test("the agents page says how to enroll a host; a pairing profile is created (key shown once) and revoked", async () => {
+  assert.deepEqual((await api("GET", "/agents")).items, [], "the demo has no agents");
+  const page = await signedIn();
+  // The dashboard's agent card leads to the agents page.
+  await page.getByTestId("agents-none").getByRole("link", { name: "Enroll one" }).click();
+  await page.getByRole("heading", { name: "Agents", exact: true }).waitFor();
+  const empty = page.getByRole("region", { name: "No agent has enrolled yet" });
+  await empty.waitFor();
+  assert.match(await empty.innerText(), /--agent-listen[\s\S]*pairing profile[\s\S]*bulkhead agent --server https:\/\/\S+ --pairing-key/);
+  await shot(page, "19-agents-empty");
+
+  const name = `console-db-${Date.now() % 100000}`;
+  await page.getByLabel("Profile name").fill(name);
+  await page.getByLabel("Labels of enrolled hosts").fill("app=crm role=db");
+  await page.getByLabel("Starting mode").selectOption("enforced");
+  await page.getByLabel("Max. hosts").fill("2");
+  await page.getByLabel("Valid for (days)").fill("3");
+  await page.getByRole("button", { name: "Create pairing profile" }).click();
+  const keyField = page.getByLabel("Pairing key");
+  await keyField.waitFor();
+  const key = await keyField.inputValue();
+  assert.match(key, /^bh_pair_[0-9a-f]{64}(:[0-9a-f]+)?$/);
+  assert.equal(await keyField.getAttribute("readonly"), "");
+  // Copy-friendly: focusing the field selects the whole key, and the copy button is next with Tab.
+  await keyField.focus();
+  assert.equal(await keyField.evaluate((e) => e.value.slice(e.selectionStart, e.selectionEnd)), key);
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Copy key");
+  assert.ok((await page.getByLabel("Enrollment command").inputValue()).includes(`--pairing-key '${key}'`));
+  await shot(page, "20-pairing-key");
+
+  const row = page.getByTestId(`profile-${name}`);
+  await row.waitFor();
+  assert.match(await row.innerText(), /app\s*crm[\s\S]*role\s*db[\s\S]*enforced[\s\S]*0 of 2[\s\S]*active/);
+  const stored = (await api("GET", "/pairing-profiles")).items.find((p) => p.name === name);
+  assert.deepEqual([stored.labels, stored.mode, stored.max_uses, stored.uses, stored.revoked], [{ app: "crm", role: "db" }, "enforced", 2, 0, false]);
+  assert.ok(Math.abs(stored.expires_at_ms - (stored.created_at_ms + 3 * DAY_MS)) < 1000);
+  // Shown once: after a reload the key is nowhere on the page.
+  await page.reload();
+  await row.waitFor();
+  assert.equal(await page.getByLabel("Pairing key").count(), 0);
+  assert.ok(!(await page.content()).includes(key.slice(8, 40)));
+
+  page.once("dialog", (d) => d.accept());
+  await row.getByRole("button", { name: `Revoke ${name}` }).click();
+  await row.getByText("revoked", { exact: true }).waitFor();
+  assert.equal(await row.getByRole("button", { name: `Revoke ${name}` }).count(), 0);
+  assert.equal((await api("GET", "/pairing-profiles")).items.find((p) => p.name === name).revoked, true);
+  await shot(page, "21-pairing-revoked");
+  await page.close();
+});
+
+test("netops sees rollouts, agents and pairing profiles but no button to change them; quarantine is not offered", async () => {
+  const netops = await api("POST", "/tokens", { name: "console test netops 2", role: "netops", expires_in_days: 1 });
+  const page = await signedIn(netops.token);
+  await nav(page, "Rollouts");
+  await page.getByRole("table", { name: "Rollouts" }).waitFor();
+  assert.equal(await page.getByRole("form", { name: "Schedule a rollout" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Roll back" }).count(), 0);
+  await nav(page, "Inventory");
+  await page.getByRole("table", { name: "Workloads" }).locator("tbody tr").first().waitFor();
+  assert.equal(await page.getByRole("button", { name: /^(Quarantine|Release) / }).count(), 0);
+  await nav(page, "Agents");
+  await page.getByRole("table", { name: "Pairing profiles" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Create pairing profile" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: /^Revoke / }).count(), 0);
+  await page.getByText("Ask an admin or secops for a pairing key").waitFor();
+  await page.close();
+});

@@ -2,14 +2,20 @@ import { useState } from "preact/hooks";
 import type { PageProps } from ".";
 import { get, post, query } from "../api";
 import { setParams } from "../router";
-import { can } from "../session";
+import { can, parseLabels } from "../session";
 import type { Alert } from "../types";
-import { Badge, Empty, ErrorBox, Loading, PageHeader, fmtAgo, fmtNum, fmtTime, toast, useAsync } from "../ui";
+import { touches } from "./Rollouts";
+import { Badge, Empty, ErrorBox, LabelChips, Loading, PageHeader, fmtAgo, fmtNum, fmtTime, toast, useAsync } from "../ui";
 
 export function Alerts({ session, params }: PageProps) {
   const state = params.get("state") ?? "open";
   const kind = params.get("kind") ?? "";
-  const alerts = useAsync(() => get<{ items: Alert[] }>(`/alerts${query({ state: state === "all" ? "" : state, kind, limit: 1000 })}`), [state, kind]);
+  // `labels`: only alerts with an end carrying all these labels (a rollout's "Review them").
+  const labels = params.get("labels") ?? "";
+  const alerts = useAsync(
+    () => get<{ items: Alert[] }>(`/alerts${query({ state: state === "all" || state === "unresolved" ? "" : state, kind, limit: state === "unresolved" || labels ? 10000 : 1000 })}`),
+    [state, kind, labels],
+  );
   const [err, setErr] = useState<unknown>(null);
   const [busy, setBusy] = useState<number | null>(null);
   const mayChange = can.changeAlerts(session);
@@ -26,7 +32,8 @@ export function Alerts({ session, params }: PageProps) {
       setBusy(null);
     }
   }
-  const items = alerts.data?.items ?? [];
+  const selector = parseLabels(labels);
+  const items = (alerts.data?.items ?? []).filter((a) => (state !== "unresolved" || a.state !== "resolved") && (!labels || touches(a, selector)));
   return (
     <>
       <PageHeader title="Alerts" sub="Traffic the provisioned policy blocks (enforced) or would block (monitor), one alert per source group, destination group and service." />
@@ -37,6 +44,7 @@ export function Alerts({ session, params }: PageProps) {
             <option value="open">Open</option>
             <option value="acknowledged">Acknowledged</option>
             <option value="resolved">Resolved</option>
+            <option value="unresolved">Open or acknowledged</option>
             <option value="all">All</option>
           </select>
         </div>
@@ -46,8 +54,25 @@ export function Alerts({ session, params }: PageProps) {
             <option value="">Any</option>
             <option value="potentially_blocked">Would be blocked</option>
             <option value="blocked">Blocked</option>
+            <option value="quarantine">Quarantine</option>
+            <option value="quarantine_released">Released from quarantine</option>
+            <option value="rollout">Rollout notices</option>
+            <option value="agent_offline">Agent offline</option>
+            <option value="tamper">Firewall tampered with</option>
+            <option value="policy_rejected">Policy rejected by an agent</option>
           </select>
         </div>
+        {labels && (
+          <div class="field">
+            <span class="label-like">Touching</span>
+            <span class="chips">
+              <LabelChips labels={selector} />{" "}
+              <button type="button" class="btn small" aria-label={`Show alerts of any labels, not only ${labels}`} onClick={() => setParams({ labels: null })}>
+                Any labels
+              </button>
+            </span>
+          </div>
+        )}
       </div>
       <ErrorBox error={alerts.error ?? err} />
       {alerts.loading && !alerts.data ? (
@@ -77,7 +102,7 @@ export function Alerts({ session, params }: PageProps) {
                       <strong>{a.title}</strong>
                     </div>
                     <div class="muted" style={{ fontSize: 12 }}>
-                      e.g. {String(a.details.src_workload ?? a.details.src ?? "")} → {String(a.details.dst_workload ?? a.details.dst ?? "")}
+                      {detailLine(a)}
                     </div>
                   </td>
                   <td class="num">{fmtNum(a.count)}</td>
@@ -110,4 +135,19 @@ export function Alerts({ session, params }: PageProps) {
       )}
     </>
   );
+}
+
+/** The second line of an alert: an example flow, or what a non-flow alert is about. */
+function detailLine(a: Alert): string {
+  const d = a.details;
+  if (d.src !== undefined || d.dst !== undefined) return `e.g. ${String(d.src_workload ?? d.src ?? "")} → ${String(d.dst_workload ?? d.dst ?? "")}`;
+  const parts: string[] = [];
+  if (d.workload) parts.push(`workload ${String(d.workload)}`);
+  if (d.rollout) parts.push(`rollout ${String(d.rollout)} (${String(d.selector ?? "")})`);
+  if (d.reason) parts.push(`reason: ${String(d.reason)}`);
+  if (d.by) parts.push(`by ${String(d.by).split(" [")[0]}`);
+  if (d.difference) parts.push(String(d.difference));
+  if (d.error) parts.push(String(d.error));
+  if (d.message && !d.reason) parts.push(String(d.message));
+  return parts.join(" · ");
 }

@@ -1,8 +1,8 @@
 import type { PageProps } from ".";
 import { get, text } from "../api";
 import { can } from "../session";
-import type { Alert, Workload } from "../types";
-import { ErrorBox, Link, Loading, PageHeader, fmtNum, useAsync } from "../ui";
+import { type Agent, type Alert, type Workload, quarantineReason } from "../types";
+import { ErrorBox, Link, Loading, PageHeader, fmtAgo, fmtNum, useAsync } from "../ui";
 
 interface Sprawl {
   believed: number;
@@ -41,6 +41,7 @@ export function Dashboard({ session }: PageProps) {
   const managed = items.filter((w) => w.managed);
   const modes: Record<string, number> = { enforced: 0, monitor: 0, idle: 0, unmanaged: items.length - managed.length };
   for (const w of managed) modes[w.mode ?? "idle"] = (modes[w.mode ?? "idle"] ?? 0) + 1;
+  const quarantined = items.filter((w) => quarantineReason(w) !== undefined).length;
   const open = alerts.filter((a) => a.state === "open");
   const critical = open.filter((a) => a.severity === "critical").length;
 
@@ -131,6 +132,13 @@ export function Dashboard({ session }: PageProps) {
           <p class="muted" style={{ marginBottom: 0 }}>
             Enforced workloads drop what the policy does not allow; in monitor mode the same traffic is reported as potentially blocked.
           </p>
+          {quarantined > 0 && (
+            <p style={{ marginBottom: 0 }} data-testid="quarantined">
+              <Link href="/inventory?quarantined=1">
+                {quarantined} workload{quarantined === 1 ? "" : "s"} in quarantine
+              </Link>
+            </p>
+          )}
         </div>
         <div class="card">
           <h2>
@@ -189,16 +197,7 @@ export function Dashboard({ session }: PageProps) {
           </dl>
         </div>
         <div class="card">
-          <h2>Agents</h2>
-          {session.routes.has("/api/v1/agents") ? (
-            <p>
-              <Link href="/agents">See the agents</Link>
-            </p>
-          ) : (
-            <p class="muted" style={{ margin: 0 }}>
-              This server reports no agents yet: workloads are seen through flow exports. Agent health appears here once the agent API is available.
-            </p>
-          )}
+          <AgentHealth session={session} />
           {sprawl && (
             <dl class="kv" style={{ marginTop: 12 }}>
               <dt>Quiet workloads (no traffic in 7 days)</dt>
@@ -211,6 +210,73 @@ export function Dashboard({ session }: PageProps) {
           )}
         </div>
       </div>
+    </>
+  );
+}
+
+/** The agents card: how many report, how many are offline or behind the current policy. */
+function AgentHealth({ session }: { session: PageProps["session"] }) {
+  const has = session.routes.has("/api/v1/agents");
+  const agents = useAsync(() => (has ? get<{ items: Agent[] }>("/agents") : Promise.resolve(null)), []);
+  if (!has) {
+    return (
+      <>
+        <h2>Agents</h2>
+        <p class="muted" style={{ margin: 0 }}>
+          This server has no agent API: workloads are seen through flow exports.
+        </p>
+      </>
+    );
+  }
+  const items = agents.data?.items ?? [];
+  const offline = items.filter((a) => !a.online);
+  const behind = items.filter((a) => a.online && !a.in_sync);
+  const status = !agents.data ? "unknown" : items.length === 0 ? "none" : offline.length ? "degraded" : behind.length ? "syncing" : "healthy";
+  const color = { unknown: "#94a3b8", none: "#94a3b8", degraded: "#dc2626", syncing: "#d97706", healthy: "#16a34a" }[status];
+  return (
+    <>
+      <h2>
+        Agents
+        <span class="health">
+          <span class="dot" style={{ background: color }} />
+          {status === "none" ? "none enrolled" : status}
+        </span>
+      </h2>
+      {agents.error ? (
+        <ErrorBox error={agents.error} />
+      ) : !agents.data ? (
+        <Loading what="Loading the agents" />
+      ) : items.length === 0 ? (
+        <p class="muted" style={{ margin: 0 }} data-testid="agents-none">
+          No agent has enrolled: workloads are seen through flow exports only. <Link href="/agents">Enroll one</Link>
+        </p>
+      ) : (
+        <>
+          <dl class="kv" data-testid="agent-health">
+            <dt>Online</dt>
+            <dd>
+              {items.length - offline.length} of {items.length}
+            </dd>
+            <dt>Offline</dt>
+            <dd>{offline.length}</dd>
+            <dt>Online, policy not yet applied</dt>
+            <dd>{behind.length}</dd>
+          </dl>
+          {offline.length > 0 && (
+            <p style={{ margin: "8px 0 0", fontSize: 13 }}>
+              Offline:{" "}
+              {offline
+                .slice(0, 5)
+                .map((a) => `${a.workload} (seen ${fmtAgo(a.last_seen_ms)})`)
+                .join(", ")}
+              {offline.length > 5 ? ` and ${offline.length - 5} more` : ""}
+            </p>
+          )}
+          <p style={{ margin: "8px 0 0" }}>
+            <Link href="/agents">See the agents</Link>
+          </p>
+        </>
+      )}
     </>
   );
 }

@@ -1,20 +1,40 @@
-import { useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { PageProps } from ".";
-import { enc, get, put, query } from "../api";
+import { enc, get, post, put, query } from "../api";
 import { setParams } from "../router";
 import { can } from "../session";
-import type { Workload } from "../types";
+import { type Workload, quarantineReason } from "../types";
 import { Badge, Empty, ErrorBox, LabelChips, Loading, PageHeader, toast, useAsync } from "../ui";
 
 export function Inventory({ session, params }: PageProps) {
   const labels = params.get("labels") ?? "";
   const [filter, setFilter] = useState(labels);
-  const [text, setText] = useState("");
+  const [text, setText] = useState(params.get("q") ?? "");
   const list = useAsync(() => get<{ total: number; items: Workload[] }>(`/workloads${query({ labels, limit: 10000 })}`), [labels]);
-  const [editing, setEditing] = useState<string | null>(null);
+  // Which inline form is open under a row: its labels, or the quarantine form.
+  const [acting, setActing] = useState<{ name: string; what: "labels" | "quarantine" } | null>(null);
+  const [onlyQuarantined, setOnlyQuarantined] = useState(params.get("quarantined") === "1");
+  const [err, setErr] = useState<unknown>(null);
   const q = text.trim().toLowerCase();
-  const items = (list.data?.items ?? []).filter((w) => !q || `${w.name} ${w.hostname ?? ""} ${w.addresses.join(" ")} ${w.os ?? ""}`.toLowerCase().includes(q));
+  const all = list.data?.items ?? [];
+  const quarantinedCount = all.filter((w) => quarantineReason(w) !== undefined).length;
+  const items = all.filter(
+    (w) => (!q || `${w.name} ${w.hostname ?? ""} ${w.addresses.join(" ")} ${w.os ?? ""}`.toLowerCase().includes(q)) && (!onlyQuarantined || quarantineReason(w) !== undefined),
+  );
   const editable = can.editInventory(session);
+  const mayQuarantine = can.quarantine(session) && session.routes.has("/api/v1/workloads/{name}/quarantine");
+  const withActions = editable || mayQuarantine;
+  async function release(w: Workload) {
+    if (!confirm(`Release ${w.name} from quarantine? Its traffic is again decided by the policy alone.`)) return;
+    setErr(null);
+    try {
+      await post(`/workloads/${enc(w.name)}/release`);
+      toast(`Released ${w.name} from quarantine`);
+      list.reload();
+    } catch (x) {
+      setErr(x);
+    }
+  }
   return (
     <>
       <PageHeader title="Inventory" sub={`Workloads and their labels${session.scope ? ` in your scope (${session.scope})` : ""}. Labels decide which rules apply.`} />
@@ -36,8 +56,20 @@ export function Inventory({ session, params }: PageProps) {
           <label for="inv-q">Search</label>
           <input id="inv-q" type="search" placeholder="name, address, OS" value={text} onInput={(e) => setText((e.target as HTMLInputElement).value)} />
         </div>
+        <label class="check" style={{ marginBottom: 8 }}>
+          <input
+            type="checkbox"
+            checked={onlyQuarantined}
+            onChange={(e) => {
+              const on = (e.target as HTMLInputElement).checked;
+              setOnlyQuarantined(on);
+              setParams({ quarantined: on ? "1" : null });
+            }}
+          />
+          Quarantined only ({quarantinedCount})
+        </label>
       </form>
-      <ErrorBox error={list.error} />
+      <ErrorBox error={list.error ?? err} />
       {list.loading && !list.data ? (
         <Loading />
       ) : (
@@ -51,55 +83,98 @@ export function Inventory({ session, params }: PageProps) {
                 <th>Kind</th>
                 <th>Enforcement</th>
                 <th>OS</th>
-                {editable && <th />}
+                {withActions && <th />}
               </tr>
             </thead>
             <tbody>
-              {items.map((w) => (
-                <>
-                  <tr class={editing === w.name ? "selected" : ""}>
-                    <td>
-                      <strong>{w.name}</strong>
-                      {w.hostname && <div class="muted" style={{ fontSize: 12 }}>{w.hostname}</div>}
-                    </td>
-                    <td>
-                      <code>{w.addresses.join(", ")}</code>
-                    </td>
-                    <td>
-                      <LabelChips labels={w.labels} />
-                    </td>
-                    <td>{w.kind}</td>
-                    <td>
-                      {w.managed ? (
-                        <Badge tone={w.mode === "enforced" ? "ok" : w.mode === "monitor" ? "warn" : "muted"}>{w.mode ?? "idle"}</Badge>
-                      ) : (
-                        <Badge>unmanaged</Badge>
+              {items.map((w) => {
+                const reason = quarantineReason(w);
+                const open = acting?.name === w.name ? acting.what : null;
+                return (
+                  <>
+                    <tr class={[open ? "selected" : "", reason !== undefined ? "quarantined" : ""].join(" ").trim()} data-testid={`workload-${w.name}`}>
+                      <td>
+                        <strong>{w.name}</strong>
+                        {w.hostname && <div class="muted" style={{ fontSize: 12 }}>{w.hostname}</div>}
+                        {reason !== undefined && (
+                          <div class="quarantine-mark" style={{ fontSize: 12, marginTop: 3 }}>
+                            <Badge tone="bad">quarantined</Badge> <span>{reason}</span>
+                          </div>
+                        )}
+                      </td>
+                      <td>
+                        <code>{w.addresses.join(", ")}</code>
+                      </td>
+                      <td>
+                        <LabelChips labels={w.labels} />
+                      </td>
+                      <td>{w.kind}</td>
+                      <td>
+                        {w.managed ? (
+                          <Badge tone={w.mode === "enforced" ? "ok" : w.mode === "monitor" ? "warn" : "muted"}>{w.mode ?? "idle"}</Badge>
+                        ) : (
+                          <Badge>unmanaged</Badge>
+                        )}
+                      </td>
+                      <td>{[w.os, w.os_version].filter(Boolean).join(" ")}</td>
+                      {withActions && (
+                        <td style={{ textAlign: "right", whiteSpace: "nowrap" }}>
+                          {editable && (
+                            <button
+                              type="button"
+                              class="btn small"
+                              aria-expanded={open === "labels"}
+                              onClick={() => setActing(open === "labels" ? null : { name: w.name, what: "labels" })}
+                            >
+                              Edit labels
+                            </button>
+                          )}{" "}
+                          {mayQuarantine &&
+                            w.managed &&
+                            (reason !== undefined ? (
+                              <button type="button" class="btn small" aria-label={`Release ${w.name}`} onClick={() => release(w)}>
+                                Release
+                              </button>
+                            ) : (
+                              <button
+                                type="button"
+                                class="btn small danger"
+                                aria-label={`Quarantine ${w.name}`}
+                                aria-expanded={open === "quarantine"}
+                                onClick={() => setActing(open === "quarantine" ? null : { name: w.name, what: "quarantine" })}
+                              >
+                                Quarantine
+                              </button>
+                            ))}
+                        </td>
                       )}
-                    </td>
-                    <td>{[w.os, w.os_version].filter(Boolean).join(" ")}</td>
-                    {editable && (
-                      <td style={{ textAlign: "right" }}>
-                        <button type="button" class="btn small" aria-expanded={editing === w.name} onClick={() => setEditing(editing === w.name ? null : w.name)}>
-                          Edit labels
-                        </button>
-                      </td>
-                    )}
-                  </tr>
-                  {editing === w.name && (
-                    <tr>
-                      <td colSpan={7} style={{ background: "#fafbfd" }}>
-                        <LabelEditor
-                          workload={w}
-                          onDone={(saved) => {
-                            setEditing(null);
-                            if (saved) list.reload();
-                          }}
-                        />
-                      </td>
                     </tr>
-                  )}
-                </>
-              ))}
+                    {open && (
+                      <tr>
+                        <td colSpan={7} style={{ background: "#fafbfd" }}>
+                          {open === "labels" ? (
+                            <LabelEditor
+                              workload={w}
+                              onDone={(saved) => {
+                                setActing(null);
+                                if (saved) list.reload();
+                              }}
+                            />
+                          ) : (
+                            <QuarantineForm
+                              workload={w}
+                              onDone={(done) => {
+                                setActing(null);
+                                if (done) list.reload();
+                              }}
+                            />
+                          )}
+                        </td>
+                      </tr>
+                    )}
+                  </>
+                );
+              })}
             </tbody>
           </table>
           {items.length === 0 && <Empty>No workloads match.</Empty>}
@@ -165,6 +240,54 @@ function LabelEditor({ workload, onDone }: { workload: Workload; onDone: (saved:
           Cancel
         </button>
       </div>
+    </form>
+  );
+}
+
+function QuarantineForm({ workload, onDone }: { workload: Workload; onDone: (done: boolean) => void }) {
+  const [reason, setReason] = useState("");
+  const [err, setErr] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const id = `qr-${workload.name}`;
+  const input = useRef<HTMLInputElement>(null);
+  useEffect(() => input.current?.focus(), []);
+  async function submit(e: Event) {
+    e.preventDefault();
+    if (!reason.trim()) {
+      setErr(new Error("Give a reason: it is kept on the workload, in the audit log and in the alert."));
+      return;
+    }
+    setBusy(true);
+    setErr(null);
+    try {
+      await post(`/workloads/${enc(workload.name)}/quarantine`, { reason: reason.trim() });
+      toast(`Quarantined ${workload.name}`);
+      onDone(true);
+    } catch (x) {
+      setErr(x);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <form onSubmit={submit} aria-label={`Quarantine ${workload.name}`}>
+      <p style={{ margin: "0 0 8px" }}>
+        Quarantine isolates <strong>{workload.name}</strong> whatever the rules say: only the failsafe ports inbound and connections already established stay open. Its
+        agent applies it at its next heartbeat; a critical alert is raised.
+      </p>
+      <div class="row" style={{ maxWidth: 760 }}>
+        <div class="field" style={{ flex: 3 }}>
+          <label for={id}>Reason for quarantine</label>
+          <input id={id} type="text" required value={reason} placeholder="suspected compromise, ticket SEC-123" ref={input} onInput={(e) => setReason((e.target as HTMLInputElement).value)} />
+        </div>
+        <button type="submit" class="btn small danger" disabled={busy}>
+          {busy ? "Quarantining…" : "Confirm quarantine"}
+        </button>
+        <button type="button" class="btn small" onClick={() => onDone(false)}>
+          Cancel
+        </button>
+      </div>
+      <ErrorBox error={err} />
     </form>
   );
 }
