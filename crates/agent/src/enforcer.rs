@@ -74,11 +74,27 @@ impl Enforcer {
                 revision: policy.revision.clone(),
                 message: e.to_string(),
             })?;
+        // Rules that name the provider's process need to know which services it runs
+        // as here, at this moment; the read-back catches a service restarted since
+        // (its new cgroup no longer matches the rule), and re-applying resolves it anew.
+        let names_process = host
+            .inbound
+            .iter()
+            .any(|r| r.services.iter().any(|(_, p)| p.is_some()));
+        let process_cgroups = if names_process {
+            bulkhead_host::service_cgroups().unwrap_or_else(|e| {
+                tracing::warn!("finding the services that listen here: {e}; rules naming a process will not match");
+                Default::default()
+            })
+        } else {
+            Default::default()
+        };
         let opts = RenderOptions {
             failsafe_ports,
             log_group: policy.log_group,
             table: self.table.clone(),
             control_plane: self.control_plane.clone(),
+            process_cgroups,
         };
         let text = bulkhead_nft::render(&host, &opts);
         self.nft

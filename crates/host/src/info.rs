@@ -222,3 +222,68 @@ mod tests {
         );
     }
 }
+
+/// The processes listening here that run as systemd services, by name, each with the
+/// cgroup v2 paths of its services relative to `/sys/fs/cgroup` (what nftables'
+/// `socket cgroupv2` resolves): on a hybrid hierarchy the v2 tree is mounted below it,
+/// at `/sys/fs/cgroup/unified`, and the paths carry that prefix. Empty when cgroup v2 is
+/// mounted nowhere under `/sys/fs/cgroup`.
+pub fn service_cgroups() -> Result<std::collections::BTreeMap<String, Vec<String>>, HostError> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(prefix) = cgroup2_prefix(&mountinfo) else {
+        return Ok(out);
+    };
+    for s in listening_sockets()? {
+        let Some(p) = s.process else { continue };
+        let (Some(_unit), Some(cgroup)) = (&p.systemd_unit, &p.cgroup) else {
+            continue;
+        };
+        let path = format!("{prefix}{}", cgroup.trim_start_matches('/'));
+        let paths = out.entry(p.name.clone()).or_default();
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    for paths in out.values_mut() {
+        paths.sort();
+    }
+    Ok(out)
+}
+
+/// Where cgroup v2 is mounted, as a prefix relative to `/sys/fs/cgroup` ("" when it is
+/// `/sys/fs/cgroup` itself, "unified/" on hybrid hierarchies).
+fn cgroup2_prefix(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mountpoint = left.split_whitespace().nth(4)?;
+        if mountpoint == "/sys/fs/cgroup" {
+            Some(String::new())
+        } else {
+            mountpoint
+                .strip_prefix("/sys/fs/cgroup/")
+                .map(|rest| format!("{rest}/"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::cgroup2_prefix;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_on_unified_and_hybrid_hierarchies() {
+        let unified = "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_prefix(unified).as_deref(), Some(""));
+        let hybrid = "30 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                      31 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_prefix(hybrid).as_deref(), Some("unified/"));
+        let elsewhere = "31 25 0:28 / /mnt/cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_prefix(elsewhere), None);
+        assert_eq!(cgroup2_prefix(""), None);
+    }
+}

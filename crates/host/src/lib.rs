@@ -24,7 +24,7 @@ pub use conntrack::{
     ConntrackEvent, ConntrackEventKind, ConntrackMonitor, ConntrackStats, decode_conntrack,
     enable_conntrack_accounting,
 };
-pub use info::{host_info, listening_sockets, local_addresses};
+pub use info::{host_info, listening_sockets, local_addresses, service_cgroups};
 pub use nflog::{NflogReader, NflogStats, PacketHeaders, parse_packet};
 pub use process::process_info;
 

@@ -32,6 +32,12 @@ pub struct RenderOptions {
     /// host whose policy forgot them would otherwise cut off its own agent, which could
     /// then never receive the policy that fixes it.
     pub control_plane: Vec<SocketAddr>,
+    /// Where the host knows it: a provider process name → the cgroup v2 paths of the
+    /// systemd services it runs in, relative to `/sys/fs/cgroup` (e.g.
+    /// `system.slice/postgresql.service`). An inbound allow that names the process then
+    /// matches the receiving socket's cgroup (`socket cgroupv2`); a process not listed
+    /// here stays invisible to the kernel and its allow never matches.
+    pub process_cgroups: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for RenderOptions {
@@ -41,6 +47,7 @@ impl Default for RenderOptions {
             log_group: 100,
             table: "bulkhead".to_string(),
             control_plane: Vec::new(),
+            process_cgroups: BTreeMap::new(),
         }
     }
 }
@@ -207,18 +214,32 @@ impl Direction {
         chain: &mut Chain,
     ) {
         let id = safe(&rule.rule_id);
-        // nftables cannot see the provider's process, so for the kernel it is always
-        // unknown: an allow that requires a process never matches, a deny that names one
-        // always does (the oracle's fail-closed rule).
+        // nftables sees a process only as the cgroup of the socket a packet goes to, and
+        // only on the way in (the provider is this host): an allow that requires a
+        // process matches when that process runs as a known systemd service, and never
+        // otherwise; a deny that names one always matches (the oracle's fail-closed
+        // rule).
         let ports: Vec<ServicePort> = rule
             .services
             .iter()
             .filter(|(_, process)| rule.action == Action::Deny || process.is_none())
             .map(|(sp, _)| *sp)
             .collect();
-        if ports.is_empty() {
+        let mut by_cgroup: BTreeMap<&str, Vec<ServicePort>> = BTreeMap::new();
+        if self == Direction::Inbound && rule.action == Action::Allow {
+            for (sp, process) in &rule.services {
+                let Some(p) = process else { continue };
+                for cg in opts.process_cgroups.get(p).into_iter().flatten() {
+                    let cg = cg.trim_start_matches('/');
+                    if nft_safe_path(cg) {
+                        by_cgroup.entry(cg).or_default().push(*sp);
+                    }
+                }
+            }
+        }
+        if ports.is_empty() && by_cgroup.is_empty() {
             chain.lines.push(format!(
-                "# {id}: allows only connections to a named process, which nftables cannot see; not allowed here"
+                "# {id}: allows only connections to a named process that runs as no known service here; not allowed"
             ));
             return;
         }
@@ -243,7 +264,20 @@ impl Direction {
                 .filter(|a| Family::of(a) == f)
                 .collect()
         };
-        let l4s = l4_matches(ports.into_iter());
+        // (socket match, L4 matches): the plain ports, then each service cgroup's.
+        let mut l4s: Vec<(String, L4)> = l4_matches(ports.into_iter())
+            .into_iter()
+            .map(|l4| (String::new(), l4))
+            .collect();
+        for (cg, sps) in by_cgroup {
+            let level = cg.split('/').filter(|c| !c.is_empty()).count();
+            let socket = format!("socket cgroupv2 level {level} \"{cg}\"");
+            l4s.extend(
+                l4_matches(sps.into_iter())
+                    .into_iter()
+                    .map(|l4| (socket.clone(), l4)),
+            );
+        }
         let emit = |chain: &mut Chain, family: Option<Family>, peer: String| {
             let local = match family {
                 Some(f) if local_subset => {
@@ -255,7 +289,7 @@ impl Direction {
                 }
                 _ => String::new(),
             };
-            for l4 in &l4s {
+            for (socket, l4) in &l4s {
                 if let (Some(f), Some(only)) = (family, l4.family()) {
                     // `icmp type` is IPv4 only and `icmpv6 type` IPv6 only: such a
                     // pairing can never match, and nft refuses it.
@@ -265,7 +299,7 @@ impl Direction {
                 }
                 chain
                     .lines
-                    .push(join(&[&peer, &local, &l4.text(), &verdict]));
+                    .push(join(&[&peer, &local, &l4.text(), socket, &verdict]));
             }
         };
         match &rule.peers {
@@ -321,6 +355,16 @@ fn safe(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Whether a cgroup path can go into a quoted nft string as it is. Unit names with
+/// systemd's `\x2d` escapes (or anything else) are left out: such a process stays
+/// invisible to the kernel, so its allow does not match (fail closed) rather than
+/// making the whole transaction fail.
+fn nft_safe_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '@' | ':'))
 }
 
 fn join(parts: &[&str]) -> String {

@@ -106,6 +106,11 @@ fn options_are_honoured() {
             "10.0.0.1:8443".parse().unwrap(),
             "[fd00::1]:443".parse().unwrap(),
         ],
+        process_cgroups: [(
+            "bacula-fd".to_string(),
+            vec!["system.slice/bacula-fd.service".to_string()],
+        )]
+        .into(),
     };
     let text = render(&host_policy(&policy, &inv, "shop-db-p1").unwrap(), &opts);
     assert!(
@@ -118,6 +123,12 @@ fn options_are_honoured() {
     assert!(
         text.contains("ip6 daddr fd00::1 tcp dport 443 accept comment \"bulkhead control plane\"")
     );
+    // The backup rule names its provider process, which runs as a service here.
+    assert!(
+        text.contains("socket cgroupv2 level 2 \"system.slice/bacula-fd.service\" accept comment \"allow-backup\""),
+        "{text}"
+    );
+    assert!(!text.contains("# allow-backup"), "{text}");
     assert!(text.contains("udp dport 68 accept comment \"bulkhead failsafe\""));
     assert!(!text.contains("dport 22 accept comment \"bulkhead failsafe\""));
     assert!(text.contains("log group 7 prefix"));
