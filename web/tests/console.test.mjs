@@ -630,3 +630,50 @@ test("netops sees rollouts, agents and pairing profiles but no button to change 
   await page.getByText("Ask an admin or secops for a pairing key").waitFor();
   await page.close();
 });
+
+test("rollback is offered once a rollout has enforced, after a confirmation, and sent to the API", async () => {
+  // `bulkhead demo` runs no rollout scheduler, so no rollout of its ever reaches its date:
+  // the list is shown as if one had been enforced (the page's GET /rollouts answered with
+  // that state); the rollback request itself goes to the real server, which refuses it
+  // with the rollout's name because nothing was enforced, and the page says so.
+  const stored = (await api("GET", "/rollouts")).items[0];
+  assert.ok(stored, "the rollout test scheduled one");
+  const enforcedAt = Date.now() - 60_000;
+  const page = await signedIn();
+  await page.route(`${BASE}/api/v1/rollouts`, async (route) => {
+    if (route.request().method() !== "GET") return route.continue();
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const r of body.items) {
+      if (r.id === stored.id) Object.assign(r, { state: "enforced", at_ms: enforcedAt, previous_modes: Object.fromEntries(r.workloads.map((w) => [w.name, w.mode])) });
+    }
+    await route.fulfill({ response: res, json: body });
+  });
+  await nav(page, "Rollouts");
+  const row = page.getByTestId(`rollout-${stored.name}`);
+  await row.getByText("enforced", { exact: true }).waitFor();
+  // Only the enforced one is offered for rollback.
+  assert.equal(await page.getByRole("button", { name: "Roll back" }).count(), 1);
+  const button = row.getByRole("button", { name: "Roll back" });
+  // Dismissing the confirmation sends nothing.
+  let sent = 0;
+  page.on("request", (r) => r.method() === "POST" && r.url().endsWith(`/rollouts/${stored.id}/rollback`) && sent++);
+  page.once("dialog", (d) => d.dismiss());
+  await button.click();
+  await page.waitForTimeout(300);
+  assert.equal(sent, 0);
+  // Accepted from the keyboard, it is sent; the server's refusal is shown.
+  let message = "";
+  page.once("dialog", (d) => {
+    message = d.message();
+    d.accept();
+  });
+  await button.focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("alert").filter({ hasText: `rollout ${stored.name} has not switched anything to enforced` }).waitFor();
+  assert.equal(sent, 1);
+  assert.match(message, new RegExp(`Roll back "${stored.name}"\\? Its ${stored.workloads.length} workload\\(s\\) go back`));
+  assert.equal((await api("GET", `/rollouts/${stored.id}`)).state, "scheduled");
+  await shot(page, "22-rollback-refused");
+  await page.close();
+});

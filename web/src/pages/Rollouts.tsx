@@ -107,8 +107,8 @@ export function Rollouts({ session }: PageProps) {
                 const canRollBack = r.state === "enforced" || r.state === "completed";
                 return (
                   <tr data-testid={`rollout-${r.name}`}>
-                    <td>
-                      <strong>{r.name}</strong>
+                    <td style={{ minWidth: 150 }}>
+                      <strong style={{ wordBreak: "break-word" }}>{r.name}</strong>
                       <div>
                         <LabelChips labels={r.selector} />
                       </div>
@@ -121,8 +121,8 @@ export function Rollouts({ session }: PageProps) {
                       <Badge tone={tone}>{stateText}</Badge>
                       {r.at_ms ? <div class="muted" style={{ fontSize: 12 }}>{fmtTime(r.at_ms)}</div> : null}
                     </td>
-                    <td style={{ whiteSpace: "nowrap" }}>
-                      {fmtTime(r.announced_ms)}
+                    <td>
+                      <span style={{ whiteSpace: "nowrap" }}>{fmtTime(r.announced_ms)}</span>
                       <div class="muted" style={{ fontSize: 12 }}>monitor since {fmtTime(r.monitor_start_ms)}</div>
                     </td>
                     <td style={{ whiteSpace: "nowrap" }} data-testid="enforcement">
@@ -137,20 +137,22 @@ export function Rollouts({ session }: PageProps) {
                         </div>
                       )}
                     </td>
-                    <td style={{ whiteSpace: "nowrap" }}>
+                    <td style={{ minWidth: 150 }}>
                       {r.state === "completed" && r.at_ms ? (
                         fmtTime(r.at_ms)
                       ) : r.state === "rolled_back" ? (
                         <span class="muted">—</span>
                       ) : (
-                        <span class="muted" title="Completion follows enforcement after the watch period without a blocked-flow alert">
-                          after {r.watch_days} d without blocked flows
-                          <br />
-                          earliest {fmtTime((r.state === "enforced" && r.at_ms ? r.at_ms : r.enforce_at_ms) + r.watch_days * DAY_MS)}
-                        </span>
+                        <>
+                          <span class="muted" style={{ fontSize: 12 }}>
+                            earliest
+                          </span>
+                          <div style={{ whiteSpace: "nowrap" }}>{fmtTime((r.state === "enforced" && r.at_ms ? r.at_ms : r.enforce_at_ms) + r.watch_days * DAY_MS)}</div>
+                          <div class="muted" style={{ fontSize: 12 }}>after {r.watch_days} d of enforcement without a blocked flow</div>
+                        </>
                       )}
                     </td>
-                    <td style={{ maxWidth: 280 }}>
+                    <td style={{ minWidth: 130, maxWidth: 260 }}>
                       {r.state !== "scheduled" ? (
                         <span class="muted">—</span>
                       ) : alerts.loading && !alerts.data ? (
