@@ -130,6 +130,15 @@ export interface Rollout {
   postponements: { at_ms: number; until_ms: number; reason: string }[];
   previous_modes: Record<string, string>;
   workloads: { name: string; mode: string }[];
+  /** Whether it would be enforced now: the scheduler's test (absent from servers before it was added). */
+  readiness?: RolloutReadiness;
+}
+
+export interface RolloutReadiness {
+  ready: boolean;
+  unresolved_potentially_blocked: number;
+  last_blocked_ms?: number | null;
+  reason?: string | null;
 }
 
 export interface HostInfo {

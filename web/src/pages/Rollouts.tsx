@@ -4,8 +4,8 @@ import { useState } from "preact/hooks";
 import type { PageProps } from ".";
 import { get, post, query } from "../api";
 import { parseLabels, can } from "../session";
-import type { Alert, Labels, Rollout, RolloutOwner, Workload } from "../types";
-import { Badge, Empty, ErrorBox, LabelChips, Link, Loading, PageHeader, fmtTime, toast, useAsync } from "../ui";
+import type { Alert, Labels, Rollout, RolloutOwner, RolloutReadiness, Workload } from "../types";
+import { Badge, Empty, ErrorBox, LabelChips, Link, Loading, PageHeader, fmtAgo, fmtTime, toast, useAsync } from "../ui";
 
 const DAY_MS = 86_400_000;
 
@@ -31,6 +31,19 @@ export function unready(r: Rollout, alerts: Alert[], now = Date.now()): Alert[] 
   return alerts.filter((a) => a.kind === "potentially_blocked" && a.state !== "resolved" && a.last_seen_ms >= since && touches(a, r.selector));
 }
 
+/** The API's readiness of a rollout, or the same test applied to `alerts` when the server did not send it. */
+function readiness(r: Rollout, alerts: Alert[] | undefined): RolloutReadiness | undefined {
+  if (r.readiness) return r.readiness;
+  if (!alerts) return undefined;
+  const n = unready(r, alerts).length;
+  return {
+    ready: n === 0,
+    unresolved_potentially_blocked: n,
+    last_blocked_ms: null,
+    reason: n ? `${n} unresolved potentially-blocked alert(s) on its workloads in the last ${r.readiness_days} day(s)` : null,
+  };
+}
+
 const STATE: Record<string, [string, string]> = {
   scheduled: ["scheduled", "info"],
   enforced: ["enforced", "ok"],
@@ -52,7 +65,12 @@ function isoDate(ms: number): string {
 
 export function Rollouts({ session }: PageProps) {
   const list = useAsync(() => get<{ items: Rollout[] }>("/rollouts"), []);
-  const alerts = useAsync(() => get<{ items: Alert[] }>(`/alerts${query({ kind: "potentially_blocked", limit: 10000 })}`).catch(() => ({ items: [] as Alert[] })), []);
+  // Servers before rollouts carried their readiness: worked out here from the alerts instead.
+  const needAlerts = !!list.data?.items.some((r) => !r.readiness);
+  const alerts = useAsync(
+    () => (needAlerts ? get<{ items: Alert[] }>(`/alerts${query({ kind: "potentially_blocked", limit: 10000 })}`).catch(() => ({ items: [] as Alert[] })) : Promise.resolve(undefined)),
+    [needAlerts],
+  );
   const [err, setErr] = useState<unknown>(null);
   const [busy, setBusy] = useState<number | null>(null);
   const mayWrite = can.scheduleRollouts(session);
@@ -102,7 +120,7 @@ export function Rollouts({ session }: PageProps) {
             <tbody>
               {items.map((r) => {
                 const [stateText, tone] = STATE[r.state] ?? [r.state, "muted"];
-                const blocking = unready(r, alerts.data?.items ?? []);
+                const ready = readiness(r, alerts.data?.items);
                 const postponed = r.postponements.length;
                 const canRollBack = r.state === "enforced" || r.state === "completed";
                 return (
@@ -152,24 +170,30 @@ export function Rollouts({ session }: PageProps) {
                         </>
                       )}
                     </td>
-                    <td style={{ minWidth: 130, maxWidth: 260 }}>
-                      {r.state !== "scheduled" ? (
+                    <td style={{ minWidth: 130, maxWidth: 260 }} data-testid="readiness">
+                      {r.state === "enforced" ? (
+                        <>
+                          <Badge tone="info">watching</Badge>
+                          <div class="muted" style={{ fontSize: 12 }}>
+                            {ready?.last_blocked_ms && ready.last_blocked_ms >= (r.at_ms ?? 0) ? `last blocked flow ${fmtAgo(ready.last_blocked_ms)}` : "no blocked flow since enforcement"}
+                          </div>
+                        </>
+                      ) : r.state !== "scheduled" ? (
                         <span class="muted">—</span>
-                      ) : alerts.loading && !alerts.data ? (
+                      ) : !ready ? (
                         <span class="muted">checking…</span>
-                      ) : blocking.length === 0 ? (
+                      ) : ready.ready ? (
                         <>
                           <Badge tone="ok">ready</Badge>
                           <div class="muted" style={{ fontSize: 12 }}>
-                            no unresolved potentially-blocked alert in the last {r.readiness_days} d
+                            no unresolved potentially-blocked alert on its workloads in the last {r.readiness_days} d
                           </div>
                         </>
                       ) : (
                         <>
                           <Badge tone="warn">not ready</Badge>
                           <div style={{ fontSize: 12 }}>
-                            {blocking.length} unresolved potentially-blocked alert{blocking.length === 1 ? "" : "s"} on its workloads in the last {r.readiness_days} d: on the date, enforcement would
-                            be postponed by a day.{" "}
+                            {ready.reason}: at the date, enforcement would be postponed by a day.{" "}
                             <Link href={`/alerts${query({ state: "unresolved", kind: "potentially_blocked", labels: selectorText(r.selector) })}`}>Review them</Link>
                           </div>
                         </>
