@@ -678,3 +678,55 @@ test("rollback is offered once a rollout has enforced, after a confirmation, and
   await shot(page, "22-rollback-refused");
   await page.close();
 });
+
+test("an agent enrolled with a pairing key appears online, comes in sync, and is removed from the console", async () => {
+  // What `bulkhead agent` does over the agent API, from this test: enroll, heartbeat.
+  const profile = await api("POST", "/pairing-profiles", { name: `console-agents-${Date.now() % 100000}`, labels: { app: "console", role: "agent" }, mode: "monitor" });
+  const host = { hostname: "console-agent-1", os_name: "debian", os_version: "12", kernel: "6.1.0-28-amd64", interfaces: [{ name: "eth0", addresses: ["10.250.0.5/24"] }] };
+  const enrolled = await fetch(`${BASE}/api/v1/agent/enroll`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ pairing_key: profile.pairing_key, host }) });
+  assert.equal(enrolled.status, 201, await enrolled.clone().text());
+  const { agent_id: id, credential } = await enrolled.json();
+  const heartbeat = async (body) => {
+    const r = await fetch(`${BASE}/api/v1/agent/heartbeat`, { method: "POST", headers: { authorization: `Bearer ${credential}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    return { status: r.status, body: r.ok ? await r.json() : null };
+  };
+  const { body: first } = await heartbeat({ status: { flows_buffered: 0 } });
+
+  const page = await signedIn();
+  await nav(page, "Agents");
+  const row = page.getByTestId(`agent-${id}`);
+  await row.waitFor();
+  // Online, with its host inventory; not in sync until it applies the revision it was given.
+  let text = await row.innerText();
+  assert.match(text, /console-agent-1[\s\S]*online[\s\S]*not in sync[\s\S]*applied none, wanted [0-9a-f]+[\s\S]*debian 12[\s\S]*6\.1\.0-28-amd64/);
+  assert.ok(text.includes(first.revision.slice(0, 10)), text);
+  assert.equal(await page.getByRole("region", { name: "No agent has enrolled yet" }).count(), 0);
+
+  await heartbeat({ applied_revision: first.revision, status: { flows_buffered: 7 } });
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await row.getByText("in sync", { exact: true }).waitFor();
+  text = await row.innerText();
+  assert.match(text, /7 buffered/);
+  const listed = (await api("GET", "/agents")).items.find((a) => a.id === id);
+  assert.deepEqual([listed.online, listed.in_sync, listed.host.kernel], [true, true, "6.1.0-28-amd64"]);
+  await shot(page, "23-agents");
+
+  // The dashboard's card counts it.
+  await nav(page, "Dashboard");
+  assert.match(await page.getByTestId("agent-health").innerText(), /Online\s+1 of 1[\s\S]*Offline\s+0/);
+  // Its workload link opens the inventory on it.
+  await nav(page, "Agents");
+  await row.getByRole("link", { name: "console-agent-1" }).click();
+  await page.getByRole("heading", { name: "Inventory" }).waitFor();
+  assert.equal(await page.getByLabel("Search").inputValue(), "console-agent-1");
+  await page.getByTestId("workload-console-agent-1").waitFor();
+
+  // Removed after a confirmation: gone from the page and the API, its credential refused.
+  await nav(page, "Agents");
+  page.once("dialog", (d) => d.accept());
+  await row.getByRole("button", { name: "Remove the agent of console-agent-1" }).click();
+  await row.waitFor({ state: "detached" });
+  assert.equal((await api("GET", "/agents")).items.filter((a) => a.id === id).length, 0);
+  assert.equal((await heartbeat({ status: {} })).status, 401);
+  await page.close();
+});

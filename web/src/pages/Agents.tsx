@@ -81,7 +81,7 @@ export function Agents({ session }: PageProps) {
               <span class="d">since each agent started</span>
             </div>
           </div>
-          <div class="table-wrap">
+          <div class="table-wrap" style={{ marginTop: 12 }}>
             <table aria-label="Agents">
               <thead>
                 <tr>

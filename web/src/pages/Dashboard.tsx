@@ -52,6 +52,8 @@ export function Dashboard({ session }: PageProps) {
   const start = Math.floor(now / slot) * slot - (slots - 1) * slot;
   const bins = Array.from({ length: slots }, () => ({ warning: 0, critical: 0 }));
   for (const a of alerts) {
+    // The chart is about traffic: quarantine, rollout and agent alerts are not counted in it.
+    if (a.kind !== "blocked" && a.kind !== "potentially_blocked") continue;
     const i = Math.floor((a.first_seen_ms - start) / slot);
     if (i >= 0 && i < slots) bins[i][a.severity === "critical" ? "critical" : "warning"]++;
   }
