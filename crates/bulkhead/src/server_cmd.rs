@@ -388,6 +388,11 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         }
         outln!("try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/alerts");
         outln!("Ctrl-C to stop");
+        tokio::spawn(bulkhead_server::agent_api::watch_offline(state.clone()));
+        tokio::spawn(bulkhead_server::rollout::scheduler(
+            state.clone(),
+            std::time::Duration::from_secs(30),
+        ));
         bulkhead_server::serve(state.clone(), listener, ctrl_c(stop.clone())).await
     });
     stop.store(true, Ordering::SeqCst);

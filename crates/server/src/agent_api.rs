@@ -528,8 +528,18 @@ pub async fn events(
                 }
             }
         }
+        // Every logged connection is alerted now, with the kernel's own verdict. Only
+        // the dropped ones go to the flow store: conntrack never reports a connection
+        // the firewall dropped, while one it let through (monitor mode) arrives with
+        // its counters and process in a flow batch when it ends, and would otherwise be
+        // counted twice.
         announced.extend(crate::alerts::record_from_summaries(&mut c, &summaries)?);
         drop(c);
+        summaries.retain(|s| {
+            s.provisioned
+                .as_ref()
+                .is_some_and(|v| v.verdict == VerdictKind::Blocked)
+        });
         if !summaries.is_empty() {
             lock(&s2.flows)?.upsert(&summaries)?;
         }
@@ -577,7 +587,7 @@ pub async fn flows(
         return Ok(Json(FlowBatchAck { acked }));
     }
     let s2 = s.clone();
-    let announced = blocking(move || {
+    blocking(move || {
         let reporter: Arc<str> = format!("agent {}", a.agent.workload).into();
         let enricher = s2.current();
         // A connection between two hosts with agents is seen by both. The provider's
@@ -603,16 +613,22 @@ pub async fn flows(
         if !summaries.is_empty() {
             lock(&s2.flows)?.upsert(&summaries)?;
         }
+        // No alerts from these: every connection the agent's table does not allow was
+        // logged by the kernel when it opened, and alerted from that event already.
         let mut c = lock(&s2.control)?;
-        let announced = crate::alerts::record_from_summaries(&mut c, &summaries)?;
         // The acknowledgement is stored after the flows, so a crash in between repeats
         // the batch rather than losing it.
-        let status = json!({ "flow_batch_acked": batch.batch }).to_string();
-        c.agent_heartbeat(a.agent.id, now, None, None, Some(&status))?;
-        Ok(announced)
+        let mut status: Value = c
+            .agent(a.agent.id)?
+            .and_then(|r| r.status_json)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        status["flow_batch_acked"] = json!(batch.batch);
+        c.agent_heartbeat(a.agent.id, now, None, None, Some(&status.to_string()))?;
+        Ok(())
     })
     .await?;
-    announce(&s, &announced);
     Ok(Json(FlowBatchAck { acked: batch.batch }))
 }
 
