@@ -23,7 +23,7 @@ WARMUP=${WARMUP:-10} # seconds of load before measuring
 
 die() { echo "agent.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, nftables)"
-for cmd in nft ip python3 curl; do
+for cmd in nft ip python3 curl conntrack; do
   command -v "$cmd" >/dev/null || die "$cmd missing: run scripts/setup"
 done
 if [ -z "${BULKHEAD:-}" ]; then
@@ -96,13 +96,12 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 api GET /api/v1/agents | grep -q '"in_sync":true' || die "the agent did not apply its policy: $(cat "$work/agent.log")"
-# A TCP connection's conntrack entry (and so its flow report) ends 120 s after the close
-# by default; at 1,000/s that is a 120,000-entry backlog before the first report.
-ip netns exec "$HOST" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=1
+# A reset connection's conntrack entry (and so its flow report) ends 10 s later
+# (nf_conntrack_tcp_timeout_close); a closed one's after TIME_WAIT, 120 s by default.
 ip netns exec "$HOST" sysctl -qw net.core.somaxconn=4096
 
 ip netns exec "$HOST" python3 -c '
-import selectors, socket
+import selectors, socket, struct
 sel = selectors.DefaultSelector()
 for port in (9000, 9001):
     s = socket.socket()
@@ -117,25 +116,27 @@ while True:
             conn, _ = key.fileobj.accept()
         except BlockingIOError:
             continue
-        conn.close()  # the server closes first: TIME_WAIT stays here, not on the client
+        # Reset rather than close: no TIME_WAIT on either side, so 42,000 connections
+        # from one client address never meet a port still held by an earlier one.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
 ' &
 pids+=($!)
 sleep 0.5
 
-ticks() { awk '{print $14 + $15}' "/proc/$AGENT/stat"; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$AGENT/status"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
 
-# measure LABEL: CPU share of one core and peak RSS over SECS seconds.
+# measure PID: its CPU share of one core and peak RSS (MiB) over SECS seconds.
 measure() {
   local t0 t1 peak=0 r
-  t0=$(ticks)
+  t0=$(ticks "$1")
   for _ in $(seq "$SECS"); do
     sleep 1
-    r=$(rss_kb)
-    [ "$r" -gt "$peak" ] && peak=$r
+    r=$(rss_kb "$1"); [ "$r" -gt "$peak" ] && peak=$r
   done
-  t1=$(ticks)
+  t1=$(ticks "$1")
   python3 -c "print(f'{($t1 - $t0) / $HZ / $SECS * 100:.1f} {$peak / 1024:.1f}')"
 }
 
@@ -163,23 +164,24 @@ print(ok, n)
 ' "$1" "$2" "$RATE"
 }
 
-echo "idle: ${SECS} s" >&2
-sleep 5
-read -r idle_cpu idle_rss < <(measure)
-
-phase() { # PORT → "cpu rss connected attempted"
-  local port=$1 out
+phase() { # PID PORT → "cpu rss connected attempted"
+  local pid=$1 port=$2 m
   load "$port" $((WARMUP + SECS + 2)) >"$work/load.out" &
   local lp=$!
   sleep "$WARMUP"
-  read -r cpu rss < <(measure)
+  m=$(measure "$pid")
   wait "$lp"
-  echo "$cpu $rss $(cat "$work/load.out")"
+  echo "$m $(cat "$work/load.out")"
 }
-echo "allowed connections at $RATE/s: ${WARMUP} s warm-up, ${SECS} s measured" >&2
-read -r a_cpu a_rss a_ok a_n < <(phase 9000)
-echo "unallowed (monitor-logged) connections at $RATE/s" >&2
-read -r b_cpu b_rss b_ok b_n < <(phase 9001)
+
+echo "agent idle: ${SECS} s" >&2
+sleep 5
+read -r idle_cpu idle_rss < <(measure "$AGENT")
+echo "agent, allowed connections at $RATE/s: ${WARMUP} s warm-up, ${SECS} s measured" >&2
+read -r a_cpu a_rss a_ok a_n < <(phase "$AGENT" 9000)
+echo "agent, unallowed (monitor-logged) connections at $RATE/s" >&2
+read -r b_cpu b_rss b_ok b_n < <(phase "$AGENT" 9001)
+
 count_flows() {
   api GET "/api/v1/flows?workload=server&limit=10000" | python3 -c '
 import json, sys
@@ -198,14 +200,28 @@ for _ in $(seq 20); do
 done
 status=$(api GET /api/v1/agents)
 read -r flows_a flows_b <<<"$flows"
+
+# The peer, alone under the same load: conntrack-tools' event reader, subscribed to the
+# same NEW and DESTROY events in the same namespace, printing each with its counters to
+# /dev/null. The agent is stopped first (its table stays, as always), so the two never
+# compete for the CPU or the events.
+kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
+ip netns exec "$HOST" conntrack -E -e NEW,DESTROY -o timestamp,extended >/dev/null 2>&1 &
+PEER=$!
+pids+=($PEER)
+echo "conntrack -E idle, then the same two loads" >&2
+sleep 2
+read -r pidle_cpu pidle_rss < <(measure "$PEER")
+read -r pa_cpu pa_rss pa_ok pa_n < <(phase "$PEER" 9000)
+read -r pb_cpu pb_rss pb_ok pb_n < <(phase "$PEER" 9001)
 dropped=$(python3 -c 'import json,sys; a=json.load(sys.stdin)["items"][0]; print((a.get("status") or {}).get("flows_dropped", "?"))' <<<"$status")
 
 cat <<EOF
-| agent, release build ($RATE new connections/s offered) | CPU (% of one core) | peak RSS (MiB) | connections made | flows in the server |
-| --- | ---: | ---: | ---: | ---: |
-| idle (policy applied, tamper check every 2 s, heartbeat every 5 s) | $idle_cpu | $idle_rss | | |
-| allowed by a rule (conntrack only) | $a_cpu | $a_rss | $a_ok of $a_n | $flows_a |
-| allowed by no rule, monitor mode (conntrack + NFLOG) | $b_cpu | $b_rss | $b_ok of $b_n | $flows_b |
+| $RATE new connections/s offered | agent CPU (% of one core) | agent peak RSS (MiB) | connections made (client) | connections in the server's flows | \`conntrack -E\` CPU | \`conntrack -E\` RSS (MiB) | connections made (client) |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| idle (policy applied, tamper check every 2 s, heartbeat every 5 s) | $idle_cpu | $idle_rss | | | $pidle_cpu | $pidle_rss | |
+| allowed by a rule (conntrack only) | $a_cpu | $a_rss | $a_ok of $a_n | $flows_a | $pa_cpu | $pa_rss | $pa_ok of $pa_n |
+| allowed by no rule, monitor mode (conntrack + NFLOG) | $b_cpu | $b_rss | $b_ok of $b_n | $flows_b | $pb_cpu | $pb_rss | $pb_ok of $pb_n |
 
 Flows the agent dropped for a full buffer: $dropped.
 EOF
