@@ -1,4 +1,5 @@
-//! Workloads: list (filtered by labels, paginated), get, put, delete, bulk import.
+//! Workloads: list (filtered by labels, paginated), get, put, delete, bulk import; and
+//! the label rules that assign labels from workload attributes.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -250,4 +251,148 @@ pub async fn import(
         .collect();
     blocking(move || apply(&s, &p, changes, "workload.import")).await?;
     Ok(Json(serde_json::json!({ "imported": count })))
+}
+
+// ---------------------------------------------------------------- label rules
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRulesBody {
+    /// A `kind: label_rules` YAML document; empty for none.
+    yaml: String,
+}
+
+/// Parses a label rules document, or a 400 naming the line and field of each problem.
+fn parse_rules(yaml: &str) -> ApiResult<Option<bulkhead_inventory::LabelRules>> {
+    if yaml.trim().is_empty() {
+        return Ok(None);
+    }
+    bulkhead_inventory::parse_label_rules("yaml", yaml)
+        .map(Some)
+        .map_err(|e| {
+            let details: Vec<crate::error::FieldError> =
+                e.0.iter()
+                    .map(|e| crate::error::FieldError {
+                        field: format!("yaml.{}", e.field),
+                        message: e.message.clone(),
+                        line: Some(e.line),
+                        column: None,
+                    })
+                    .collect();
+            ApiError::Invalid {
+                message: details
+                    .first()
+                    .map(|d| {
+                        format!(
+                            "yaml line {}: {}: {}",
+                            d.line.unwrap_or(0),
+                            d.field,
+                            d.message
+                        )
+                    })
+                    .unwrap_or_else(|| "yaml: not a label rules document".into()),
+                details,
+            }
+        })
+}
+
+/// What `rules` would add to each workload: only keys it does not have from its own
+/// stored labels (people's labels win), by workload name.
+fn derived(s: &AppState, rules: Option<&bulkhead_inventory::LabelRules>) -> ApiResult<Vec<Value>> {
+    let workloads = lock(&s.control)?.workloads()?;
+    let plain = crate::state::inventory_of(&workloads, None)?;
+    let mut out = Vec::new();
+    let Some(rules) = rules else {
+        return Ok(out);
+    };
+    for w in plain.workloads() {
+        let mut with = w.clone();
+        rules.apply(&mut with);
+        let added: serde_json::Map<String, Value> = with
+            .labels
+            .iter()
+            .filter(|(k, _)| !w.labels.contains_key(k))
+            .map(|(k, v)| (k.to_string(), Value::from(v.to_string())))
+            .collect();
+        if !added.is_empty() {
+            out.push(serde_json::json!({ "workload": w.name, "labels": added }));
+        }
+    }
+    Ok(out)
+}
+
+/// The label rules, their rules by name, and the labels they add to each workload now.
+pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    blocking(move || {
+        let stored = lock(&s.control)?.label_rules()?;
+        let yaml = stored.as_ref().map(|r| r.yaml.clone()).unwrap_or_default();
+        let rules = parse_rules(&yaml)
+            .map_err(|_| ApiError::Internal("stored label rules no longer load".into()))?;
+        let mut assigned = derived(&s, rules.as_ref())?;
+        if p.role == Role::AppOwner {
+            let e = s.current();
+            assigned.retain(|a| {
+                a["workload"]
+                    .as_str()
+                    .and_then(|n| e.inventory.by_name(n))
+                    .is_some_and(|w| w.labels.includes(&p.scope))
+            });
+        }
+        Ok(Json(serde_json::json!({
+            "yaml": yaml,
+            "rules": rules.map(|r| r.0.iter().map(|r| r.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "updated_at_ms": stored.as_ref().map(|r| r.updated_at_ms),
+            "updated_by": stored.as_ref().map(|r| r.updated_by.clone()),
+            "assigned": assigned,
+        })))
+    })
+    .await
+}
+
+/// Replaces the label rules after checking them; the inventory's labels follow at once.
+pub async fn put_label_rules(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "change the label rules")?;
+    let body: LabelRulesBody =
+        serde_json::from_value(body).map_err(|e| ApiError::invalid("yaml", e.to_string()))?;
+    let rules = parse_rules(&body.yaml)?;
+    let audit = p.audit("label_rules.set");
+    blocking(move || {
+        let changed = lock(&s.control)?.set_label_rules(&body.yaml, &audit)?;
+        if changed {
+            s.recompile()?;
+        }
+        let assigned = derived(&s, rules.as_ref())?;
+        Ok(Json(serde_json::json!({
+            "changed": changed,
+            "rules": rules.map(|r| r.0.len()).unwrap_or(0),
+            "assigned": assigned,
+        })))
+    })
+    .await
+}
+
+/// What a label rules document would assign, without storing it.
+pub async fn preview_label_rules(
+    State(s): State<AppState>,
+    p: Principal,
+    Json(body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    p.require(
+        &[Role::Admin, Role::Secops, Role::Netops],
+        "preview label rules",
+    )?;
+    let body: LabelRulesBody =
+        serde_json::from_value(body).map_err(|e| ApiError::invalid("yaml", e.to_string()))?;
+    let rules = parse_rules(&body.yaml)?;
+    blocking(move || {
+        Ok(Json(serde_json::json!({
+            "rules": rules.as_ref().map(|r| r.0.len()).unwrap_or(0),
+            "assigned": derived(&s, rules.as_ref())?,
+        })))
+    })
+    .await
 }

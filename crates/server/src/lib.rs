@@ -54,6 +54,14 @@ pub fn router(state: AppState) -> Router {
         .route("/workloads", get(inventory_api::list))
         .route("/workloads/import", post(inventory_api::import))
         .route(
+            "/label-rules",
+            get(inventory_api::get_label_rules).put(inventory_api::put_label_rules),
+        )
+        .route(
+            "/label-rules/preview",
+            post(inventory_api::preview_label_rules),
+        )
+        .route(
             "/workloads/{name}",
             get(inventory_api::get)
                 .put(inventory_api::put)

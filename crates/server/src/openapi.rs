@@ -21,6 +21,27 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
     ),
     (
         "get",
+        "/api/v1/label-rules",
+        "inventory",
+        "The label rules (YAML) and the labels they assign now",
+        false,
+    ),
+    (
+        "put",
+        "/api/v1/label-rules",
+        "inventory",
+        "Replace the label rules ({yaml}); labels follow at once",
+        true,
+    ),
+    (
+        "post",
+        "/api/v1/label-rules/preview",
+        "inventory",
+        "What a label rules document would assign, without storing it",
+        true,
+    ),
+    (
+        "get",
         "/api/v1/workloads/{name}",
         "inventory",
         "Get a workload",

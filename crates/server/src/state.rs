@@ -97,10 +97,13 @@ pub fn policy_of(objects: &[StoredObject]) -> Result<Policy, ApiError> {
 
 /// The stored inventory, each workload parsed on its own: one document per workload keeps
 /// every parse small whatever the size of the estate.
-pub fn inventory_of(workloads: &[StoredWorkload]) -> Result<Inventory, ApiError> {
+pub fn inventory_of(
+    workloads: &[StoredWorkload],
+    rules: Option<&bulkhead_inventory::LabelRules>,
+) -> Result<Inventory, ApiError> {
     let located = parse_workloads(workloads.iter().map(|w| (w.name.as_str(), w.json.as_str())))
         .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))?;
-    bulkhead_inventory::load_located(located, None)
+    bulkhead_inventory::load_located(located, rules)
         .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))
 }
 
@@ -127,11 +130,27 @@ impl AppState {
     /// Recompiles the provisioned version and the draft against the current inventory and
     /// publishes them to the collectors. Called at start and after every change.
     pub fn recompile(&self) -> Result<(), ApiError> {
-        let (latest, draft, workloads) = {
+        let (latest, draft, workloads, rules) = {
             let c = lock(&self.control)?;
-            (c.latest_version()?, c.draft_objects()?, c.workloads()?)
+            (
+                c.latest_version()?,
+                c.draft_objects()?,
+                c.workloads()?,
+                c.label_rules()?,
+            )
         };
-        let inventory = Arc::new(inventory_of(&workloads)?);
+        // Stored rules were checked before they were stored: failing to parse them now is
+        // corruption, and the server keeps what it compiled last rather than drop labels
+        // (a deny that selects a label would stop matching).
+        let rules = match rules.filter(|r| !r.yaml.trim().is_empty()) {
+            Some(r) => Some(
+                bulkhead_inventory::parse_label_rules("label-rules", &r.yaml).map_err(|e| {
+                    ApiError::Internal(format!("stored label rules no longer load: {e}"))
+                })?,
+            ),
+            None => None,
+        };
+        let inventory = Arc::new(inventory_of(&workloads, rules.as_ref())?);
         let provisioned_policy = match latest {
             Some(v) => Some(Arc::new(policy_of(&v.objects)?)),
             None => None,

@@ -666,3 +666,128 @@ async fn ten_thousand_workloads_import_and_provision() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["workloads"], 10_003);
 }
+
+#[tokio::test]
+async fn label_rules_assign_labels_people_did_not_and_are_checked_and_audited() {
+    let api = Api::new();
+    api.seed().await;
+    let a = Some(api.admin.as_str());
+    // A workload with no labels of its own, in a subnet the rules know.
+    let (s, v) = api
+        .call(
+            a,
+            Method::PUT,
+            "/api/v1/workloads/dev-box",
+            Some(json!({"name": "dev-box", "kind": "vm", "managed": true, "addresses": ["10.20.0.5"], "labels": {"env": "test"}, "mode": "monitor"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rules = "bulkhead: v1\nkind: label_rules\nrules:\n  - name: dev-subnet\n    match: { subnet: 10.20.0.0/16 }\n    set: { env: dev, loc: dc1 }\n";
+
+    // A preview stores nothing.
+    let (s, v) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/label-rules/preview",
+            Some(json!({"yaml": rules})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["assigned"],
+        json!([{"workload": "dev-box", "labels": {"loc": "dc1"}}]),
+        "only keys the workload does not have: people's env=test wins"
+    );
+    let (_, w) = api
+        .call(a, Method::GET, "/api/v1/workloads/dev-box", None)
+        .await;
+    assert!(w["labels"].get("loc").is_none(), "{w}");
+
+    let (s, v) = api
+        .call(
+            a,
+            Method::PUT,
+            "/api/v1/label-rules",
+            Some(json!({"yaml": rules})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["changed"].clone(), v["rules"].clone()),
+        (json!(true), json!(1))
+    );
+    let (_, w) = api
+        .call(a, Method::GET, "/api/v1/workloads/dev-box", None)
+        .await;
+    assert_eq!(w["labels"]["loc"], json!("dc1"), "{w}");
+    assert_eq!(w["labels"]["env"], json!("test"), "{w}");
+    let (_, list) = api
+        .call(a, Method::GET, "/api/v1/workloads?labels=loc=dc1", None)
+        .await;
+    assert_eq!(
+        list["total"],
+        json!(1),
+        "label selectors see derived labels: {list}"
+    );
+    let (_, got) = api.call(a, Method::GET, "/api/v1/label-rules", None).await;
+    assert_eq!(got["yaml"], json!(rules));
+    assert_eq!(got["rules"], json!(["dev-subnet"]));
+
+    // A broken document is refused naming the line and field; nothing changes.
+    let broken = "bulkhead: v1\nkind: label_rules\nrules:\n  - name: bad\n    match: { subnet: 10.20.0.0/99 }\n    set: { env: dev }\n";
+    let (s, v) = api
+        .call(
+            a,
+            Method::PUT,
+            "/api/v1/label-rules",
+            Some(json!({"yaml": broken})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let detail = &v["error"]["details"][0];
+    assert!(
+        detail["field"].as_str().unwrap().starts_with("yaml."),
+        "{v}"
+    );
+    assert_eq!(detail["line"], json!(4), "the line of the rule: {v}");
+    let (_, got) = api.call(a, Method::GET, "/api/v1/label-rules", None).await;
+    assert_eq!(got["yaml"], json!(rules));
+
+    // Only admin and secops change them; every change is in the audit log.
+    let netops = api.token("n", "netops", None).await;
+    let (s, _) = api
+        .call(
+            Some(&netops),
+            Method::PUT,
+            "/api/v1/label-rules",
+            Some(json!({"yaml": ""})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, audit) = api
+        .call(a, Method::GET, "/api/v1/audit?limit=1000", None)
+        .await;
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == json!("label_rules.set"))
+        .expect("audited");
+    assert_eq!(entry["after"], json!(rules), "{entry}");
+
+    // Removing them removes what they assigned.
+    let (s, _) = api
+        .call(
+            a,
+            Method::PUT,
+            "/api/v1/label-rules",
+            Some(json!({"yaml": ""})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, w) = api
+        .call(a, Method::GET, "/api/v1/workloads/dev-box", None)
+        .await;
+    assert!(w["labels"].get("loc").is_none(), "{w}");
+}

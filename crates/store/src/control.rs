@@ -18,6 +18,7 @@
 mod agents;
 mod conn;
 mod diff;
+mod label_rules;
 mod rollouts;
 mod schema;
 mod sql;
@@ -34,6 +35,7 @@ use sql::{Db, Row, RowError, Val, all, args, exec, int, one};
 use crate::StoreError;
 pub use agents::{AgentRecord, EnrollRefusal, NewAgent, NewPairingProfile, PairingProfile};
 pub use diff::{DiffChange, ObjectDiff, WorkloadDiff, diff, diff_workloads};
+pub use label_rules::StoredLabelRules;
 pub use rollouts::StoredRollout;
 pub use schema::CONTROL_SCHEMA_VERSION;
 

@@ -1,4 +1,5 @@
-//! Pairing profiles and agents in the control store, on SQLite and on PostgreSQL.
+//! Pairing profiles, agents, rollouts and label rules in the control store, on SQLite
+//! and on PostgreSQL.
 
 mod common;
 
@@ -21,6 +22,7 @@ mod sqlite {
     }
 
     include!("suite/agents.rs");
+    include!("suite/lifecycle.rs");
 }
 
 mod postgres {
@@ -35,6 +37,7 @@ mod postgres {
     }
 
     include!("suite/agents.rs");
+    include!("suite/lifecycle.rs");
 }
 
 fn ctx(action: &str, at_ms: i64) -> AuditContext {

@@ -195,6 +195,13 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         updated_at_ms INTEGER NOT NULL
     );",
+    // Version 4: the estate's label rules, one YAML document (a single row).
+    "CREATE TABLE label_rules (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        yaml TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    );",
 ];
 
 /// The same steps for PostgreSQL: `POSTGRES_MIGRATIONS[i]` reaches the same version as
@@ -354,6 +361,13 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         json TEXT NOT NULL,
         created_at_ms BIGINT NOT NULL,
         updated_at_ms BIGINT NOT NULL
+    );"#,
+    // Version 4: label rules (see MIGRATIONS).
+    r#"CREATE TABLE label_rules (
+        id BIGINT PRIMARY KEY CHECK (id = 1),
+        yaml TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        updated_by TEXT NOT NULL
     );"#,
 ];
 
