@@ -342,6 +342,31 @@ except ConnectionRefusedError:
         );
     }
 
+    /// Connections `src` → `dst`:`port` in the flow store that the server found allowed,
+    /// as reported by agents (dropped attempts are stored as blocked and not counted).
+    fn allowed_connections(&self, src: &str, dst: &str, port: u16) -> u64 {
+        let flows = self.api(
+            "GET",
+            &format!("/api/v1/flows?address={dst}&limit=10000"),
+            None,
+        );
+        flows["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| {
+                f["src"] == json!(src)
+                    && f["dst"] == json!(dst)
+                    && f["port"] == json!(port)
+                    && f["provisioned"]["verdict"] == json!("allowed")
+                    && f["reporter"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("agent "))
+            })
+            .map(|f| f["connections"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     fn alerts(&self) -> Vec<Value> {
         self.api("GET", "/api/v1/alerts?limit=1000", None)["items"]
             .as_array()
@@ -661,9 +686,17 @@ fn agents_enforce_policy_end_to_end() {
     );
     assert!(lab.table("web").contains("web-to-app"));
 
+    // Flows seen while the server is away are kept and delivered once it is back, each
+    // once. Counted: allowed web → app connections as the app's agent reports them,
+    // settled first (a connection is reported within the reap interval of its end).
+    let before = settled(|| lab.allowed_connections(WEB, APP, 8080));
+
     // With the server gone, enforcement stays exactly as it was.
     lab.stop("server");
     std::thread::sleep(Duration::from_secs(3));
+    for _ in 0..3 {
+        assert_eq!(lab.connect("web", APP, 8080), "connected");
+    }
     assert_eq!(lab.connect("attacker", DB, 5432), "timeout");
     assert_eq!(lab.connect("app", DB, 5432), "connected");
     assert!(lab.table("db").contains("app-to-db"));
@@ -676,4 +709,38 @@ fn agents_enforce_policy_end_to_end() {
     assert_eq!(lab.connect("app", DB, 5432), "connected");
     let log = lab.log("agent-db");
     assert!(log.contains("restored policy"), "{log}");
+
+    // The app's agent has seen the three connections end and holds their flows; the
+    // server comes back and gets them, exactly once.
+    std::thread::sleep(REPORTED_WITHIN);
+    lab.start_server();
+    wait_for(
+        "the flows of the outage to arrive",
+        Duration::from_secs(60),
+        || (lab.allowed_connections(WEB, APP, 8080) == before + 3).then_some(()),
+    );
+    assert_eq!(
+        settled(|| lab.allowed_connections(WEB, APP, 8080)),
+        before + 3,
+        "each connection stored once"
+    );
+}
+
+/// How long after its end a connection is surely reported by its agent: conntrack's
+/// TIME_WAIT (1 s in the test namespaces) + the monitor's reap interval (10 s) + a
+/// heartbeat.
+const REPORTED_WITHIN: Duration = Duration::from_secs(13);
+
+/// A count that has stopped moving: equal twice, `REPORTED_WITHIN` apart.
+fn settled(mut count: impl FnMut() -> u64) -> u64 {
+    let mut last = count();
+    for _ in 0..10 {
+        std::thread::sleep(REPORTED_WITHIN);
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the count never settled (last {last})");
 }
