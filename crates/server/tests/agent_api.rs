@@ -1,0 +1,359 @@
+//! The agent API through the real router and stores: pairing keys and their refusals,
+//! agent credentials, the per-host policy, events becoming alerts, and numbered flow
+//! batches stored exactly once.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use bulkhead_api::{
+    AgentEvent, AgentEvents, EnrollRequest, FlowBatch, HostDirection, HostFlow, HostInfo,
+    Interface, LoggedPacket, WirePolicy,
+};
+use bulkhead_server::AppState;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    state: AppState,
+    _dir: tempfile::TempDir,
+    admin: String,
+}
+
+impl Api {
+    fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let state = bulkhead_server::open(dir.path()).unwrap();
+        let admin = bulkhead_server::bootstrap_admin(&state).unwrap().unwrap();
+        Api {
+            state,
+            _dir: dir,
+            admin,
+        }
+    }
+
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let peer: SocketAddr = "10.0.0.13:40000".parse().unwrap();
+        let resp = bulkhead_server::router(self.state.clone())
+            .layer(MockConnectInfo(peer))
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(Some(&self.admin), method, path, body).await;
+        assert!(s.is_success(), "{path}: {s} {v}");
+        v
+    }
+
+    async fn pairing_key(&self, name: &str, max_uses: u32) -> String {
+        let v = self
+            .admin(
+                Method::POST,
+                "/api/v1/pairing-profiles",
+                Some(json!({"name": name, "labels": {"app": "shop", "role": "db"}, "mode": "monitor", "max_uses": max_uses})),
+            )
+            .await;
+        v["pairing_key"].as_str().unwrap().to_string()
+    }
+
+    async fn enroll(&self, key: &str, hostname: &str) -> (StatusCode, Value) {
+        let req = EnrollRequest {
+            pairing_key: key.into(),
+            host: host(hostname),
+        };
+        self.call(
+            None,
+            Method::POST,
+            "/api/v1/agent/enroll",
+            Some(serde_json::to_value(&req).unwrap()),
+        )
+        .await
+    }
+
+    /// Allowed web → db tcp/5432 connections in the flow store.
+    async fn stored_connections(&self) -> u64 {
+        let v = self
+            .admin(
+                Method::GET,
+                "/api/v1/flows?address=10.0.0.13&limit=1000",
+                None,
+            )
+            .await;
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["port"] == json!(5432))
+            .map(|f| f["connections"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+fn host(hostname: &str) -> HostInfo {
+    HostInfo {
+        hostname: hostname.into(),
+        os_name: "debian".into(),
+        os_version: "12".into(),
+        kernel: "6.1.0".into(),
+        machine_id: None,
+        interfaces: vec![Interface {
+            name: "eth0".into(),
+            mac: None,
+            addresses: vec!["10.0.0.13/24".parse().unwrap()],
+        }],
+        listening: vec![],
+    }
+}
+
+fn flow(now: i64, src_port: u16) -> HostFlow {
+    HostFlow {
+        protocol: 6,
+        src: "10.0.0.11".parse().unwrap(),
+        src_port,
+        dst: "10.0.0.13".parse().unwrap(),
+        dst_port: 5432,
+        direction: HostDirection::Inbound,
+        packets: 10,
+        bytes: 1000,
+        reverse_packets: 8,
+        reverse_bytes: 5000,
+        start_ms: now - 2_000,
+        end_ms: now - 1_000,
+        process: None,
+    }
+}
+
+const POLICY: &str = "bulkhead: v1\nkind: tier\nname: application\norder: 10\n---\nbulkhead: v1\nkind: ruleset\nname: shop\ntier: application\nscope:\n  app: shop\nrules:\n  - id: web-to-db\n    action: allow\n    from: [role=web]\n    to: [role=db]\n    services: [tcp/5432]\n";
+
+#[tokio::test]
+async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
+    let api = Api::new();
+    api.admin(
+        Method::POST,
+        "/api/v1/workloads/import",
+        Some(json!([{"name": "web", "kind": "vm", "managed": true, "addresses": ["10.0.0.11"], "labels": {"app": "shop", "role": "web"}, "mode": "monitor"}])),
+    )
+    .await;
+    api.admin(
+        Method::PUT,
+        "/api/v1/draft/files",
+        Some(json!({"files": [{"name": "shop.yaml", "content": POLICY}]})),
+    )
+    .await;
+    api.admin(
+        Method::POST,
+        "/api/v1/provision",
+        Some(json!({"comment": "shop"})),
+    )
+    .await;
+
+    // Enrollment: the key works once; the host becomes a managed workload with the
+    // profile's labels and its own address.
+    let key = api.pairing_key("shop-db", 1).await;
+    let (s, enrolled) = api.enroll(&key, "db").await;
+    assert_eq!(s, StatusCode::CREATED, "{enrolled}");
+    let credential = enrolled["credential"].as_str().unwrap().to_string();
+    assert!(credential.starts_with("bh_agent_"), "{enrolled}");
+    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    assert_eq!(w["labels"], json!({"app": "shop", "role": "db"}), "{w}");
+    assert_eq!(w["addresses"], json!(["10.0.0.13"]), "{w}");
+    let (s, v) = api.enroll(&key, "db2").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.to_string().contains("no uses left"), "{v}");
+    let (s, _) = api.enroll("bh_pair_nope", "db3").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // The admin's token is not an agent credential, nor the other way round.
+    let (s, _) = api
+        .call(Some(&api.admin), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = api
+        .call(Some(&credential), Method::GET, "/api/v1/workloads", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // The policy: the host's inbound rule with web's address, checked by its hash.
+    let (s, p) = api
+        .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let policy: WirePolicy = serde_json::from_value(p.clone()).unwrap();
+    let (hp, failsafe) = policy
+        .to_host_policy()
+        .expect("the hash matches the content");
+    assert_eq!(hp.inbound.len(), 1, "{p}");
+    assert_eq!(hp.inbound[0].rule_id, "web-to-db");
+    assert!(p.to_string().contains("10.0.0.11"), "{p}");
+    assert_eq!(failsafe.len(), 1, "tcp/22 by default");
+    let (s, hb) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(json!({"applied_revision": policy.revision})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hb}");
+    assert_eq!(hb["revision"], json!(policy.revision));
+    let agents = api.admin(Method::GET, "/api/v1/agents", None).await;
+    assert_eq!(agents["items"][0]["in_sync"], json!(true), "{agents}");
+    assert_eq!(agents["items"][0]["online"], json!(true), "{agents}");
+
+    // Flow batches: a retried batch (its answer lost) is not stored twice.
+    let now = bulkhead_server::now_ms();
+    let batch1 = FlowBatch {
+        batch: 1,
+        flows: vec![flow(now, 40001), flow(now, 40002)],
+    };
+    for _ in 0..2 {
+        let (s, ack) = api
+            .call(
+                Some(&credential),
+                Method::POST,
+                "/api/v1/agent/flows",
+                Some(serde_json::to_value(&batch1).unwrap()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{ack}");
+        assert_eq!(ack["acked"], json!(1));
+    }
+    assert_eq!(api.stored_connections().await, 2);
+    let batch2 = FlowBatch {
+        batch: 2,
+        flows: vec![flow(now, 40003)],
+    };
+    api.call(
+        Some(&credential),
+        Method::POST,
+        "/api/v1/agent/flows",
+        Some(serde_json::to_value(&batch2).unwrap()),
+    )
+    .await;
+    assert_eq!(api.stored_connections().await, 3);
+    // A restarted agent learns where to continue from its heartbeat.
+    let (_, hb) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(hb["flow_batch_acked"], json!(2), "{hb}");
+
+    // Events: a logged-and-accepted packet (monitor) is an alert, not a flow (conntrack
+    // reports the connection); a dropped one is both; tamper is a critical alert.
+    let logged = |prefix: &str, src_port| LoggedPacket {
+        at_ms: now,
+        prefix: prefix.into(),
+        protocol: 6,
+        src: "10.0.0.66".parse().unwrap(),
+        dst: "10.0.0.13".parse().unwrap(),
+        src_port,
+        dst_port: 5432,
+    };
+    let events = AgentEvents {
+        events: vec![
+            AgentEvent::Logged {
+                packets: vec![logged("bulkhead would-default-deny ", 50001)],
+            },
+            AgentEvent::Tamper {
+                at_ms: now,
+                difference: "chain input: 1 rule missing".into(),
+            },
+        ],
+    };
+    let (s, v) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/events",
+            Some(serde_json::to_value(&events).unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let alerts = api.admin(Method::GET, "/api/v1/alerts", None).await;
+    let kinds: Vec<&str> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"potentially_blocked"), "{alerts}");
+    assert!(kinds.contains(&"tamper"), "{alerts}");
+    let flows = api
+        .admin(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
+        .await;
+    assert_eq!(
+        flows["items"],
+        json!([]),
+        "accepted attempts come from conntrack"
+    );
+    let dropped = AgentEvents {
+        events: vec![AgentEvent::Logged {
+            packets: vec![logged("bulkhead default-deny ", 50002)],
+        }],
+    };
+    api.call(
+        Some(&credential),
+        Method::POST,
+        "/api/v1/agent/events",
+        Some(serde_json::to_value(&dropped).unwrap()),
+    )
+    .await;
+    let flows = api
+        .admin(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
+        .await;
+    assert_eq!(flows["items"].as_array().unwrap().len(), 1, "{flows}");
+    assert_eq!(
+        flows["items"][0]["provisioned"]["verdict"],
+        json!("blocked"),
+        "the kernel's verdict: {flows}"
+    );
+
+    // Bad input is a 400 naming the field; nothing is stored.
+    let (s, v) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/flows",
+            Some(json!({"batch": "three", "flows": []})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // A removed agent's credential stops working.
+    let id = agents["items"][0]["id"].as_u64().unwrap();
+    api.admin(Method::DELETE, &format!("/api/v1/agents/{id}"), None)
+        .await;
+    let (s, _) = api
+        .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
