@@ -166,16 +166,37 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
         .unwrap_or_default();
     let e = s.current();
     let s2 = s.clone();
-    let (stats, open_alerts) = blocking(move || {
+    let (stats, open_alerts, agents) = blocking(move || {
         let stats = lock(&s2.flows)?.stats()?;
-        let open = lock(&s2.control)?
-            .alerts(&bulkhead_store::control::AlertFilter {
-                state: Some(bulkhead_store::control::AlertState::Open),
-                limit: usize::MAX,
-                ..Default::default()
-            })?
-            .len();
-        Ok((stats, open))
+        let (open, agents) = {
+            let c = lock(&s2.control)?;
+            let open = c
+                .alerts(&bulkhead_store::control::AlertFilter {
+                    state: Some(bulkhead_store::control::AlertState::Open),
+                    limit: usize::MAX,
+                    ..Default::default()
+                })?
+                .len();
+            (open, c.agents()?)
+        };
+        let now = now_ms();
+        let (mut online, mut offline, mut out_of_sync) = (0, 0, 0);
+        for a in &agents {
+            if a.offline_since_ms.is_none()
+                && now - a.last_seen_ms <= s2.agent_settings.offline_after_ms
+            {
+                online += 1;
+            } else {
+                offline += 1;
+            }
+            let desired = crate::agent_api::wire_policy(&s2, &a.workload)
+                .ok()
+                .map(|p| p.revision.clone());
+            if desired.is_none() || desired != a.applied_revision {
+                out_of_sync += 1;
+            }
+        }
+        Ok((stats, open, (online, offline, out_of_sync)))
     })
     .await?;
     let mut out = String::new();
@@ -239,11 +260,22 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
         e.inventory.len().to_string(),
     );
     metric(
+        "bulkhead_agents_out_of_sync",
+        "gauge",
+        "Agents whose applied policy is not the one the server wants them to run.",
+        agents.2.to_string(),
+    );
+    metric(
         "bulkhead_uptime_seconds",
         "gauge",
         "Seconds since the server started.",
         ((now_ms() - s.started_ms) / 1000).to_string(),
     );
+    out.push_str(&format!(
+        "# HELP bulkhead_agents Enrolled host agents, by state.\n# TYPE bulkhead_agents gauge\n\
+         bulkhead_agents{{state=\"online\"}} {}\nbulkhead_agents{{state=\"offline\"}} {}\n",
+        agents.0, agents.1
+    ));
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

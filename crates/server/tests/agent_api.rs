@@ -357,3 +357,48 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn metrics_count_agents_by_state_and_sync() {
+    let api = Api::new();
+    let key = api.pairing_key("shop-db", 2).await;
+    let (s, enrolled) = api.enroll(&key, "db").await;
+    assert_eq!(s, StatusCode::CREATED, "{enrolled}");
+    let metrics = |api: &Api| {
+        let router = bulkhead_server::router(api.state.clone());
+        async move {
+            let resp = router
+                .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        }
+    };
+    let text = metrics(&api).await;
+    assert!(
+        text.contains("bulkhead_agents{state=\"online\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bulkhead_agents{state=\"offline\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bulkhead_agents_out_of_sync 1\n"),
+        "nothing applied yet: {text}"
+    );
+    let credential = enrolled["credential"].as_str().unwrap();
+    let (_, p) = api
+        .call(Some(credential), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    api.call(
+        Some(credential),
+        Method::POST,
+        "/api/v1/agent/heartbeat",
+        Some(json!({"applied_revision": p["revision"]})),
+    )
+    .await;
+    let text = metrics(&api).await;
+    assert!(text.contains("bulkhead_agents_out_of_sync 0\n"), "{text}");
+}
