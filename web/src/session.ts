@@ -47,6 +47,8 @@ export const can = {
   quarantine: (s: Session) => writers.includes(s.role),
   manageAgents: (s: Session) => writers.includes(s.role),
   readPairingProfiles: (s: Session) => s.role !== "app_owner",
+  editLabelRules: (s: Session) => writers.includes(s.role),
+  previewLabelRules: (s: Session) => s.role !== "app_owner",
 };
 
 export function parseLabels(text: string | null | undefined): Labels {

@@ -189,3 +189,17 @@ export interface PairingProfile {
 /** The workload attribute that marks quarantine; its value is the reason. */
 export const QUARANTINE = "bulkhead.quarantine";
 export const quarantineReason = (w: Workload): string | undefined => w.attributes?.[QUARANTINE];
+
+/** Labels label rules add to one workload (keys it has no label of its own for). */
+export interface Assigned {
+  workload: string;
+  labels: Labels;
+}
+
+export interface LabelRulesState {
+  yaml: string;
+  rules: string[];
+  updated_at_ms: number | null;
+  updated_by: string | null;
+  assigned: Assigned[];
+}

@@ -87,17 +87,26 @@ export function Badge({ tone = "muted", children }: { tone?: string; children: C
   return <span class={`badge ${tone}`}>{children}</span>;
 }
 
-export function LabelChips({ labels, only }: { labels: Labels | undefined; only?: string[] }) {
+/** Label chips; keys in `derived` came from label rules and are drawn apart (dashed). */
+export function LabelChips({ labels, only, derived }: { labels: Labels | undefined; only?: string[]; derived?: Labels }) {
   const entries = Object.entries(labels ?? {}).filter(([k]) => !only || only.includes(k));
   if (entries.length === 0) return <span class="muted">no labels</span>;
   return (
     <span class="chips">
-      {entries.map(([k, v]) => (
-        <span class="chip">
-          <span class="chip-k">{k}</span>
-          {v}
-        </span>
-      ))}
+      {entries.map(([k, v]) =>
+        derived?.[k] === v ? (
+          <span class="chip derived" title="From a label rule" data-derived="">
+            <span class="chip-k">{k}</span>
+            {v}
+            <span class="sr-only"> (from a label rule)</span>
+          </span>
+        ) : (
+          <span class="chip">
+            <span class="chip-k">{k}</span>
+            {v}
+          </span>
+        ),
+      )}
     </span>
   );
 }

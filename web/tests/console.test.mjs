@@ -730,3 +730,193 @@ test("an agent enrolled with a pairing key appears online, comes in sync, and is
   assert.equal((await heartbeat({ status: {} })).status, 401);
   await page.close();
 });
+
+// Label rules that match demo workloads: the production web servers by hostname, the
+// shared services by subnet. Both add `zone`, a key no demo workload has; `env: ignored`
+// never shows because every workload has an `env` label of its own (people's labels win).
+const LABEL_RULES = `bulkhead: v1
+kind: label_rules
+rules:
+  - name: dmz-web-prod
+    match: { hostname: '^[a-z]+-web-p[0-9]+\\.prod\\.corp$' }
+    set: { zone: dmz, env: ignored }
+  - name: core-shared
+    match: { subnet: 10.0.0.0/24 }
+    set: { zone: core }
+`;
+
+/** An API call that may fail: its status and body. */
+async function apiStatus(method, path, body, token = TOKEN) {
+  const r = await fetch(`${BASE}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+test("label rules are previewed, a broken document is refused with its line and field, saved, and derived labels show in the inventory", async () => {
+  const start = await api("GET", "/label-rules");
+  assert.deepEqual([start.yaml, start.rules, start.assigned], ["", [], []], "the demo starts without label rules");
+  const web = (await api("GET", "/workloads?limit=1&labels=role=web,env=prod")).items[0];
+  const dns = (await api("GET", "/workloads?limit=1&labels=role=dns")).items[0];
+  assert.ok(web && dns && !("zone" in web.labels) && !("zone" in dns.labels));
+  const page = await signedIn();
+  try {
+    await nav(page, "Label rules");
+    await page.getByRole("heading", { name: "Label rules", exact: true }).waitFor();
+    await page.getByText(/^No label rules( have been saved yet)?\.$/).waitFor();
+    const editor = page.getByLabel("Label rules (YAML)");
+    await editor.fill(LABEL_RULES);
+    await page.getByTestId("unsaved").waitFor();
+
+    // Preview from the keyboard (Ctrl+Enter in the editor): the workloads the rules match,
+    // with what they would get, as the API previews them; nothing is stored.
+    await editor.focus();
+    await page.keyboard.press("Control+Enter");
+    const table = page.getByRole("table", { name: "Labels the rules would add" });
+    await table.locator("tbody tr").first().waitFor();
+    const expected = (await api("POST", "/label-rules/preview", { yaml: LABEL_RULES })).assigned;
+    assert.ok(expected.length >= 10, `the rules match ${expected.length} workloads`);
+    assert.ok(expected.some((a) => a.workload === web.name && a.labels.zone === "dmz"));
+    assert.ok(expected.some((a) => a.workload === dns.name && a.labels.zone === "core"));
+    for (const a of expected) assert.deepEqual(Object.keys(a.labels), ["zone"], `${a.workload} keeps its own env`);
+    assert.equal(await table.locator("tbody tr").count(), expected.length);
+    for (const a of expected) {
+      const row = page.getByTestId(`preview-${a.workload}`);
+      assert.match(await row.innerText(), new RegExp(`${a.workload}\\s+zone\\s*${a.labels.zone}[\\s\\S]*new`));
+    }
+    assert.match(await page.getByTestId("preview-summary").innerText(), new RegExp(`^2 rules: ${expected.length} workloads would get labels`));
+    assert.equal(await table.getByText("ignored").count(), 0);
+    await shot(page, "24-label-rules-preview");
+    assert.equal((await api("GET", "/label-rules")).yaml, "", "a preview stores nothing");
+
+    // A broken document: the error names its line and field next to the editor; nothing is saved.
+    const broken = LABEL_RULES.replace("10.0.0.0/24", "10.0.0.0/33");
+    const refused = await apiStatus("POST", "/label-rules/preview", { yaml: broken });
+    assert.equal(refused.status, 400);
+    const detail = refused.body.error.details[0];
+    assert.equal(detail.field, "yaml.rules[1].match.subnet");
+    await editor.fill(broken);
+    await page.getByRole("button", { name: "Save rules" }).click();
+    const problems = page.getByRole("alert").filter({ hasText: "Not saved" });
+    await problems.waitFor();
+    assert.match(await problems.innerText(), new RegExp(`Line ${detail.line}: yaml\\.rules\\[1\\]\\.match\\.subnet: "10\\.0\\.0\\.0/33" is not a CIDR`));
+    assert.equal(await editor.getAttribute("aria-invalid"), "true");
+    // "Go to line" from the keyboard puts the focus on that line of the editor.
+    await problems.getByRole("button", { name: `Go to line ${detail.line}` }).focus();
+    await page.keyboard.press("Enter");
+    const sel = await page.evaluate(() => {
+      const e = document.activeElement;
+      return { id: e?.id, text: e.value.slice(e.selectionStart, e.selectionEnd) };
+    });
+    assert.deepEqual(sel, { id: "lr-yaml", text: broken.split("\n")[detail.line - 1] });
+    await shot(page, "25-label-rules-error");
+    const unchanged = await api("GET", "/label-rules");
+    assert.deepEqual([unchanged.yaml, unchanged.updated_at_ms], ["", start.updated_at_ms], "a broken document is not saved");
+
+    // Saved: the rules in force by name, who changed them and when (API: stored as written).
+    await editor.fill(LABEL_RULES);
+    await page.getByRole("button", { name: "Save rules" }).click();
+    const inForce = page.getByRole("list", { name: "Rules in force" });
+    await inForce.getByText("core-shared").waitFor();
+    assert.deepEqual(await inForce.locator("li").allInnerTexts(), ["dmz-web-prod", "core-shared"]);
+    await page.getByTestId("lr-changed").filter({ hasText: "Last changed by initial admin" }).waitFor();
+    assert.equal(await page.getByTestId("unsaved").count(), 0);
+    assert.equal(await page.getByRole("alert").filter({ hasText: "Not saved" }).count(), 0);
+    const saved = await api("GET", "/label-rules");
+    assert.equal(saved.yaml, LABEL_RULES);
+    assert.deepEqual(saved.rules, ["dmz-web-prod", "core-shared"]);
+    assert.match(saved.updated_by, /^initial admin\b/);
+    assert.ok(Math.abs(saved.updated_at_ms - Date.now()) < 120_000);
+    assert.deepEqual(saved.assigned, expected);
+    await page.getByRole("table", { name: "Labels from the rules in force" }).getByRole("link", { name: web.name, exact: true }).waitFor();
+    await shot(page, "26-label-rules-saved");
+
+    // The inventory (API and page) carries the derived labels, drawn apart from the workload's own.
+    const after = await api("GET", `/workloads/${web.name}`);
+    assert.deepEqual(after.labels, { ...web.labels, zone: "dmz" });
+    assert.equal((await api("GET", `/workloads/${dns.name}`)).labels.zone, "core");
+    await nav(page, "Inventory");
+    const row = page.getByTestId(`workload-${web.name}`);
+    const chip = row.locator(".chip.derived");
+    await chip.waitFor();
+    assert.equal(await chip.count(), 1, "only the zone label is derived");
+    assert.match(await chip.innerText(), /zone\s*dmz\s*\(from a label rule\)/);
+    assert.equal(await row.locator(".chip:not(.derived)").count(), Object.keys(web.labels).length);
+    await page.getByTestId(`workload-${dns.name}`).locator(".chip.derived").filter({ hasText: "core" }).waitFor();
+    // The label editor edits the workload's own labels only; the derived one is shown beside them.
+    await row.getByRole("button", { name: "Edit labels" }).click();
+    const form = page.getByRole("form", { name: `Labels of ${web.name}` });
+    const keys = await form.locator("input[id^=lk-]").evaluateAll((xs) => xs.map((x) => x.value));
+    assert.deepEqual(keys.sort(), Object.keys(web.labels).sort());
+    await form.getByText("not edited here").waitFor();
+    await page.getByTestId("derived-legend").filter({ hasText: `label rules (${expected.length} workloads)` }).waitFor();
+    await form.scrollIntoViewIfNeeded();
+    await shot(page, "27-inventory-derived-labels");
+    await form.getByRole("button", { name: "Cancel" }).click();
+
+    // Back to no rules from the page, after a confirmation: the derived labels go.
+    await nav(page, "Label rules");
+    await editor.fill("");
+    let message = "";
+    page.once("dialog", (d) => {
+      message = d.message();
+      d.accept();
+    });
+    await page.getByRole("button", { name: "Save rules" }).click();
+    await page.getByText("No label rules.", { exact: true }).waitFor();
+    assert.match(message, new RegExp(`^Remove all label rules\\? The ${expected.length} labels they add to ${expected.length} workloads go`));
+    const cleared = await api("GET", "/label-rules");
+    assert.deepEqual([cleared.yaml, cleared.rules, cleared.assigned], ["", [], []]);
+    assert.deepEqual((await api("GET", `/workloads/${web.name}`)).labels, web.labels);
+  } finally {
+    await api("PUT", "/label-rules", { yaml: "" });
+    await page.close();
+  }
+});
+
+test("netops previews label rules but cannot save them; an app owner reads them for its scope only", async () => {
+  await api("PUT", "/label-rules", { yaml: LABEL_RULES });
+  try {
+    const netops = await api("POST", "/tokens", { name: "console test netops label rules", role: "netops", expires_in_days: 1 });
+    const page = await signedIn(netops.token);
+    await nav(page, "Label rules");
+    const editor = page.getByLabel("Label rules (YAML)");
+    await page.getByRole("list", { name: "Rules in force" }).getByText("dmz-web-prod").waitFor();
+    assert.equal(await editor.inputValue(), LABEL_RULES);
+    await page.getByText("preview only", { exact: true }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Save rules" }).count(), 0);
+    // It may try a change: the preview shows what differs from the rules in force.
+    await editor.fill(LABEL_RULES.replace("zone: core", "zone: shared-core"));
+    await page.getByRole("button", { name: "Preview", exact: true }).click();
+    const dns = (await api("GET", "/workloads?limit=1&labels=role=dns")).items[0];
+    const row = page.getByTestId(`preview-${dns.name}`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /zone\s*shared-core[\s\S]*changed[\s\S]*now:\s*zone\s*core/);
+    await page.getByRole("checkbox", { name: /Only differences/ }).check();
+    const shown = await page.getByRole("table", { name: "Labels the rules would add" }).locator("tbody tr").allInnerTexts();
+    assert.ok(shown.length > 0 && shown.every((t) => /changed/.test(t)), shown.join(" | "));
+    await shot(page, "28-label-rules-netops");
+    assert.equal((await api("GET", "/label-rules")).yaml, LABEL_RULES);
+    await page.close();
+
+    // An app owner reads the rules and the labels they give its own workloads; no preview, no save.
+    const app = (await api("GET", "/workloads?limit=1&labels=role=web,env=prod")).items[0].labels.app;
+    const owner = await api("POST", "/tokens", { name: "console test owner label rules", role: "app_owner", scope: `app=${app}`, expires_in_days: 1 });
+    const mine = (await api("GET", "/label-rules", undefined, owner.token)).assigned;
+    assert.ok(mine.length > 0 && mine.every((a) => a.workload.startsWith(`${app}-`)), JSON.stringify(mine));
+    const page2 = await signedIn(owner.token);
+    await nav(page2, "Label rules");
+    await page2.getByText("read only", { exact: true }).waitFor();
+    assert.equal(await page2.getByLabel("Label rules (YAML)").getAttribute("readonly"), "");
+    assert.equal(await page2.getByRole("button", { name: /^(Preview|Save rules)$/ }).count(), 0);
+    const rows = page2.getByRole("table", { name: "Labels from the rules in force" }).locator("tbody tr");
+    await rows.first().waitFor();
+    assert.deepEqual((await rows.locator("td:first-child").allInnerTexts()).map((t) => t.trim()), mine.map((a) => a.workload));
+    await shot(page2, "29-label-rules-app-owner");
+    await page2.close();
+  } finally {
+    await api("PUT", "/label-rules", { yaml: "" });
+  }
+});

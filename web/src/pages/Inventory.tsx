@@ -3,14 +3,18 @@ import type { PageProps } from ".";
 import { enc, get, post, put, query } from "../api";
 import { setParams } from "../router";
 import { can } from "../session";
-import { type Workload, quarantineReason } from "../types";
-import { Badge, Empty, ErrorBox, LabelChips, Loading, PageHeader, toast, useAsync } from "../ui";
+import { type LabelRulesState, type Labels, type Workload, quarantineReason } from "../types";
+import { Badge, Empty, ErrorBox, LabelChips, Link, Loading, PageHeader, toast, useAsync } from "../ui";
 
 export function Inventory({ session, params }: PageProps) {
   const labels = params.get("labels") ?? "";
   const [filter, setFilter] = useState(labels);
   const [text, setText] = useState(params.get("q") ?? "");
   const list = useAsync(() => get<{ total: number; items: Workload[] }>(`/workloads${query({ labels, limit: 10000 })}`), [labels]);
+  // Which labels came from label rules (the API lists the workloads' labels merged).
+  const hasRules = session.routes.has("/api/v1/label-rules");
+  const rules = useAsync(() => (hasRules ? get<LabelRulesState>("/label-rules") : Promise.resolve(undefined)), [list.data]);
+  const derived = new Map((rules.data?.assigned ?? []).map((a) => [a.workload, a.labels]));
   // Which inline form is open under a row: its labels, or the quarantine form.
   const [acting, setActing] = useState<{ name: string; what: "labels" | "quarantine" } | null>(null);
   const [onlyQuarantined, setOnlyQuarantined] = useState(params.get("quarantined") === "1");
@@ -70,6 +74,12 @@ export function Inventory({ session, params }: PageProps) {
         </label>
       </form>
       <ErrorBox error={list.error ?? err} />
+      {derived.size > 0 && (
+        <p class="muted" style={{ margin: "0 0 8px" }} data-testid="derived-legend">
+          <span class="legend-chip" aria-hidden="true" />
+          Dashed labels come from <Link href="/label-rules">label rules</Link> ({derived.size} workload{derived.size === 1 ? "" : "s"}).
+        </p>
+      )}
       {list.loading && !list.data ? (
         <Loading />
       ) : (
@@ -106,7 +116,7 @@ export function Inventory({ session, params }: PageProps) {
                         <code>{w.addresses.join(", ")}</code>
                       </td>
                       <td>
-                        <LabelChips labels={w.labels} />
+                        <LabelChips labels={w.labels} derived={derived.get(w.name)} />
                       </td>
                       <td>{w.kind}</td>
                       <td>
@@ -155,6 +165,7 @@ export function Inventory({ session, params }: PageProps) {
                           {open === "labels" ? (
                             <LabelEditor
                               workload={w}
+                              derived={derived.get(w.name) ?? {}}
                               onDone={(saved) => {
                                 setActing(null);
                                 if (saved) list.reload();
@@ -181,15 +192,26 @@ export function Inventory({ session, params }: PageProps) {
         </div>
       )}
       <p class="muted">
-        {list.data ? `${items.length} of ${list.data.total} workloads.` : ""} Label rules (labels from hostname, OS or subnet) are applied when inventory files are imported with{" "}
-        <code>bulkhead inventory</code>; the API has no label-rule endpoint yet.
+        {list.data ? `${items.length} of ${list.data.total} workloads.` : ""}{" "}
+        {hasRules ? (
+          <>
+            Labels can also come from <Link href="/label-rules">label rules</Link> (from hostname, OS, kind or subnet); a label of the workload's own with the same key
+            wins over them.
+          </>
+        ) : (
+          <>
+            Label rules (labels from hostname, OS or subnet) are applied when inventory files are imported with <code>bulkhead inventory</code>.
+          </>
+        )}
       </p>
     </>
   );
 }
 
-function LabelEditor({ workload, onDone }: { workload: Workload; onDone: (saved: boolean) => void }) {
-  const [rows, setRows] = useState<[string, string][]>(Object.entries(workload.labels));
+function LabelEditor({ workload, derived, onDone }: { workload: Workload; derived: Labels; onDone: (saved: boolean) => void }) {
+  // Only the workload's own labels are edited and stored: the ones label rules add are
+  // derived anew from the rules, and a key set here takes the place of a derived one.
+  const [rows, setRows] = useState<[string, string][]>(Object.entries(workload.labels).filter(([k, v]) => derived[k] !== v));
   const [err, setErr] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   async function save(e: Event) {
@@ -228,6 +250,11 @@ function LabelEditor({ workload, onDone }: { workload: Workload; onDone: (saved:
           </button>
         </div>
       ))}
+      {Object.keys(derived).length > 0 && (
+        <p class="muted" style={{ margin: "4px 0 8px" }}>
+          From <Link href="/label-rules">label rules</Link>, not edited here: <LabelChips labels={derived} derived={derived} />. A label of the same key set here wins.
+        </p>
+      )}
       <ErrorBox error={err} />
       <div class="row">
         <button type="button" class="btn small" onClick={() => setRows([...rows, ["", ""]])}>

@@ -10,6 +10,7 @@ import { Coverage } from "./Coverage";
 import { Dashboard } from "./Dashboard";
 import { Flows } from "./Flows";
 import { Inventory } from "./Inventory";
+import { LabelRules } from "./LabelRules";
 import { MapPage } from "./Map";
 import { Policy } from "./Policy";
 import { Recommendations } from "./Recommendations";
@@ -40,6 +41,7 @@ export const PAGES: Page[] = [
   { path: "/flows", title: "Flows", section: "Overview", icon: "M4 7h13l-3-3 1.4-1.4L21 8l-5.6 5.4L14 12l3-3H4zm16 10H7l3 3-1.4 1.4L3 16l5.6-5.4L10 12l-3 3h13z", component: Flows, api: "/api/v1/flows" },
   { path: "/alerts", title: "Alerts", section: "Overview", icon: "M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6V11a6 6 0 0 0-5-5.9V4a1 1 0 0 0-2 0v1.1A6 6 0 0 0 6 11v5l-2 2v1h16v-1z", component: Alerts, api: "/api/v1/alerts" },
   { path: "/inventory", title: "Inventory", section: "Segmentation", icon: "M4 4h16v4H4zm0 6h16v4H4zm0 6h16v4H4zM6 5.5v1h2v-1zm0 6v1h2v-1zm0 6v1h2v-1z", component: Inventory, api: "/api/v1/workloads" },
+  { path: "/label-rules", title: "Label rules", section: "Segmentation", icon: "M21.4 11.6 12.4 2.6A2 2 0 0 0 11 2H4a2 2 0 0 0-2 2v7a2 2 0 0 0 .6 1.4l9 9a2 2 0 0 0 2.8 0l7-7a2 2 0 0 0 0-2.8zM6.5 8a1.5 1.5 0 1 1 0-3 1.5 1.5 0 0 1 0 3z", component: LabelRules, api: "/api/v1/label-rules" },
   { path: "/policy", title: "Policy", section: "Segmentation", icon: "M12 2 4 5v6c0 5 3.4 9.7 8 11 4.6-1.3 8-6 8-11V5zm-1 14-4-4 1.4-1.4L11 13.2l4.6-4.6L17 10z", component: Policy, api: "/api/v1/draft/objects" },
   { path: "/recommendations", title: "Recommendations", section: "Segmentation", icon: "M9 21h6v-1H9zm3-19a7 7 0 0 0-4 12.7V17a1 1 0 0 0 1 1h6a1 1 0 0 0 1-1v-2.3A7 7 0 0 0 12 2z", component: Recommendations, api: "/api/v1/recommendations" },
   { path: "/rollouts", title: "Rollouts", section: "Segmentation", icon: "M7 2v2H5a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2h-2V2h-2v2H9V2zM5 9h14v11H5zm6 2v4.4l3.3 2 1-1.6-2.3-1.4V11z", component: Rollouts, api: "/api/v1/rollouts" },
