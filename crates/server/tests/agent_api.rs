@@ -2,69 +2,20 @@
 //! agent credentials, the per-host policy, events becoming alerts, and numbered flow
 //! batches stored exactly once.
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use bulkhead_api::{
     AgentEvent, AgentEvents, EnrollRequest, FlowBatch, HostDirection, HostFlow, HostInfo,
     Interface, LoggedPacket, WirePolicy,
 };
-use bulkhead_server::AppState;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-struct Api {
-    state: AppState,
-    _dir: tempfile::TempDir,
-    admin: String,
-}
+mod common;
+use common::Api;
 
 impl Api {
-    fn new() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let state = bulkhead_server::open(dir.path()).unwrap();
-        let admin = bulkhead_server::bootstrap_admin(&state).unwrap().unwrap();
-        Api {
-            state,
-            _dir: dir,
-            admin,
-        }
-    }
-
-    async fn call(
-        &self,
-        token: Option<&str>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_string()))
-                .unwrap(),
-            None => req.body(Body::empty()).unwrap(),
-        };
-        let peer: SocketAddr = "10.0.0.13:40000".parse().unwrap();
-        let resp = bulkhead_server::router(self.state.clone())
-            .layer(MockConnectInfo(peer))
-            .oneshot(req)
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
-    }
-
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let (s, v) = self.call(Some(&self.admin), method, path, body).await;
         assert!(s.is_success(), "{path}: {s} {v}");

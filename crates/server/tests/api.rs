@@ -1,66 +1,14 @@
 //! The REST API through the real router and stores: drafts, provisioning, versions,
 //! explain, inventory, audit, errors, and the RBAC matrix including the denied cases.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use bulkhead_server::{AppState, TokenRequest};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
+use bulkhead_server::TokenRequest;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-struct Api {
-    state: AppState,
-    _dir: tempfile::TempDir,
-    admin: String,
-}
+mod common;
+use common::Api;
 
 impl Api {
-    fn new() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let state = bulkhead_server::open(dir.path()).unwrap();
-        let admin = bulkhead_server::bootstrap_admin(&state)
-            .unwrap()
-            .expect("first start makes a token");
-        assert!(
-            bulkhead_server::bootstrap_admin(&state).unwrap().is_none(),
-            "only on first start"
-        );
-        Api {
-            state,
-            _dir: dir,
-            admin,
-        }
-    }
-
-    async fn call(
-        &self,
-        token: Option<&str>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_string()))
-                .unwrap(),
-            None => req.body(Body::empty()).unwrap(),
-        };
-        let resp = bulkhead_server::router(self.state.clone())
-            .oneshot(req)
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
-    }
-
     async fn token(&self, name: &str, role: &str, scope: Option<&str>) -> String {
         let req = TokenRequest {
             name: name.into(),

@@ -2,66 +2,19 @@
 //! and stores: proposals beside the draft, writing them (audited), coverage before and
 //! after, and the roles.
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryKey};
-use bulkhead_server::AppState;
 use bulkhead_store::FlowStore;
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use serde_json::json;
+
+mod common;
+use common::Api;
 
 /// 2024-03-04T09:00:00Z and the window around it.
 const T0: i64 = 1_709_542_800_000;
 const WINDOW: &str = "from_ms=1709539200000&to_ms=1709553600000";
 
-struct Api {
-    state: AppState,
-    _dir: tempfile::TempDir,
-    admin: String,
-}
-
 impl Api {
-    fn new() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let state = bulkhead_server::open(dir.path()).unwrap();
-        let admin = bulkhead_server::bootstrap_admin(&state).unwrap().unwrap();
-        Api {
-            state,
-            _dir: dir,
-            admin,
-        }
-    }
-
-    async fn call(
-        &self,
-        token: Option<&str>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_string()))
-                .unwrap(),
-            None => req.body(Body::empty()).unwrap(),
-        };
-        let resp = bulkhead_server::router(self.state.clone())
-            .oneshot(req)
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
-    }
-
     async fn token(&self, role: &str, scope: Option<&str>) -> String {
         let (s, v) = self
             .call(

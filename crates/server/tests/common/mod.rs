@@ -1,0 +1,73 @@
+//! The API through the real router and stores, as the integration tests call it: a
+//! fresh data directory, the first admin token, one request at a time.
+
+// Each test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use bulkhead_server::AppState;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub struct Api {
+    pub state: AppState,
+    _dir: tempfile::TempDir,
+    pub admin: String,
+}
+
+impl Api {
+    pub fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let state = bulkhead_server::open(dir.path()).unwrap();
+        let admin = bulkhead_server::bootstrap_admin(&state)
+            .unwrap()
+            .expect("first start makes a token");
+        assert!(
+            bulkhead_server::bootstrap_admin(&state).unwrap().is_none(),
+            "only on first start"
+        );
+        Api {
+            state,
+            _dir: dir,
+            admin,
+        }
+    }
+
+    /// One request, as from 10.0.0.13 (what the audit log and the agent API see as the
+    /// caller's address); the body parsed as JSON, or as a string when it is not.
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let peer: SocketAddr = "10.0.0.13:40000".parse().unwrap();
+        let resp = bulkhead_server::router(self.state.clone())
+            .layer(MockConnectInfo(peer))
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+}
