@@ -215,15 +215,73 @@ fn resolve_selector(
     }
 }
 
-fn class_matches(m: &Match, c: &ClassKey) -> bool {
-    match m {
-        Match::Any => true,
-        Match::Labels(expr) => c.labels.as_ref().is_some_and(|l| {
-            expr.iter()
-                .all(|(k, vs)| l.get(k).is_some_and(|v| vs.contains(v)))
-        }),
-        Match::IpList(i) => c.members[*i],
+/// The identity classes as bit sets (one bit per class), by label and by IP list, so
+/// that resolving a selector costs a few word-wide ANDs and ORs per label instead of a
+/// label lookup per class: compiling is rules × words, not rules × classes × labels.
+struct ClassIndex<'a> {
+    words: usize,
+    all: Vec<u64>,
+    labelled: Vec<u64>,
+    by_label: FxHashMap<(&'a str, &'a str), Vec<u64>>,
+    by_list: Vec<Vec<u64>>,
+}
+
+impl<'a> ClassIndex<'a> {
+    fn new(classes: &'a [ClassKey], lists: usize, words: usize) -> Self {
+        let set = |bits: &mut Vec<u64>, ci: usize| bits[ci / 64] |= 1 << (ci % 64);
+        let mut index = ClassIndex {
+            words,
+            all: vec![0; words],
+            labelled: vec![0; words],
+            by_label: FxHashMap::default(),
+            by_list: vec![vec![0; words]; lists],
+        };
+        for (ci, c) in classes.iter().enumerate() {
+            set(&mut index.all, ci);
+            if let Some(l) = &c.labels {
+                set(&mut index.labelled, ci);
+                for kv in l.iter() {
+                    set(
+                        index.by_label.entry(kv).or_insert_with(|| vec![0; words]),
+                        ci,
+                    );
+                }
+            }
+            for (li, member) in c.members.iter().enumerate() {
+                if *member {
+                    set(&mut index.by_list[li], ci);
+                }
+            }
+        }
+        index
     }
+
+    /// The classes `m` matches, ORed into `out`.
+    fn add_matches(&self, m: &Match, out: &mut [u64]) {
+        match m {
+            Match::Any => or_into(out, &self.all),
+            Match::IpList(i) => or_into(out, &self.by_list[*i]),
+            Match::Labels(expr) => {
+                // Every key must have one of its values: AND over keys of (OR over values).
+                let mut acc = self.labelled.clone();
+                let mut any = vec![0u64; self.words];
+                for (k, vs) in expr {
+                    any.iter_mut().for_each(|w| *w = 0);
+                    for v in vs {
+                        if let Some(bits) = self.by_label.get(&(k.as_str(), v.as_str())) {
+                            or_into(&mut any, bits);
+                        }
+                    }
+                    acc.iter_mut().zip(&any).for_each(|(a, b)| *a &= b);
+                }
+                or_into(out, &acc);
+            }
+        }
+    }
+}
+
+fn or_into(out: &mut [u64], bits: &[u64]) {
+    out.iter_mut().zip(bits).for_each(|(o, b)| *o |= b);
 }
 
 fn membership_of_net(lists: &[&IpList], net: &IpNet) -> Vec<bool> {
@@ -325,6 +383,7 @@ impl CompiledPolicy {
         };
         let class_count = classes.len();
         let words = class_count.div_ceil(64).max(1);
+        let index = ClassIndex::new(&classes, lists.len(), words);
 
         // 2. Rules, flattened, with their source and destination class sets.
         let mut processes: FxHashMap<String, u32> = FxHashMap::default();
@@ -349,12 +408,18 @@ impl CompiledPolicy {
                 .collect();
             let mut bits = vec![0u64; words];
             let rule_index = rules.len() as u32;
-            for (ci, c) in classes.iter().enumerate() {
-                if from.iter().any(|m| class_matches(m, c)) {
-                    bits[ci / 64] |= 1 << (ci % 64);
-                }
-                if to.iter().any(|m| class_matches(m, c)) {
+            for m in &from {
+                index.add_matches(m, &mut bits);
+            }
+            let mut dst = vec![0u64; words];
+            for m in &to {
+                index.add_matches(m, &mut dst);
+            }
+            for (wi, mut word) in dst.into_iter().enumerate() {
+                while word != 0 {
+                    let ci = wi * 64 + word.trailing_zeros() as usize;
                     candidates[ci].push(rule_index);
+                    word &= word - 1;
                 }
             }
             src_bits.extend(bits);
