@@ -483,3 +483,35 @@ time.sleep(30)
     assert_eq!((p.name.as_str(), p.pid), ("python3", server.pid()));
     drop(client);
 }
+
+#[test]
+fn the_nftables_generation_moves_with_every_transaction_and_only_then() {
+    let pair = pair();
+    let generation = || -> u64 {
+        let out = run(pair.server.cmd(PROBE).arg("nft-generation"));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("host-probe prints the generation")
+    };
+    let before = generation();
+    assert_eq!(generation(), before, "reading it changes nothing");
+    pair.server.nft(
+        "table inet gen_test {\n chain c {\n type filter hook input priority 0;\n tcp dport 9 accept\n }\n}\n",
+    );
+    let after = generation();
+    assert!(after > before, "{before} → {after}");
+    // Another namespace's transactions are not this one's.
+    pair.client.nft("table inet other { }");
+    assert_eq!(generation(), after);
+    // A change is a committed transaction; one that changes nothing commits nothing.
+    pair.server.nft("flush table inet gen_test");
+    let flushed = generation();
+    assert!(flushed > after, "{after} → {flushed}");
+    pair.server.nft("flush table inet gen_test");
+    assert_eq!(
+        generation(),
+        flushed,
+        "flushing an empty table changes nothing"
+    );
+}

@@ -72,6 +72,13 @@ impl Nft {
         }
     }
 
+    /// Whether nft runs in this process's own network namespace (not `in_netns`), so
+    /// that what the process reads of the kernel (e.g. the ruleset generation) is about
+    /// the same ruleset.
+    pub fn in_own_namespace(&self) -> bool {
+        self.program.len() == 1
+    }
+
     /// The owned table's name, in the `inet` family (must match `RenderOptions::table`).
     pub fn with_table(mut self, table: &str) -> Self {
         self.table = table.to_string();

@@ -6,6 +6,7 @@
 //! host-probe nflog GROUP COUNT SECONDS            LoggedPackets until COUNT or SECONDS
 //! host-probe conntrack COUNT SECONDS [REAP_MS]    HostFlows until COUNT or SECONDS
 //! host-probe conntrack-dump                       HostFlows of the current table
+//! host-probe nft-generation                       the nftables ruleset generation
 //! ```
 //!
 //! The long-running modes print "ready" once subscribed, so a test knows when to start
@@ -52,6 +53,9 @@ fn ready() -> Result<(), String> {
 fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("info") => line(&host_info().map_err(|e| e.to_string())?),
+        Some("nft-generation") => line(
+            &bulkhead_host::nftables_generation().map_err(|e| e.to_string())?,
+        ),
         Some("nflog") => {
             let group: u16 = number(args, 1)?;
             let count: usize = number(args, 2)?;
