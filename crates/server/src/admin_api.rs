@@ -271,6 +271,50 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
         "Seconds since the server started.",
         ((now_ms() - s.started_ms) / 1000).to_string(),
     );
+    let sinks = s
+        .dispatcher
+        .lock()
+        .ok()
+        .and_then(|d| d.as_ref().map(|d| d.metrics()))
+        .unwrap_or_default();
+    for (name, kind, help, value) in [
+        (
+            "bulkhead_alert_sink_delivered_total",
+            "counter",
+            "Alert events a sink accepted.",
+            (|m: &bulkhead_alerts::SinkMetrics| m.delivered) as fn(&_) -> u64,
+        ),
+        (
+            "bulkhead_alert_sink_retried_total",
+            "counter",
+            "Delivery attempts beyond the first.",
+            |m| m.retried,
+        ),
+        (
+            "bulkhead_alert_sink_dead_lettered_total",
+            "counter",
+            "Alert events given up on (attempts exhausted or refused for good).",
+            |m| m.dead_lettered,
+        ),
+        (
+            "bulkhead_alert_sink_dropped_total",
+            "counter",
+            "Alert events never queued (queue full).",
+            |m| m.dropped,
+        ),
+        (
+            "bulkhead_alert_sink_queued",
+            "gauge",
+            "Alert events waiting in a sink's queue.",
+            |m| m.queued,
+        ),
+    ] {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for m in &sinks {
+            let sink = m.sink.replace(['\\', '"', '\n'], "_");
+            out.push_str(&format!("{name}{{sink=\"{sink}\"}} {}\n", value(m)));
+        }
+    }
     out.push_str(&format!(
         "# HELP bulkhead_agents Enrolled host agents, by state.\n# TYPE bulkhead_agents gauge\n\
          bulkhead_agents{{state=\"online\"}} {}\nbulkhead_agents{{state=\"offline\"}} {}\n",

@@ -189,11 +189,39 @@ async fn live_traffic_becomes_flows_and_alerts_that_reach_the_sinks() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let hooks = hooks.lock().unwrap();
-    assert!(!hooks.is_empty(), "signed webhooks arrive");
+    let delivered = {
+        let hooks = hooks.lock().unwrap();
+        assert!(!hooks.is_empty(), "signed webhooks arrive");
+        assert!(
+            hooks
+                .iter()
+                .all(|e| e["kind"] == "potentially_blocked" || e["kind"] == "blocked")
+        );
+        hooks.len()
+    };
+
+    // /metrics counts each sink's deliveries.
+    let resp = bulkhead_server::router(state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("bulkhead_alert_sink_delivered_total{sink=\"webhook"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let count: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= delivered, "{line} (received {delivered})");
     assert!(
-        hooks
-            .iter()
-            .all(|e| e["kind"] == "potentially_blocked" || e["kind"] == "blocked")
+        text.contains("bulkhead_alert_sink_dead_lettered_total{sink=\"webhook"),
+        "{text}"
     );
 }
