@@ -88,6 +88,17 @@ impl Outbox {
             self.flows.push_back(f);
         }
     }
+    /// Events waiting for an unreachable server, at most this many (the newest kept).
+    const MAX_EVENTS: usize = 1_000;
+
+    fn push_event(&mut self, e: AgentEvent) {
+        if self.events.len() >= Self::MAX_EVENTS {
+            self.events.remove(0);
+            self.status.events_dropped += 1;
+        }
+        self.events.push(e);
+    }
+
     fn push_logged(&mut self, p: LoggedPacket, cap: usize) {
         self.status.logged_packets += 1;
         if self.logged.len() < cap {
@@ -344,7 +355,7 @@ async fn guard_table(enforcer: Arc<Mutex<Enforcer>>, outbox: Arc<Mutex<Outbox>>,
                     t.difference
                 );
                 o.status.tamper_events += 1;
-                o.events.push(AgentEvent::Tamper {
+                o.push_event(AgentEvent::Tamper {
                     at_ms: now_ms(),
                     difference: t.difference,
                 });
@@ -491,7 +502,7 @@ async fn update_policy(
             tracing::error!("{err}; the previous table stays in force");
             *rejected = Some(policy.revision.clone());
             o.status.last_error = Some(err.to_string());
-            o.events.push(AgentEvent::PolicyRejected {
+            o.push_event(AgentEvent::PolicyRejected {
                 at_ms: now_ms(),
                 revision: policy.revision,
                 error: err.to_string(),
@@ -533,7 +544,7 @@ async fn deliver_events(client: &Client, outbox: &Arc<Mutex<Outbox>>) -> Result<
                         p.append(&mut o.logged);
                         o.logged = p;
                     }
-                    other => o.events.push(other),
+                    other => o.push_event(other),
                 }
             }
             Err(e)

@@ -35,11 +35,17 @@ pub struct Enforcer {
     applied: Option<Applied>,
 }
 
+/// Process name → the cgroup paths of the services it runs as.
+type ServiceCgroups = std::collections::BTreeMap<String, Vec<String>>;
+
 #[derive(Debug)]
 struct Applied {
     policy: WirePolicy,
-    text: String,
     expected: Snapshot,
+    /// The services the process rules were rendered for; `None` when they were left
+    /// out (the fallback), so the next check tries to render them again.
+    services: Option<ServiceCgroups>,
+    names_process: bool,
     /// The nftables generation `expected` was read at, when known for sure: while the
     /// kernel's generation has not moved, nothing can differ, and the read-back (0.25 s
     /// of nft's time at 100,000 peers) is skipped.
@@ -73,32 +79,57 @@ impl Enforcer {
     /// Checks, renders and applies `policy` in one transaction. On any error the kernel
     /// and `self` keep the previous policy.
     pub fn apply(&mut self, policy: &WirePolicy) -> Result<(), EnforceError> {
+        self.apply_with(policy, true)
+    }
+
+    /// Whether any inbound rule names its provider's process.
+    fn names_process(host: &bulkhead_policy::host::HostPolicy) -> bool {
+        host.inbound
+            .iter()
+            .any(|r| r.services.iter().any(|(_, p)| p.is_some()))
+    }
+
+    /// The services process rules match now (empty when the policy has none).
+    fn services_now(names_process: bool) -> ServiceCgroups {
+        if !names_process {
+            return ServiceCgroups::default();
+        }
+        bulkhead_host::service_cgroups().unwrap_or_else(|e| {
+            tracing::warn!(
+                "finding the services that listen here: {e}; rules naming a process will not match"
+            );
+            ServiceCgroups::default()
+        })
+    }
+
+    /// `discover_services: false` renders rules naming a process as matching nothing
+    /// (the fallback when a service's cgroup vanished between looking and loading).
+    fn apply_with(
+        &mut self,
+        policy: &WirePolicy,
+        discover_services: bool,
+    ) -> Result<(), EnforceError> {
         let (host, failsafe_ports) =
             policy.to_host_policy().map_err(|e| EnforceError::Invalid {
                 revision: policy.revision.clone(),
                 message: e.to_string(),
             })?;
         // Rules that name the provider's process need to know which services it runs
-        // as here, at this moment; the read-back catches a service restarted since
-        // (its new cgroup no longer matches the rule), and re-applying resolves it anew.
-        let names_process = host
-            .inbound
-            .iter()
-            .any(|r| r.services.iter().any(|(_, p)| p.is_some()));
-        let process_cgroups = if names_process {
-            bulkhead_host::service_cgroups().unwrap_or_else(|e| {
-                tracing::warn!("finding the services that listen here: {e}; rules naming a process will not match");
-                Default::default()
-            })
+        // as here, at this moment; `check` watches for a change of services and renders
+        // again (nft resolves a cgroup path when it loads the rule, and a restarted
+        // service is a new cgroup).
+        let names_process = Self::names_process(&host);
+        let process_cgroups = if discover_services {
+            Self::services_now(names_process)
         } else {
-            Default::default()
+            ServiceCgroups::default()
         };
         let opts = RenderOptions {
             failsafe_ports,
             log_group: policy.log_group,
             table: self.table.clone(),
             control_plane: self.control_plane.clone(),
-            process_cgroups,
+            process_cgroups: process_cgroups.clone(),
         };
         let text = bulkhead_nft::render(&host, &opts);
         self.nft
@@ -110,11 +141,28 @@ impl Enforcer {
         let (expected, generation) = self.snapshot()?;
         self.applied = Some(Applied {
             policy: policy.clone(),
-            text,
             expected,
             generation,
+            services: discover_services.then_some(process_cgroups),
+            names_process,
         });
         Ok(())
+    }
+
+    /// Applies the applied policy again, rendered anew; if that fails (a service's
+    /// cgroup vanished meanwhile), without its process rules, which then match nothing:
+    /// the host is never left without its table because of one service.
+    fn reapply(&mut self) -> Result<(), EnforceError> {
+        let Some(policy) = self.applied.as_ref().map(|a| a.policy.clone()) else {
+            return Ok(());
+        };
+        match self.apply_with(&policy, true) {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tracing::warn!("{first}; applying it without its process rules");
+                self.apply_with(&policy, false)
+            }
+        }
     }
 
     /// The ruleset generation, where it describes the ruleset `nft` acts on.
@@ -139,6 +187,20 @@ impl Enforcer {
     /// Compares the kernel with the reference; on any difference re-applies the same
     /// transaction and returns what was different.
     pub fn check(&mut self) -> Result<Option<Tamper>, EnforceError> {
+        let Some(applied) = &self.applied else {
+            return Ok(None);
+        };
+        // Services come and go without any nftables transaction: a rule rendered for a
+        // service's cgroup stops matching when the service restarts, so the services
+        // are compared on every check and the policy rendered again when they changed.
+        if applied.names_process {
+            let now = Self::services_now(true);
+            if applied.services.as_ref() != Some(&now) {
+                tracing::info!("the services the process rules name changed; applying again");
+                self.reapply()?;
+                return Ok(None);
+            }
+        }
         let Some(known) = self.applied.as_ref().map(|a| a.generation) else {
             return Ok(None);
         };
@@ -159,18 +221,9 @@ impl Enforcer {
             applied.generation = now;
             return Ok(None);
         };
-        self.nft
-            .apply(&applied.text)
-            .map_err(|source| EnforceError::Apply {
-                revision: applied.policy.revision.clone(),
-                source,
-            })?;
-        let (expected, generation) = self.snapshot()?;
-        let Some(applied) = &mut self.applied else {
-            return Ok(None);
-        };
-        applied.expected = expected;
-        applied.generation = generation;
+        // Reported whether or not the repair worked: a table someone changed is news
+        // either way, and a failed repair more so.
+        let repaired = self.reapply();
         let describe = |items: &[String]| -> String {
             items
                 .iter()
@@ -188,6 +241,13 @@ impl Enforcer {
                 drift.unexpected.len(),
                 describe(&drift.unexpected)
             ),
+        };
+        let difference = match repaired {
+            Ok(()) => difference,
+            Err(e) => {
+                tracing::error!("restoring the table failed: {e}");
+                format!("{difference}\nrestoring the table FAILED: {e}")
+            }
         };
         Ok(Some(Tamper { difference }))
     }

@@ -168,32 +168,55 @@ fn an_allow_for_a_process_reaches_only_that_service() {
     let policy = WirePolicy::new(&hp, &[ServicePort::tcp(22)], 100, false);
     // `ip netns exec` gives the probe a fresh /sys without the host's cgroup mounts;
     // mounting cgroup v2 there (in the probe's own mount namespace, gone when it exits)
-    // shows it the tree a host agent sees, where nft resolves the service's path.
-    let mut probe = Command::new("ip")
-        .args(["netns", "exec", &server, "sh", "-c"])
-        .arg("mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$0\"")
-        .arg(PROBE)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // shows it the tree a host agent sees, where nft resolves the service's path. The
+    // probe applies the policy, then runs the agent's tamper check every 200 ms.
+    let mut probe = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &server, "sh", "-c"])
+            .arg("mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$0\" watch 60")
+            .arg(PROBE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     probe
+        .0
         .stdin
         .take()
         .unwrap()
         .write_all(serde_json::to_string(&policy).unwrap().as_bytes())
         .unwrap();
-    let out = probe.wait_with_output().unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = probe.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_line = |prefix: &str| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("the probe never printed {prefix:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+            assert!(!line.starts_with("error"), "{line}");
+        }
+    };
+    wait_line("applied");
+    // Listed as the agent sees it (with the cgroup tree, so paths print as paths).
+    let table = || {
+        let out = run(Command::new("ip")
+            .args(["netns", "exec", &server, "sh", "-c"])
+            .arg("mount -t cgroup2 cgroup2 /sys/fs/cgroup && nft list table inet bulkhead"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let t = table();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        table.contains("socket cgroupv2 level") && table.contains(&unit),
-        "the rule matches the service's cgroup:\n{table}"
+        t.contains("socket cgroupv2 level") && t.contains(&unit),
+        "the rule matches the service's cgroup:\n{t}"
     );
 
     assert_eq!(connect(&client, 9000), "connected", "the service's socket");
@@ -202,6 +225,32 @@ fn an_allow_for_a_process_reaches_only_that_service() {
         "timeout",
         "the same program outside the service is not the provider the rule names"
     );
-    drop(outside);
+
+    // The service stops (its cgroup goes): the agent renders again without it, and the
+    // host keeps its table; nothing reaches the other python3.
     drop(in_service);
+    drop(cgroup);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while table().contains("socket cgroupv2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rendered again:\n{}",
+            table()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(table().contains("bulkhead default-deny"), "{}", table());
+    assert_eq!(connect(&client, 9001), "timeout");
+
+    // A table changed by hand while the service is gone is still restored (re-rendered
+    // for the services there are now) and reported.
+    run(Command::new("ip").args([
+        "netns", "exec", &server, "nft", "flush", "table", "inet", "bulkhead",
+    ]));
+    let tamper = wait_line("tamper:");
+    assert!(!tamper.contains("FAILED"), "{tamper}");
+    assert!(table().contains("bulkhead default-deny"), "{}", table());
+    assert_eq!(connect(&client, 9001), "timeout");
+    drop(outside);
+    drop(probe);
 }

@@ -57,6 +57,10 @@ pub struct AgentStatus {
     /// Flows dropped because the buffer was full: delivered nowhere, so counted.
     #[serde(default)]
     pub flows_dropped: u64,
+    /// Tamper and rejected-policy events dropped (the oldest first) because too many
+    /// waited for an unreachable server.
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

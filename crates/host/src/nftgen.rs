@@ -81,7 +81,7 @@ fn decode_generation(datagram: &[u8]) -> Result<Option<u32>, i32> {
                 .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                 .unwrap_or(0);
             if code != 0 {
-                return Err(-code);
+                return Err(code.checked_neg().unwrap_or(i32::MAX));
             }
             continue;
         }

@@ -159,9 +159,39 @@ pub async fn revoke_pairing_profile(
 
 // ---------------------------------------------------------------- enrollment
 
-/// The workload an enrolling host becomes: its name and addresses from the host, its
-/// labels and mode from the pairing profile. An existing workload of the same name keeps
-/// its other labels (an imported inventory row is adopted, not replaced).
+/// Why a host may not become the existing workload of its name, if it may not. A
+/// pairing key lets a new host in; it must not let anyone take over a workload that is
+/// already someone's: one with an enrolled agent (remove that agent first to re-enroll),
+/// or one whose inventory addresses the host does not have (a CMDB row is adopted only
+/// by the machine it describes).
+fn adoption_refusal(
+    name: &str,
+    existing: Option<&Value>,
+    has_agent: bool,
+    host_addresses: &[IpAddr],
+) -> Option<String> {
+    if has_agent {
+        return Some(format!(
+            "workload {name} already has an enrolled agent; remove it (DELETE /api/v1/agents/ID) to enroll this host in its place"
+        ));
+    }
+    let recorded: Vec<IpAddr> = existing?["addresses"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str()?.parse().ok())
+        .collect();
+    if !recorded.is_empty() && !recorded.iter().any(|a| host_addresses.contains(a)) {
+        return Some(format!(
+            "workload {name} exists with addresses {recorded:?}, none of which this host has"
+        ));
+    }
+    None
+}
+
+/// The workload an enrolling host becomes: its name and addresses from the host. A new
+/// workload gets the pairing profile's labels and mode; an existing one (an imported
+/// inventory row, adopted) keeps its labels, the profile's only filling keys it lacks,
+/// and its mode unless the profile's is stricter: enrolling never loosens enforcement.
 fn workload_json(
     req: &EnrollRequest,
     existing: Option<&Value>,
@@ -184,8 +214,15 @@ fn workload_json(
         .and_then(|w| serde_json::from_value(w["labels"].clone()).ok())
         .unwrap_or_default();
     for (k, v) in profile_labels.iter() {
-        labels.insert(k.to_string(), v.to_string());
+        labels.entry(k.to_string()).or_insert_with(|| v.to_string());
     }
+    let mode = match existing
+        .and_then(|w| w["mode"].as_str())
+        .and_then(|m| m.parse::<EnforcementMode>().ok())
+    {
+        Some(current) => strictest(current, mode),
+        None => mode,
+    };
     let mut w = existing
         .cloned()
         .unwrap_or_else(|| json!({ "kind": "host" }));
@@ -198,6 +235,15 @@ fn workload_json(
     w["labels"] = json!(labels);
     w["mode"] = json!(mode.to_string());
     Ok(w)
+}
+
+fn strictest(a: EnforcementMode, b: EnforcementMode) -> EnforcementMode {
+    let rank = |m| match m {
+        EnforcementMode::Idle => 0,
+        EnforcementMode::Monitor => 1,
+        EnforcementMode::Enforced => 2,
+    };
+    if rank(a) >= rank(b) { a } else { b }
 }
 
 pub async fn enroll(
@@ -228,6 +274,32 @@ pub async fn enroll(
             at_ms: now_ms(),
             action: action.to_string(),
         };
+        // Only a valid key learns anything about the inventory.
+        let profile = match c.pairing_profile_by_key(&key_hash, now_ms())? {
+            Ok(p) => p,
+            Err(refusal) => {
+                tracing::warn!("enrollment of {name} from {peer} refused: {refusal}");
+                return Err(ApiError::Forbidden(format!(
+                    "enrollment refused: {refusal}"
+                )));
+            }
+        };
+        let existing: Option<Value> = c
+            .workload(&name)?
+            .and_then(|w| serde_json::from_str(&w.json).ok());
+        let has_agent = c.agents()?.iter().any(|a| a.workload == name);
+        if let Some(why) = adoption_refusal(
+            &name,
+            existing.as_ref(),
+            has_agent,
+            &req.host.workload_addresses(),
+        ) {
+            tracing::warn!("enrollment of {name} from {peer} refused: {why}");
+            return Err(ApiError::Conflict(format!("enrollment refused: {why}")));
+        }
+        // Checked before the key's use is counted: a host that cannot become a workload
+        // does not use up the key.
+        let w = workload_json(&req, existing.as_ref(), &profile.labels, profile.mode)?;
         let enrolled = c.enroll_agent(
             &key_hash,
             &NewAgent {
@@ -238,14 +310,10 @@ pub async fn enroll(
             now_ms(),
             &audit("agent.enroll"),
         )?;
-        let (agent, profile) = enrolled.map_err(|refusal| {
+        let (agent, _) = enrolled.map_err(|refusal| {
             tracing::warn!("enrollment of {name} from {peer} refused: {refusal}");
             ApiError::Forbidden(format!("enrollment refused: {refusal}"))
         })?;
-        let existing: Option<Value> = c
-            .workload(&name)?
-            .and_then(|w| serde_json::from_str(&w.json).ok());
-        let w = workload_json(&req, existing.as_ref(), &profile.labels, profile.mode)?;
         drop(c);
         let json = serde_json::to_string(&w).map_err(|e| ApiError::Internal(e.to_string()))?;
         crate::inventory_api::apply_as(
@@ -347,9 +415,14 @@ pub fn wire_policy(s: &AppState, workload: &str) -> ApiResult<Arc<WirePolicy>> {
         settings.log_group,
         quarantined,
     ));
+    let computed_from = hosts.generation;
     drop(hosts);
     if let Ok(mut h) = s.hosts.write() {
-        h.cache.insert(workload.to_string(), wire.clone());
+        // A recompile in between (a quarantine, a new version) made this one stale: the
+        // caller may use it this once, the next caller computes the current one.
+        if h.generation == computed_from {
+            h.cache.insert(workload.to_string(), wire.clone());
+        }
     }
     Ok(wire)
 }
@@ -365,12 +438,16 @@ pub async fn heartbeat(
         None => None,
     };
     let id = a.agent.id;
-    let acked = flow_acked(&a.agent);
-    let status = json!({ "status": hb.status, "flow_batch_acked": acked }).to_string();
     let (s2, applied) = (s.clone(), hb.applied_revision.clone());
     let was_offline = a.agent.offline_since_ms.is_some();
-    blocking(move || {
+    let hb_status = hb.status;
+    let acked = blocking(move || {
+        // The acknowledged batch is the one stored now, read under the same lock the
+        // flow handler writes it with: a heartbeat never puts back an older number.
+        let _batches = lock(&s2.flow_batches)?;
         let mut c = lock(&s2.control)?;
+        let acked = c.agent(id)?.as_ref().map_or(0, flow_acked);
+        let status = json!({ "status": hb_status, "flow_batch_acked": acked }).to_string();
         c.agent_heartbeat(
             id,
             now_ms(),
@@ -378,7 +455,7 @@ pub async fn heartbeat(
             applied.as_deref(),
             Some(&status),
         )?;
-        Ok(())
+        Ok(acked)
     })
     .await?;
     if was_offline {
@@ -421,6 +498,56 @@ fn announce(s: &AppState, alerts: &[AlertRecord]) {
         for a in alerts {
             d.send(crate::alerts::event_of(a));
         }
+    }
+}
+
+/// What an agent may report: traffic of its own workload (one end is one of its
+/// addresses, the local end for flows) within a sane time window. A compromised host
+/// must not be able to invent traffic between others, nor alerts dated in the future
+/// that would hold a rollout back for ever.
+struct OwnTraffic {
+    addresses: Vec<IpAddr>,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+impl OwnTraffic {
+    /// How far back a report may go (a long server outage), and ahead (clock skew).
+    const PAST_MS: i64 = 7 * 86_400_000;
+    const FUTURE_MS: i64 = 5 * 60_000;
+
+    fn of(s: &AppState, agent: &AgentRecord) -> OwnTraffic {
+        let now = now_ms();
+        OwnTraffic {
+            addresses: s
+                .current()
+                .inventory
+                .by_name(&agent.workload)
+                .map(|w| w.addresses.clone())
+                .unwrap_or_default(),
+            from_ms: now - Self::PAST_MS,
+            to_ms: now + Self::FUTURE_MS,
+        }
+    }
+
+    fn in_window(&self, ms: i64) -> bool {
+        (self.from_ms..=self.to_ms).contains(&ms)
+    }
+
+    fn logged(&self, p: &LoggedPacket) -> bool {
+        self.in_window(p.at_ms)
+            && (self.addresses.contains(&p.src) || self.addresses.contains(&p.dst))
+    }
+
+    fn flow(&self, f: &HostFlow) -> bool {
+        let local = match f.direction {
+            bulkhead_api::HostDirection::Inbound => f.dst,
+            bulkhead_api::HostDirection::Outbound => f.src,
+        };
+        self.in_window(f.start_ms)
+            && self.in_window(f.end_ms)
+            && f.start_ms <= f.end_ms
+            && self.addresses.contains(&local)
     }
 }
 
@@ -475,7 +602,13 @@ pub async fn events(
         for ev in batch.events {
             match ev {
                 AgentEvent::Logged { packets } => {
-                    summaries.extend(packets.iter().filter_map(|p| logged_summary(&s2, agent, p)));
+                    let own = OwnTraffic::of(&s2, agent);
+                    summaries.extend(
+                        packets
+                            .iter()
+                            .filter(|p| own.logged(p))
+                            .filter_map(|p| logged_summary(&s2, agent, p)),
+                    );
                 }
                 AgentEvent::Tamper { at_ms, difference } => {
                     tracing::warn!("tamper on {}: {difference}", agent.workload);
@@ -580,14 +713,21 @@ pub async fn flows(
     Json(body): Json<Value>,
 ) -> ApiResult<Json<FlowBatchAck>> {
     let batch: FlowBatch = parse_body(body)?;
-    let acked = flow_acked(&a.agent);
-    // Exactly once: a batch at or below the last one stored is a retry whose answer was
-    // lost; a gap means batches were lost on the way, which the agent never does.
-    if batch.batch <= acked {
-        return Ok(Json(FlowBatchAck { acked }));
-    }
     let s2 = s.clone();
-    blocking(move || {
+    let acked = blocking(move || {
+        // Exactly once: the check, the store and the acknowledgement happen under one
+        // lock, so a retry that overtakes a slow first attempt waits for it and is then
+        // seen as a repeat. A batch at or below the last one stored is a retry whose
+        // answer was lost; a gap means batches were lost on the way, which the agent
+        // never does.
+        let _batches = lock(&s2.flow_batches)?;
+        let acked = lock(&s2.control)?
+            .agent(a.agent.id)?
+            .as_ref()
+            .map_or(0, flow_acked);
+        if batch.batch <= acked {
+            return Ok(acked);
+        }
         let reporter: Arc<str> = format!("agent {}", a.agent.workload).into();
         let enricher = s2.current();
         // A connection between two hosts with agents is seen by both. The provider's
@@ -606,7 +746,12 @@ pub async fn flows(
         };
         let mut aggregator = bulkhead_enrich::Aggregator::new(enricher.clone());
         let now = now_ms();
-        for f in batch.flows.iter().filter(|f| !reported_by_peer(f)) {
+        let own = OwnTraffic::of(&s2, &a.agent);
+        for f in batch
+            .flows
+            .iter()
+            .filter(|f| own.flow(f) && !reported_by_peer(f))
+        {
             aggregator.add(&observation(&reporter, f), now);
         }
         let summaries = aggregator.flush_all();
@@ -626,10 +771,10 @@ pub async fn flows(
             .unwrap_or_else(|| json!({}));
         status["flow_batch_acked"] = json!(batch.batch);
         c.agent_heartbeat(a.agent.id, now, None, None, Some(&status.to_string()))?;
-        Ok(())
+        Ok(batch.batch)
     })
     .await?;
-    Ok(Json(FlowBatchAck { acked: batch.batch }))
+    Ok(Json(FlowBatchAck { acked }))
 }
 
 // ---------------------------------------------------------------- agents, for users

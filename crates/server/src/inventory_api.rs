@@ -120,16 +120,87 @@ fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> Api
 }
 
 /// Applies inventory changes after checking that the whole inventory stays consistent,
-/// then recompiles. Also used by the server itself (agent enrollment, quarantine).
+/// then recompiles. Also used by the server itself (agent enrollment, rollouts). A
+/// quarantine survives: a workload written without the quarantine attribute keeps the
+/// one it has (a CMDB re-import or a label edit must not release a quarantined host;
+/// only [`apply_releasing`] can).
 pub(crate) fn apply_as(
     s: &AppState,
     changes: Vec<Change>,
     audit: &bulkhead_store::control::AuditContext,
 ) -> ApiResult<()> {
+    apply_checked(s, changes, audit, true)
+}
+
+/// As [`apply_as`], but the changes may lift a quarantine (the release action).
+pub(crate) fn apply_releasing(
+    s: &AppState,
+    changes: Vec<Change>,
+    audit: &bulkhead_store::control::AuditContext,
+) -> ApiResult<()> {
+    apply_checked(s, changes, audit, false)
+}
+
+/// `changes` with the stored quarantine attribute carried into every workload written
+/// without one.
+fn keep_quarantines(
+    stored: &[bulkhead_store::control::StoredWorkload],
+    changes: Vec<Change>,
+) -> ApiResult<Vec<Change>> {
+    let attr = crate::quarantine::ATTRIBUTE;
+    let quarantined: std::collections::HashMap<&str, Value> = stored
+        .iter()
+        .filter(|w| w.json.contains(attr))
+        .filter_map(|w| {
+            let v: Value = serde_json::from_str(&w.json).ok()?;
+            let reason = v["attributes"].get(attr)?.clone();
+            Some((w.name.as_str(), reason))
+        })
+        .collect();
+    if quarantined.is_empty() {
+        return Ok(changes);
+    }
+    changes
+        .into_iter()
+        .map(|ch| match ch {
+            Change::PutWorkload { name, json } => match quarantined.get(name.as_str()) {
+                Some(reason) => {
+                    let mut w: Value = serde_json::from_str(&json)
+                        .map_err(|e| ApiError::Internal(format!("workload {name}: {e}")))?;
+                    let attrs = w
+                        .as_object_mut()
+                        .ok_or_else(|| ApiError::Internal("workload is not an object".into()))?
+                        .entry("attributes")
+                        .or_insert_with(|| serde_json::json!({}));
+                    if let Some(a) = attrs.as_object_mut() {
+                        a.entry(attr).or_insert_with(|| reason.clone());
+                    }
+                    let json =
+                        serde_json::to_string(&w).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    Ok(Change::PutWorkload { name, json })
+                }
+                None => Ok(Change::PutWorkload { name, json }),
+            },
+            other => Ok(other),
+        })
+        .collect()
+}
+
+fn apply_checked(
+    s: &AppState,
+    changes: Vec<Change>,
+    audit: &bulkhead_store::control::AuditContext,
+    keep_quarantine: bool,
+) -> ApiResult<()> {
     {
         let mut c = lock(&s.control)?;
         // The whole inventory must stay consistent (unique names and addresses).
         let mut all = c.workloads()?;
+        let changes = if keep_quarantine {
+            keep_quarantines(&all, changes)?
+        } else {
+            changes
+        };
         for ch in &changes {
             match ch {
                 Change::PutWorkload { name, json } => {

@@ -157,6 +157,8 @@ pub fn open_with(data: &std::path::Path, database: Option<&str>) -> anyhow::Resu
         hosts: Default::default(),
         agent_settings: Default::default(),
         notifier: Default::default(),
+        flow_batches: Default::default(),
+        rollouts: Default::default(),
     };
     state
         .recompile()

@@ -66,7 +66,7 @@ async fn set(
         } else {
             "workload.release"
         };
-        crate::inventory_api::apply_as(
+        crate::inventory_api::apply_releasing(
             &s2,
             vec![Change::PutWorkload {
                 name: n.clone(),

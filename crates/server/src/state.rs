@@ -33,6 +33,11 @@ pub struct AppState {
     pub agent_settings: Arc<AgentSettings>,
     /// Rollout notices: the SMTP relay and the secret owners' webhooks are signed with.
     pub notifier: Arc<Notifier>,
+    /// Held while an agent's flow batch is checked, stored and acknowledged (and while a
+    /// heartbeat reads the acknowledgement), so that each batch is stored once.
+    pub flow_batches: Arc<Mutex<()>>,
+    /// Held while rollouts are advanced or rolled back: one step at a time.
+    pub rollouts: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and
@@ -42,6 +47,8 @@ pub struct HostInputs {
     pub policy: Option<Arc<Policy>>,
     pub inventory: Arc<Inventory>,
     pub cache: std::collections::HashMap<String, Arc<bulkhead_api::WirePolicy>>,
+    /// Bumped by every recompile: a policy computed from older inputs is not cached.
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for AppState {
@@ -170,6 +177,7 @@ impl AppState {
                 policy: provisioned_policy,
                 inventory: inventory.clone(),
                 cache: Default::default(),
+                generation: h.generation + 1,
             };
         }
         let enricher = Enricher {

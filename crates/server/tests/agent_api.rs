@@ -353,3 +353,161 @@ async fn metrics_count_agents_by_state_and_sync() {
     let text = metrics(&api).await;
     assert!(text.contains("bulkhead_agents_out_of_sync 0\n"), "{text}");
 }
+
+#[tokio::test]
+async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_own_traffic() {
+    let api = Api::new();
+    // An enforced database imported from the CMDB, and one at another address.
+    api.admin(
+        Method::POST,
+        "/api/v1/workloads/import",
+        Some(json!([
+            {"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay", "role": "db"}, "mode": "enforced"},
+            {"name": "pay-db", "kind": "vm", "managed": true, "addresses": ["10.9.9.9"], "labels": {"app": "pay", "role": "db"}, "mode": "enforced"}
+        ])),
+    )
+    .await;
+    let key = api.pairing_key("shop", 3).await;
+
+    // A host that does not have the workload's address cannot become it, and the
+    // refusal does not use up the key.
+    let (s, v) = api.enroll(&key, "pay-db").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("none of which this host has"), "{v}");
+    let w = api
+        .admin(Method::GET, "/api/v1/workloads/pay-db", None)
+        .await;
+    assert_eq!(w["addresses"], json!(["10.9.9.9"]), "{w}");
+
+    // The machine the row describes adopts it: its labels and its stricter mode stay,
+    // the profile only fills what is missing.
+    let (s, v) = api.enroll(&key, "db").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let credential = v["credential"].as_str().unwrap().to_string();
+    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    assert_eq!(w["mode"], json!("enforced"), "enrolling never loosens: {w}");
+    assert_eq!(w["labels"], json!({"app": "pay", "role": "db"}), "{w}");
+
+    // A second host with the same name cannot replace the enrolled agent.
+    let (s, v) = api.enroll(&key, "db").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v.to_string().contains("already has an enrolled agent"),
+        "{v}"
+    );
+    let profiles = api
+        .admin(Method::GET, "/api/v1/pairing-profiles", None)
+        .await;
+    assert_eq!(profiles["items"][0]["uses"], json!(1), "{profiles}");
+
+    // Flows and logged packets that are not the agent's own, or far in the future,
+    // are not stored nor alerted.
+    let now = bulkhead_server::now_ms();
+    let mut foreign = flow(now, 40001);
+    foreign.dst = "10.9.9.9".parse().unwrap();
+    let mut future = flow(now, 40002);
+    future.start_ms = now + 86_400_000;
+    future.end_ms = now + 86_400_001;
+    let batch = FlowBatch {
+        batch: 1,
+        flows: vec![foreign, future, flow(now, 40003)],
+    };
+    let (s, _) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/flows",
+            Some(serde_json::to_value(&batch).unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        api.stored_connections().await,
+        1,
+        "only the agent's own flow"
+    );
+    let pay = api
+        .admin(Method::GET, "/api/v1/flows?address=10.9.9.9", None)
+        .await;
+    assert_eq!(pay["items"], json!([]), "{pay}");
+    let invented = AgentEvents {
+        events: vec![AgentEvent::Logged {
+            packets: vec![
+                LoggedPacket {
+                    at_ms: now,
+                    prefix: "bulkhead default-deny ".into(),
+                    protocol: 6,
+                    src: "10.0.0.66".parse().unwrap(),
+                    dst: "10.9.9.9".parse().unwrap(),
+                    src_port: 1,
+                    dst_port: 5432,
+                },
+                LoggedPacket {
+                    at_ms: i64::MIN,
+                    prefix: "bulkhead default-deny ".into(),
+                    protocol: 6,
+                    src: "10.0.0.66".parse().unwrap(),
+                    dst: "10.0.0.13".parse().unwrap(),
+                    src_port: 2,
+                    dst_port: 5432,
+                },
+            ],
+        }],
+    };
+    let (s, _) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/events",
+            Some(serde_json::to_value(&invented).unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let alerts = api.admin(Method::GET, "/api/v1/alerts", None).await;
+    assert_eq!(alerts["items"], json!([]), "{alerts}");
+}
+
+#[tokio::test]
+async fn a_quarantine_survives_edits_and_imports_until_released() {
+    let api = Api::new();
+    api.admin(
+        Method::POST,
+        "/api/v1/workloads/import",
+        Some(json!([{"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay"}, "mode": "monitor"}])),
+    )
+    .await;
+    api.admin(
+        Method::POST,
+        "/api/v1/workloads/db/quarantine",
+        Some(json!({"reason": "incident 7"})),
+    )
+    .await;
+    let quarantined = |w: &Value| w["attributes"]["bulkhead.quarantine"] == json!("incident 7");
+    // A label edit and a CMDB re-import that do not mention the quarantine keep it.
+    api.admin(
+        Method::PUT,
+        "/api/v1/workloads/db",
+        Some(json!({"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay", "role": "db"}, "mode": "monitor"})),
+    )
+    .await;
+    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    assert!(quarantined(&w), "{w}");
+    assert_eq!(
+        w["labels"]["role"],
+        json!("db"),
+        "the edit itself is kept: {w}"
+    );
+    api.admin(
+        Method::POST,
+        "/api/v1/workloads/import",
+        Some(json!([{"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay"}, "mode": "monitor"}])),
+    )
+    .await;
+    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    assert!(quarantined(&w), "{w}");
+    // Only the release lifts it.
+    api.admin(Method::POST, "/api/v1/workloads/db/release", None)
+        .await;
+    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    assert!(!quarantined(&w), "{w}");
+}

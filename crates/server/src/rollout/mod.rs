@@ -240,6 +240,9 @@ pub async fn rollback(
     Path(id): Path<u64>,
 ) -> ApiResult<Json<Value>> {
     p.require(&[Role::Admin, Role::Secops], "roll back rollouts")?;
+    // Read and act under the rollouts lock: the scheduler cannot complete (or enforce)
+    // this rollout between the check below and the rollback.
+    let guard = s.rollouts.lock().await;
     let mut r = get_rollout(&s, id).await?;
     if !matches!(
         r.state,
@@ -265,6 +268,7 @@ pub async fn rollback(
         Ok(r)
     })
     .await?;
+    drop(guard);
     let notice = Outgoing {
         rollout: r.clone(),
         subject: format!("{}: enforcement rolled back", r.name),
@@ -412,6 +416,9 @@ fn notice_text(r: &Rollout, n: Notice, workloads: usize) -> (String, String) {
 /// Runs the calendar once for every rollout at `now_ms`; returns what it did, one line
 /// per step. The scheduler calls it every round; tests call it with chosen times.
 pub async fn run_once(s: &AppState, now_ms: i64) -> ApiResult<Vec<String>> {
+    // One step at a time: the scheduler, a new rollout's announcement and a rollback
+    // must not read the same state and both act on it.
+    let _one_at_a_time = s.rollouts.lock().await;
     let s2 = s.clone();
     let (done, outgoing) = blocking(move || {
         let stored = lock(&s2.control)?.rollouts()?;

@@ -189,6 +189,25 @@ impl ControlStore {
         })
     }
 
+    /// The profile whose key hashes to `key_hash`, and why it would refuse an
+    /// enrollment at `now_ms` (if it would); nothing is written or counted.
+    pub fn pairing_profile_by_key(
+        &self,
+        key_hash: &[u8; 32],
+        now_ms: i64,
+    ) -> Result<Result<PairingProfile, EnrollRefusal>, StoreError> {
+        let profile = self.query("reading a pairing profile", |db| {
+            get_profile(db, "key_hash = ?1", Val::from(&key_hash[..]))
+        })?;
+        Ok(match profile {
+            None => Err(EnrollRefusal::UnknownKey),
+            Some(p) => match refusal(&p, now_ms) {
+                Some(r) => Err(r),
+                None => Ok(p),
+            },
+        })
+    }
+
     /// Revokes a pairing profile so that its key enrolls no more agents (agents already
     /// enrolled keep working). `Ok(false)` if there is no such profile; revoking a
     /// revoked profile is `Ok(true)` and writes nothing (the first revocation stands);
