@@ -78,8 +78,26 @@ impl Enforcer {
 
     /// Checks, renders and applies `policy` in one transaction. On any error the kernel
     /// and `self` keep the previous policy.
+    ///
+    /// A policy whose process rules name services is loaded again without those rules
+    /// (they then match nothing) when the first load fails: a service that stops
+    /// between finding its cgroup and loading the rule must not get the whole revision
+    /// rejected. The next check renders them again for the services there are then.
     pub fn apply(&mut self, policy: &WirePolicy) -> Result<(), EnforceError> {
-        self.apply_with(policy, true)
+        match self.apply_with(policy, true) {
+            Ok(()) => Ok(()),
+            Err(first @ EnforceError::Invalid { .. }) => Err(first),
+            Err(first) => {
+                let names_process = policy
+                    .to_host_policy()
+                    .is_ok_and(|(host, _)| Self::names_process(&host));
+                if !names_process {
+                    return Err(first);
+                }
+                tracing::warn!("{first}; applying it without its process rules");
+                self.apply_with(policy, false).map_err(|_| first)
+            }
+        }
     }
 
     /// Whether any inbound rule names its provider's process.
@@ -156,13 +174,7 @@ impl Enforcer {
         let Some(policy) = self.applied.as_ref().map(|a| a.policy.clone()) else {
             return Ok(());
         };
-        match self.apply_with(&policy, true) {
-            Ok(()) => Ok(()),
-            Err(first) => {
-                tracing::warn!("{first}; applying it without its process rules");
-                self.apply_with(&policy, false)
-            }
-        }
+        self.apply(&policy)
     }
 
     /// The ruleset generation, where it describes the ruleset `nft` acts on.
