@@ -88,10 +88,7 @@ impl Enforcer {
             Ok(()) => Ok(()),
             Err(first @ EnforceError::Invalid { .. }) => Err(first),
             Err(first) => {
-                let names_process = policy
-                    .to_host_policy()
-                    .is_ok_and(|(host, _)| Self::names_process(&host));
-                if !names_process {
+                if !Self::names_process(policy) {
                     return Err(first);
                 }
                 tracing::warn!("{first}; applying it without its process rules");
@@ -100,11 +97,13 @@ impl Enforcer {
         }
     }
 
-    /// Whether any inbound rule names its provider's process.
-    fn names_process(host: &bulkhead_policy::host::HostPolicy) -> bool {
-        host.inbound
+    /// Whether any inbound rule names its provider's process (read off the wire form,
+    /// without converting the whole policy again).
+    fn names_process(policy: &WirePolicy) -> bool {
+        policy
+            .inbound
             .iter()
-            .any(|r| r.services.iter().any(|(_, p)| p.is_some()))
+            .any(|r| r.services.iter().any(|s| s.process.is_some()))
     }
 
     /// The services process rules match now (empty when the policy has none).
@@ -136,7 +135,7 @@ impl Enforcer {
         // as here, at this moment; `check` watches for a change of services and renders
         // again (nft resolves a cgroup path when it loads the rule, and a restarted
         // service is a new cgroup).
-        let names_process = Self::names_process(&host);
+        let names_process = Self::names_process(policy);
         let process_cgroups = if discover_services {
             Self::services_now(names_process)
         } else {

@@ -442,9 +442,9 @@ pub async fn heartbeat(
     let was_offline = a.agent.offline_since_ms.is_some();
     let hb_status = hb.status;
     let acked = blocking(move || {
-        // The acknowledged batch is the one stored now, read under the same lock the
-        // flow handler writes it with: a heartbeat never puts back an older number.
-        let _batches = lock(&s2.flow_batches)?;
+        // The acknowledged batch is read and written back under the control lock, the
+        // one the flow handler writes it under: a heartbeat never puts back an older
+        // number, and does not wait for a batch being stored.
         let mut c = lock(&s2.control)?;
         let acked = c.agent(id)?.as_ref().map_or(0, flow_acked);
         let status = json!({ "status": hb_status, "flow_batch_acked": acked }).to_string();

@@ -33,8 +33,8 @@ pub struct AppState {
     pub agent_settings: Arc<AgentSettings>,
     /// Rollout notices: the SMTP relay and the secret owners' webhooks are signed with.
     pub notifier: Arc<Notifier>,
-    /// Held while an agent's flow batch is checked, stored and acknowledged (and while a
-    /// heartbeat reads the acknowledgement), so that each batch is stored once.
+    /// Held while an agent's flow batch is checked, stored and acknowledged, so that each
+    /// batch is stored once even when a retry overtakes a slow first attempt.
     pub flow_batches: Arc<Mutex<()>>,
     /// Held while rollouts are advanced or rolled back: one step at a time.
     pub rollouts: Arc<tokio::sync::Mutex<()>>,
