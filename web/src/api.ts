@@ -66,10 +66,10 @@ export const post = <T>(path: string, body?: unknown) => request<T>("POST", path
 export const put = <T>(path: string, body: unknown) => request<T>("PUT", path, body);
 export const del = <T>(path: string) => request<T>("DELETE", path);
 
-/** Plain-text endpoints outside /api/v1 (/metrics, /readyz). */
+/** Plain-text endpoints outside /api/v1 (/metrics needs the token, /readyz does not). */
 export async function text(path: string): Promise<{ ok: boolean; body: string }> {
   try {
-    const r = await fetch(path);
+    const r = await fetch(path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
     return { ok: r.ok, body: await r.text() };
   } catch (e) {
     return { ok: false, body: String(e) };

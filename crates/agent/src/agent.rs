@@ -161,11 +161,20 @@ async fn enroll(cfg: &AgentConfig, state: &StateDir) -> anyhow::Result<Enrollmen
                     credential: r.credential,
                 };
                 state.save_enrollment(&e)?;
-                tracing::info!(
-                    "enrolled as agent {} for workload {}",
-                    e.agent_id,
-                    e.workload
-                );
+                match &r.pending {
+                    // The credential works once an admin approves; until then the
+                    // heartbeats are refused and the last policy (if any) stays.
+                    Some(why) => tracing::warn!(
+                        "enrolled as agent {} for workload {}, waiting for an admin's approval: {why}",
+                        e.agent_id,
+                        e.workload
+                    ),
+                    None => tracing::info!(
+                        "enrolled as agent {} for workload {}",
+                        e.agent_id,
+                        e.workload
+                    ),
+                }
                 return Ok(e);
             }
             // A refused key will not become valid by asking again.

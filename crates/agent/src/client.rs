@@ -38,7 +38,9 @@ pub enum ClientError {
 impl ClientError {
     /// A refusal the agent cannot fix by retrying (bad key, revoked credential…).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ClientError::Status { status, .. } if status.is_client_error())
+        // 429 says "later", not "no": the server throttles an address after failures.
+        matches!(self, ClientError::Status { status, .. }
+            if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS)
     }
 }
 

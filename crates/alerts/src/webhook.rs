@@ -17,6 +17,28 @@ type HmacSha256 = Hmac<Sha256>;
 
 const SIGNATURE_PREFIX: &str = "sha256=";
 
+/// `url` with the password of its `user:password@` part replaced by `***`, for errors:
+/// they end up in logs and terminals. Everything between the first `:` after the scheme
+/// and the last `@` goes, so a password holding a raw `/`, `?` or `@` is hidden too (at
+/// worst a URL with an `@` in its path loses a little more than its password).
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    match (rest.find(':'), rest.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => {
+            format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// POSTs each event as JSON to one URL, signed with HMAC-SHA256 (see the crate README).
 ///
 /// One connection per attempt: alerts are rare enough that keeping connections alive
@@ -50,7 +72,7 @@ impl WebhookSink {
     /// yet, and silently sending alerts in clear text to an https URL would be worse.
     pub fn new(url: &str, secret: impl Into<Vec<u8>>) -> Result<Self, AlertError> {
         let invalid = |reason| AlertError::InvalidUrl {
-            url: url.to_owned(),
+            url: without_password(url),
             reason,
         };
         let uri: Uri = url.parse().map_err(|_| invalid("not a url"))?;
@@ -76,7 +98,13 @@ impl WebhookSink {
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         Ok(WebhookSink {
-            name: format!("webhook {}{}", authority.as_str(), uri.path()),
+            // Chat and incident tools put the secret in the path: the name (shown in
+            // metrics) tells two webhooks of one host apart by a digest of it.
+            name: format!(
+                "webhook {} #{}",
+                authority.as_str(),
+                &hex_digest(uri.path().as_bytes())[..8]
+            ),
             url: url.to_owned(),
             host: host
                 .trim_start_matches('[')
@@ -102,8 +130,8 @@ impl WebhookSink {
         self
     }
 
-    /// The name metrics use; by default `webhook HOST[:PORT]/PATH` (no query, which may
-    /// hold a token).
+    /// The name metrics use; by default `webhook HOST[:PORT] #DIGEST`, where the digest
+    /// stands for the path (which, like the query, may hold a token).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -301,9 +329,34 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_errors_hide_the_password() {
+        for (url, shown) in [
+            ("http://u:pw@127.0.0.1/h", "http://u:***@127.0.0.1/h"),
+            ("http://u:p/w?x@127.0.0.1:81/", "http://u:***@127.0.0.1:81/"),
+            ("http://u:p@w@h/", "http://u:***@h/"),
+            ("http://u@127.0.0.1:81/h", "http://u@127.0.0.1:81/h"),
+            ("http://127.0.0.1:81/h?a=b", "http://127.0.0.1:81/h?a=b"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(without_password(url), shown);
+        }
+        let e = WebhookSink::new("http://u:s3cret@127.0.0.1/h", "s").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("u:***@127.0.0.1"), "{e}");
+    }
 
     #[test]
     fn signature_matches_openssl() {
@@ -373,7 +426,10 @@ mod tests {
             (s.host.as_str(), s.port, s.path.as_str()),
             ("127.0.0.1", 8080, "/hook?token=t")
         );
-        assert_eq!(s.name(), "webhook 127.0.0.1:8080/hook");
+        assert!(s.name().starts_with("webhook 127.0.0.1:8080 #"));
+        assert!(!s.name().contains("hook?") && !s.name().contains("/hook"));
+        let other = WebhookSink::new("http://127.0.0.1:8080/other", "s").unwrap();
+        assert_ne!(s.name(), other.name());
         assert!(!format!("{s:?}").contains("\"s\""));
         let s = WebhookSink::new("http://[::1]/", "s").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 80));

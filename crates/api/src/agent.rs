@@ -28,6 +28,11 @@ pub struct EnrollResponse {
     pub workload: String,
     /// The agent's bearer credential; the server keeps only its hash.
     pub credential: String,
+    /// Set when the pairing key alone could not make this host the workload (it exists
+    /// and the key is not bound to it): the credential is refused until an admin
+    /// approves the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

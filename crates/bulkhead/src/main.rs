@@ -92,6 +92,27 @@ enum Command {
     Inventory(policy_cmd::InventoryCommand),
 }
 
+/// `url` with the password of its `user:password@` part replaced by `***`, for messages
+/// (database, server and webhook URLs end up in terminals and logs). Everything between
+/// the first `:` after the scheme and the last `@` goes, so a password holding a raw
+/// `/`, `?` or `@` is hidden too; at worst a URL with an `@` in its path loses more.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    match (rest.find(':'), rest.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        )
+        .into(),
+        _ => url.into(),
+    }
+}
+
 /// An error that has already been reported to the user, with the exit code to use.
 #[derive(Debug)]
 pub struct Reported(pub u8);
@@ -146,9 +167,48 @@ fn main() -> ExitCode {
         Err(e) => match e.downcast_ref::<Reported>() {
             Some(Reported(code)) => ExitCode::from(*code),
             None => {
-                eprintln!("error: {e:#}");
+                // Errors from the libraries may quote a URL whole; its password stays here.
+                eprintln!("error: {}", redact_urls(&format!("{e:#}")));
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// `text` with [`redact_url`] applied to every word that holds a URL.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        out.push_str(&redact_url(&rest[..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        for (url, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:p/w?x@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:p@w@h/db", "postgres://u:***@h/db"),
+            ("postgres://u@h:5432/db", "postgres://u@h:5432/db"),
+            ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/api"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        assert_eq!(
+            redact_urls("webhook http://u:pw@127.0.0.1/h:  refused\n(\"http://a:b@c/\")"),
+            "webhook http://u:***@127.0.0.1/h:  refused\n(\"http://a:***@c/\")"
+        );
     }
 }

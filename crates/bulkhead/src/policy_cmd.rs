@@ -141,12 +141,13 @@ impl Remote {
             ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
             _ => agent.get(&url).header("Authorization", &auth).call(),
         }
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", crate::redact_url(&url)))?;
         let status = resp.status().as_u16();
         let value: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
         if status >= 400 {
             eprintln!(
-                "error: {url}: HTTP {status}: {}",
+                "error: {}: HTTP {status}: {}",
+                crate::redact_url(&url),
                 value["error"]["message"].as_str().unwrap_or("(no message)")
             );
             if let Some(details) = value["error"]["details"].as_array() {

@@ -11,7 +11,8 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     /// A YAML config file with any of: data, database, listen, collect,
-    /// collector_workers, webhook, webhook_secret, syslog, syslog_tcp, syslog_cef.
+    /// collector_workers, webhook, webhook_secret, webhook_secret_file, syslog, syslog_tcp,
+    /// syslog_cef.
     #[arg(long, env = "BULKHEAD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Data directory: control.sqlite (inventory, policy, versions, tokens, audit, alerts)
@@ -70,6 +71,7 @@ struct ConfigFile {
     #[serde(default)]
     webhook: Vec<String>,
     webhook_secret: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
     #[serde(default)]
     syslog: Vec<String>,
     #[serde(default)]
@@ -111,14 +113,21 @@ impl ServerArgs {
             return Err(crate::Reported(crate::EXIT_INVALID).into());
         }
         self.database = self.database.or(file.database);
-        if let Some(url) = &self.database
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            eprintln!(
-                "error: --database must be a postgres:// or postgresql:// URL \
-                 (without it, the control store is data/control.sqlite)"
-            );
-            return Err(crate::Reported(crate::EXIT_INVALID).into());
+        if let Some(url) = &self.database {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                eprintln!(
+                    "error: --database must be a postgres:// or postgresql:// URL \
+                     (without it, the control store is data/control.sqlite)"
+                );
+                return Err(crate::Reported(crate::EXIT_INVALID).into());
+            }
+            if typed("--database") && crate::redact_url(url) != url.as_str() {
+                eprintln!(
+                    "warning: the password in --database is visible to every user of this \
+                     host in the process list; give the URL in BULKHEAD_DATABASE or as \
+                     `database:` in the config file instead"
+                );
+            }
         }
         self.listen = Some(
             self.listen
@@ -132,7 +141,8 @@ impl ServerArgs {
         if self.sinks.webhook.is_empty() {
             self.sinks.webhook = file.webhook;
         }
-        self.sinks.webhook_secret = self.sinks.webhook_secret.or(file.webhook_secret);
+        self.sinks
+            .settle(file.webhook_secret, file.webhook_secret_file)?;
         if self.sinks.syslog.is_empty() {
             self.sinks.syslog = file.syslog;
         }
@@ -163,9 +173,13 @@ pub struct SinkArgs {
     /// Webhook URL (http://…), repeatable; each POST is signed with HMAC-SHA256.
     #[arg(long, env = "BULKHEAD_WEBHOOK", value_delimiter = ',')]
     pub webhook: Vec<String>,
-    /// The webhook signing secret.
+    /// The webhook signing secret. On the command line it is visible to every user of
+    /// the host (`ps`): prefer --webhook-secret-file or the environment variable.
     #[arg(long, env = "BULKHEAD_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// A file holding the webhook signing secret (a trailing newline is not part of it).
+    #[arg(long, env = "BULKHEAD_WEBHOOK_SECRET_FILE", value_name = "PATH")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Syslog collector host:port, repeatable.
     #[arg(long, env = "BULKHEAD_SYSLOG", value_delimiter = ',')]
     pub syslog: Vec<String>,
@@ -184,6 +198,52 @@ pub struct SinkArgs {
 }
 
 impl SinkArgs {
+    /// Settles the webhook secret and checks the webhook URLs, before anything starts.
+    /// The secret comes from a file (--webhook-secret-file or its variable) or is given
+    /// itself (--webhook-secret or BULKHEAD_WEBHOOK_SECRET), not both; failing those, from
+    /// the config file. A bad URL is reported here, without the password it may hold.
+    fn settle(
+        &mut self,
+        config_secret: Option<String>,
+        config_file: Option<PathBuf>,
+    ) -> anyhow::Result<()> {
+        if self.webhook_secret.is_some() && self.webhook_secret_file.is_some() {
+            return Err(invalid(
+                "give the webhook secret once: a file (--webhook-secret-file, \
+                 BULKHEAD_WEBHOOK_SECRET_FILE) or the secret (--webhook-secret, \
+                 BULKHEAD_WEBHOOK_SECRET)"
+                    .into(),
+            ));
+        }
+        if typed("--webhook-secret") {
+            eprintln!(
+                "warning: --webhook-secret is visible to every user of this host in the \
+                 process list; use --webhook-secret-file or BULKHEAD_WEBHOOK_SECRET instead"
+            );
+        }
+        let (secret, file) = if self.webhook_secret.is_some() || self.webhook_secret_file.is_some()
+        {
+            (self.webhook_secret.take(), self.webhook_secret_file.clone())
+        } else if config_secret.is_some() && config_file.is_some() {
+            return Err(invalid(
+                "the config file gives both webhook_secret and webhook_secret_file; keep one"
+                    .into(),
+            ));
+        } else {
+            (config_secret, config_file)
+        };
+        self.webhook_secret = match file {
+            Some(path) => Some(read_secret(&path)?),
+            None => secret,
+        };
+        for url in &self.webhook {
+            if let Err(e) = bulkhead_alerts::WebhookSink::new(url, Vec::new()) {
+                return Err(invalid(format!("--webhook: {e}")));
+            }
+        }
+        Ok(())
+    }
+
     fn notifier(&self) -> anyhow::Result<bulkhead_server::Notifier> {
         let mailer = match &self.smtp_relay {
             Some(relay) => Some(
@@ -225,6 +285,36 @@ pub struct DemoArgs {
     pub seed: u64,
     #[command(flatten)]
     pub sinks: SinkArgs,
+}
+
+fn invalid(msg: String) -> anyhow::Error {
+    eprintln!("error: {msg}");
+    crate::Reported(crate::EXIT_INVALID).into()
+}
+
+/// The secret in the file at `path`, without the newline an editor or `echo` ends it with.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("webhook secret file {}: {e}", path.display())))?;
+    let secret = text.strip_suffix('\n').unwrap_or(&text);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return Err(invalid(format!(
+            "webhook secret file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret.to_owned())
+}
+
+/// Whether `flag` was typed on the command line (rather than its value coming from the
+/// environment or the config file): only then is the value in every user's `ps`.
+fn typed(flag: &str) -> bool {
+    std::env::args_os().skip(1).any(|arg| {
+        let arg = arg.to_string_lossy();
+        arg.strip_prefix(flag)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    })
 }
 
 fn workers(n: Option<usize>) -> usize {
@@ -316,9 +406,8 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
                 agents.local_addr()?,
                 identity.ca_fingerprint
             );
-            let app = bulkhead_server::router(st.clone());
-            tokio::spawn(bulkhead_server::tls::serve_tls(
-                app,
+            tokio::spawn(bulkhead_server::serve_agents(
+                st.clone(),
                 agents,
                 identity,
                 std::future::pending(),
@@ -336,7 +425,8 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
+pub fn demo(mut a: DemoArgs) -> anyhow::Result<()> {
+    a.sinks.settle(None, None)?;
     if !a.collect.ip().is_loopback() {
         anyhow::bail!(
             "--collect {}: the demo sends its traffic only to loopback",
@@ -399,4 +489,26 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let _ = streamer.join();
     bulkhead_server::stop_collectors(&state);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_file_loses_its_final_newline_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        for (text, secret) in [
+            ("s3cret\n", "s3cret"),
+            ("s3cret\r\n", "s3cret"),
+            ("s3cret", "s3cret"),
+            (" s3cret \n\n", " s3cret \n"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(read_secret(&path).unwrap(), secret, "{text:?}");
+        }
+        std::fs::write(&path, "\r\n").unwrap();
+        assert!(read_secret(&path).is_err());
+    }
 }

@@ -15,6 +15,7 @@ pub mod format;
 pub mod host;
 pub mod oracle;
 mod policy;
+pub mod scope;
 
 pub use compile::{CompiledPolicy, ConnKey, Outcome};
 pub use document::{

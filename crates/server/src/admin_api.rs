@@ -157,7 +157,9 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+/// Prometheus text. Any valid token may read it (scrapers use a netops token): the
+/// counts describe the estate and its defences, which is not for anonymous eyes.
+pub async fn metrics(State(s): State<AppState>, _p: Principal) -> ApiResult<impl IntoResponse> {
     let m = s
         .collector
         .lock()
@@ -180,8 +182,12 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
             (open, c.agents()?)
         };
         let now = now_ms();
-        let (mut online, mut offline, mut out_of_sync) = (0, 0, 0);
+        let (mut online, mut offline, mut out_of_sync, mut pending) = (0, 0, 0, 0);
         for a in &agents {
+            if a.pending.is_some() {
+                pending += 1;
+                continue;
+            }
             if a.offline_since_ms.is_none()
                 && now - a.last_seen_ms <= s2.agent_settings.offline_after_ms
             {
@@ -196,7 +202,7 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
                 out_of_sync += 1;
             }
         }
-        Ok((stats, open, (online, offline, out_of_sync)))
+        Ok((stats, open, (online, offline, out_of_sync, pending)))
     })
     .await?;
     let mut out = String::new();
@@ -317,9 +323,48 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
     }
     out.push_str(&format!(
         "# HELP bulkhead_agents Enrolled host agents, by state.\n# TYPE bulkhead_agents gauge\n\
-         bulkhead_agents{{state=\"online\"}} {}\nbulkhead_agents{{state=\"offline\"}} {}\n",
-        agents.0, agents.1
+         bulkhead_agents{{state=\"online\"}} {}\nbulkhead_agents{{state=\"offline\"}} {}\n\
+         bulkhead_agents{{state=\"pending\"}} {}\n",
+        agents.0, agents.1, agents.3
     ));
+    let (refused, not_audited) = s.guard.snapshot();
+    out.push_str(
+        "# HELP bulkhead_refused_requests_total Requests refused (401, 403, 429), by listener.\n\
+         # TYPE bulkhead_refused_requests_total counter\n",
+    );
+    for (listener, status, n) in refused {
+        out.push_str(&format!(
+            "bulkhead_refused_requests_total{{listener=\"{listener}\",status=\"{status}\"}} {n}\n"
+        ));
+    }
+    let c = &s.connections;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "bulkhead_refused_not_audited_total",
+            "Refused requests counted but not audited one by one (audit budget spent).",
+            not_audited,
+        ),
+        (
+            "bulkhead_connections_refused_per_address_total",
+            "Connections closed at once: the address had its cap of open connections.",
+            load(&c.refused_per_address),
+        ),
+        (
+            "bulkhead_connections_refused_total",
+            "Connections closed at once: the server had its cap of open connections.",
+            load(&c.refused_total),
+        ),
+        (
+            "bulkhead_accept_errors_total",
+            "Failed accepts (such as running out of file descriptors).",
+            load(&c.accept_errors),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

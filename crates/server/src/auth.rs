@@ -153,6 +153,31 @@ impl Principal {
         }
     }
 
+    /// App owners: the ruleset `name` in `policy` (if there is one) may name as providers
+    /// only workloads inside the owner's scope (the data check behind
+    /// [`Principal::may_write_object`], which sees one object and not the groups it
+    /// names). Checked on the draft before and after a change, so an app owner can
+    /// neither write such a rule nor delete or edit one someone else wrote.
+    pub fn may_write_rules(
+        &self,
+        policy: &bulkhead_policy::Policy,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        if self.role != Role::AppOwner {
+            return Ok(());
+        }
+        let Some(rs) = policy.rulesets.iter().find(|r| r.name == name) else {
+            return Ok(());
+        };
+        bulkhead_policy::scope::providers_within(rs, &policy.label_groups, &self.scope).map_err(
+            |(path, why)| {
+                ApiError::Forbidden(format!(
+                    "ruleset {name}: {path}: {why}; app owners may open only connections into their own workloads"
+                ))
+            },
+        )
+    }
+
     /// Whether an app owner may see traffic between these ends.
     pub fn sees(&self, src: &Labels, dst: &Labels) -> bool {
         self.role != Role::AppOwner || src.includes(&self.scope) || dst.includes(&self.scope)
@@ -207,12 +232,16 @@ impl FromRequestParts<AppState> for Principal {
             Some(s) => Labels::parse_list(s).map_err(|e| ApiError::Internal(e.to_string()))?,
             None => Labels::new(),
         };
-        Ok(Principal {
+        let principal = Principal {
             token_id: meta.id,
             name: meta.name,
             role,
             scope,
             source,
-        })
+        };
+        if let Some(slot) = parts.extensions.get::<crate::guard::CallerSlot>() {
+            slot.set(principal.actor());
+        }
+        Ok(principal)
     }
 }

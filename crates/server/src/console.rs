@@ -7,7 +7,7 @@
 //! for the console's own (client-side) routes.
 
 use axum::Json;
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -25,6 +25,28 @@ fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
         .map(|(_, ty, bytes)| (*ty, *bytes))
 }
 
+/// What the browser may do with the console: run and style only what the server itself
+/// sends, talk only to it, and never be framed. The bundle loads nothing from elsewhere
+/// and runs no inline script, so a script injected into a page would not run either.
+/// Two exceptions for styles, neither of which can run code: `style-src-attr` allows the
+/// `style="…"` attributes of the map's tooltips (HTML built as text), and the hash is
+/// that of the one `<style>` cytoscape adds (`.__________cytoscape_container { position:
+/// relative; }`), which would otherwise be refused with an error in the browser console.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self' 'sha256-pgvDUBa4IjFA2yuSJ2cqcyxmNYJMborsd0ORcRv9vw8='; \
+    style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// Sent with every console response (the API answers JSON, which browsers do not render).
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    // For browsers that predate `frame-ancestors`.
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    // The console's URLs name workloads and rulesets: none of that goes to a link's target.
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
 /// The fallback: console files, `index.html` for client routes, JSON 404 for the API.
 pub async fn serve(method: Method, uri: Uri) -> Response {
     let path = uri.path();
@@ -34,6 +56,16 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
     {
         return ApiError::NotFound("route".into()).into_response();
     }
+    let mut response = console_file(path);
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// A built file, `index.html` for client routes, or 404 under `assets/`.
+fn console_file(path: &str) -> Response {
     let rel = path.trim_start_matches('/');
     if let Some((ty, bytes)) = asset(rel).filter(|_| !rel.is_empty()) {
         // Vite names built files by content hash: they never change under one name.

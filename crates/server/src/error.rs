@@ -37,6 +37,10 @@ pub enum ApiError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
+    /// A pairing key that cannot enroll this host (unknown, revoked, expired, used up,
+    /// or bound elsewhere): counted as a failed authentication of the caller's address.
+    #[error("enrollment refused: {0}")]
+    EnrollmentRefused(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -84,6 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::EnrollmentRefused(_) => (StatusCode::FORBIDDEN, "enrollment_refused"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(m) => {
@@ -103,8 +108,83 @@ impl IntoResponse for ApiError {
             field,
             details,
         };
-        (status, Json(serde_json::json!({ "error": body }))).into_response()
+        let info = ErrorInfo {
+            code,
+            message: body.message.clone(),
+        };
+        let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
+        resp.extensions_mut().insert(info);
+        resp
     }
+}
+
+/// What a refused response was about, for the middleware that audits refusals.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Rewrites the plain-text 4xx answers that come from outside the handlers (a body
+/// that is not JSON or lacks a field, a bad path or query, a method not allowed, a
+/// body too large) into the API's JSON error body, naming the field where the parser
+/// did. The console's pages are left alone.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || !status.is_client_error() || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    // serde names the field between backticks: "missing field `name`".
+    let field = message
+        .contains("field")
+        .then(|| message.split('`').nth(1).map(str::to_string))
+        .flatten()
+        .unwrap_or_else(|| "(body)".to_string());
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid",
+    };
+    let body = ErrorBody {
+        code,
+        message: message.clone(),
+        field: Some(field.clone()),
+        details: vec![FieldError {
+            field,
+            message,
+            line: None,
+            column: None,
+        }],
+    };
+    let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            resp.headers_mut().insert(name, value.clone());
+        }
+    }
+    resp
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -57,13 +57,15 @@ pub async fn list(
 
 pub async fn get(
     State(s): State<AppState>,
-    _p: Principal,
+    p: Principal,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let e = s.current();
+    // Outside an app owner's scope a workload is as absent as in the list.
     let w = e
         .inventory
         .by_name(&name)
+        .filter(|w| p.role != Role::AppOwner || w.labels.includes(&p.scope))
         .ok_or_else(|| ApiError::NotFound(format!("workload {name}")))?;
     Ok(Json(
         serde_json::to_value(w).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -194,42 +196,53 @@ fn apply_checked(
 ) -> ApiResult<()> {
     {
         let mut c = lock(&s.control)?;
-        // The whole inventory must stay consistent (unique names and addresses).
-        let mut all = c.workloads()?;
-        let changes = if keep_quarantine {
-            keep_quarantines(&all, changes)?
-        } else {
-            changes
-        };
-        for ch in &changes {
-            match ch {
-                Change::PutWorkload { name, json } => {
-                    all.retain(|w| w.name != *name);
-                    all.push(bulkhead_store::control::StoredWorkload {
-                        name: name.clone(),
-                        json: json.clone(),
-                        updated_ms: 0,
-                        updated_by: String::new(),
-                    });
-                }
-                Change::DeleteWorkload { name } => all.retain(|w| w.name != *name),
-                _ => {}
-            }
-        }
-        let located =
-            crate::state::parse_workloads(all.iter().map(|w| (w.name.as_str(), w.json.as_str())))
-                .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))?;
-        bulkhead_inventory::load_located(located, None).map_err(|e| {
-            ApiError::invalid(
-                e.0.first()
-                    .map(|x| x.field.clone())
-                    .unwrap_or_else(|| "workloads".into()),
-                e.0.first().map(|x| x.message.clone()).unwrap_or_default(),
-            )
-        })?;
+        let changes = checked_changes(&c, changes, keep_quarantine)?;
         c.apply(&changes, audit)?;
     }
     s.recompile()
+}
+
+/// `changes` as they are to be written (quarantines carried when `keep_quarantine`),
+/// once the whole inventory they lead to is known to load (unique names and
+/// addresses). Nothing is written.
+pub(crate) fn checked_changes(
+    c: &bulkhead_store::control::ControlStore,
+    changes: Vec<Change>,
+    keep_quarantine: bool,
+) -> ApiResult<Vec<Change>> {
+    let mut all = c.workloads()?;
+    let changes = if keep_quarantine {
+        keep_quarantines(&all, changes)?
+    } else {
+        changes
+    };
+    for ch in &changes {
+        match ch {
+            Change::PutWorkload { name, json } => {
+                all.retain(|w| w.name != *name);
+                all.push(bulkhead_store::control::StoredWorkload {
+                    name: name.clone(),
+                    json: json.clone(),
+                    updated_ms: 0,
+                    updated_by: String::new(),
+                });
+            }
+            Change::DeleteWorkload { name } => all.retain(|w| w.name != *name),
+            _ => {}
+        }
+    }
+    let located =
+        crate::state::parse_workloads(all.iter().map(|w| (w.name.as_str(), w.json.as_str())))
+            .map_err(|e| ApiError::Internal(format!("stored inventory no longer loads: {e}")))?;
+    bulkhead_inventory::load_located(located, None).map_err(|e| {
+        ApiError::invalid(
+            e.0.first()
+                .map(|x| x.field.clone())
+                .unwrap_or_else(|| "workloads".into()),
+            e.0.first().map(|x| x.message.clone()).unwrap_or_default(),
+        )
+    })?;
+    Ok(changes)
 }
 
 pub async fn put(

@@ -10,7 +10,9 @@ mod console;
 pub mod demo;
 mod error;
 mod flows_api;
+pub mod guard;
 mod inventory_api;
+pub mod listener;
 pub mod openapi;
 mod policy_api;
 mod quarantine;
@@ -46,6 +48,13 @@ pub struct ServerConfig {
     pub collector_workers: usize,
 }
 
+/// How long one request may take before it is answered 408 (its blocking work, if any,
+/// finishes in the background and is not half-applied: stores write in transactions).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The API listener: the REST API for people and tools, the console, health and
+/// metrics. Agent routes are not served here (they are on the agent listener), so an
+/// agent credential or a pairing key is never accepted where the admin API is.
 pub fn router(state: AppState) -> Router {
     use axum::routing::delete;
     let api = Router::new()
@@ -113,22 +122,62 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/agents", get(agent_api::list_agents))
         .route("/agents/{id}", delete(agent_api::delete_agent))
-        .route("/agent/enroll", post(agent_api::enroll))
-        .route("/agent/heartbeat", post(agent_api::heartbeat))
-        .route("/agent/policy", get(agent_api::policy))
-        .route("/agent/events", post(agent_api::events))
-        .route("/agent/flows", post(agent_api::flows));
-    Router::new()
+        .route("/agents/{id}/approve", post(agent_api::approve_agent))
+        .route("/agent/{*rest}", axum::routing::any(agent_route_elsewhere));
+    let app = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(admin_api::healthz))
         .route("/readyz", get(admin_api::readyz))
         .route("/metrics", get(admin_api::metrics))
-        .fallback(console::serve)
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_BODY_BYTES,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .fallback(console::serve);
+    with_limits(app, state)
+}
+
+/// The agent listener: enrollment and the enrolled agents' calls, and health; nothing
+/// of the admin API or the console.
+pub fn agent_router(state: AppState) -> Router {
+    let agent = Router::new()
+        .route("/enroll", post(agent_api::enroll))
+        .route("/heartbeat", post(agent_api::heartbeat))
+        .route("/policy", get(agent_api::policy))
+        .route("/events", post(agent_api::events))
+        .route("/flows", post(agent_api::flows));
+    let app = Router::new()
+        .nest("/api/v1/agent", agent)
+        .route("/healthz", get(admin_api::healthz))
+        .fallback(not_on_agent_listener);
+    with_limits(app, state)
+}
+
+async fn agent_route_elsewhere() -> ApiError {
+    ApiError::NotFound(
+        "agent routes on this listener (agents talk to the agent listener, --agent-listen)".into(),
+    )
+}
+
+async fn not_on_agent_listener() -> ApiError {
+    ApiError::NotFound(
+        "this route on the agent listener (it serves only /api/v1/agent/* and /healthz)".into(),
+    )
+}
+
+/// What both listeners share: body limits, the request timeout, JSON errors and the
+/// refusal guard (outermost, so a locked-out address costs nothing more).
+fn with_limits(app: Router<AppState>, state: AppState) -> Router {
+    app.layer(tower_http::limit::RequestBodyLimitLayer::new(
+        MAX_BODY_BYTES,
+    ))
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ))
+    .layer(axum::middleware::from_fn(error::json_errors))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard::refusals,
+    ))
+    .with_state(state)
 }
 
 /// Opens (or creates) both stores under `data` and compiles the current policy.
@@ -141,7 +190,7 @@ pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
 /// way. Call it outside the runtime or from a blocking task: the PostgreSQL client is
 /// blocking.
 pub fn open_with(data: &std::path::Path, database: Option<&str>) -> anyhow::Result<AppState> {
-    std::fs::create_dir_all(data)?;
+    private_data_dir(data)?;
     let control = match database {
         None => ControlStore::open(data.join("control.sqlite"))?,
         Some(url) => ControlStore::connect_postgres(url)?,
@@ -159,11 +208,78 @@ pub fn open_with(data: &std::path::Path, database: Option<&str>) -> anyhow::Resu
         notifier: Default::default(),
         flow_batches: Default::default(),
         rollouts: Default::default(),
+        guard: Default::default(),
+        connections: Default::default(),
     };
     state
         .recompile()
         .map_err(|e| anyhow::anyhow!("compiling the stored policy: {e}"))?;
     Ok(state)
+}
+
+/// Entries Bulkhead itself keeps in a data directory (`lost+found` when it is a mount).
+const DATA_ENTRIES: &[&str] = &["control.sqlite", "flows.sqlite", "tls", "lost+found"];
+
+/// Creates the data directory readable by its owner only (0700): it holds the token
+/// hashes, the audit log and the agents' CA key. An existing one open to group or others
+/// is tightened, with a warning, if it holds nothing but Bulkhead's files; a directory
+/// shared with other things (`--data /var/lib`, a sticky `/tmp`) is only warned about,
+/// since changing its mode would break whatever else lives there.
+fn private_data_dir(data: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data)
+        .with_context(|| format!("creating the data directory {}", data.display()))?;
+    let mode = std::fs::metadata(data)
+        .with_context(|| format!("reading the data directory {}", data.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let ours = |name: &std::ffi::OsStr| {
+        let name = name.to_string_lossy();
+        DATA_ENTRIES.iter().any(|known| {
+            name.strip_prefix(known)
+                .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
+        })
+    };
+    let only_ours = std::fs::read_dir(data)
+        .with_context(|| format!("reading the data directory {}", data.display()))?
+        .map(|e| e.map(|e| ours(&e.file_name())))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .all(|ours| ours);
+    if only_ours && mode & 0o1000 == 0 {
+        let private = mode & 0o700;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(private)).with_context(
+            || {
+                format!(
+                    "the data directory {} is open to group or others (mode {mode:o}) \
+                     and its mode cannot be changed; make it {private:o}",
+                    data.display()
+                )
+            },
+        )?;
+        tracing::warn!(
+            "the data directory {} was open to group or others (mode {mode:o}); \
+             changed to {private:o}",
+            data.display()
+        );
+    } else {
+        tracing::warn!(
+            "the data directory {} is open to group or others (mode {mode:o}) and holds \
+             files that are not Bulkhead's, so its mode is left alone; give Bulkhead a \
+             directory of its own",
+            data.display()
+        );
+    }
+    Ok(())
 }
 
 /// On first start, creates an admin token and returns it (to be shown once).
@@ -308,15 +424,41 @@ pub fn collector_addrs(state: &AppState) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves the API listener until `shutdown` resolves.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let stats = state.connections.clone();
+    let app = router(state);
+    listener::serve(
+        app,
+        listener,
+        None,
+        listener::Limits::default(),
+        stats,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the agent listener (TLS) until `shutdown` resolves.
+pub async fn serve_agents(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    identity: tls::TlsIdentity,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stats = state.connections.clone();
+    let app = agent_router(state);
+    tls::serve_tls(
+        app,
+        listener,
+        identity,
+        listener::Limits::default(),
+        stats,
+        shutdown,
+    )
+    .await
 }

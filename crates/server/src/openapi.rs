@@ -310,9 +310,16 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
     ),
     (
         "post",
+        "/api/v1/agents/{id}/approve",
+        "agents",
+        "Approve a pending agent (it becomes its workload as its host reports it)",
+        false,
+    ),
+    (
+        "post",
         "/api/v1/agent/enroll",
         "agent",
-        "Enroll a host agent with a pairing key",
+        "Enroll a host agent with a pairing key (agent listener only; 202 when it waits for approval)",
         true,
     ),
     (

@@ -139,6 +139,19 @@ fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> Ap
     {
         let mut c = lock(&s.control)?;
         let mut draft = c.draft_objects()?;
+        let ruleset = match &change {
+            Change::PutObject { kind, name, .. } | Change::DeleteObject { kind, name }
+                if kind == "ruleset" =>
+            {
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        if let Some(name) = &ruleset
+            && p.role == Role::AppOwner
+        {
+            p.may_write_rules(&policy_of(&draft)?, name)?;
+        }
         match &change {
             Change::PutObject { kind, name, yaml } => {
                 draft.retain(|o| !(o.kind == *kind && o.name == *name));
@@ -156,7 +169,10 @@ fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> Ap
             _ => {}
         }
         // The whole draft must stay valid: a reference to a deleted group is refused here.
-        policy_of(&draft)?;
+        let after = policy_of(&draft)?;
+        if let Some(name) = &ruleset {
+            p.may_write_rules(&after, name)?;
+        }
         c.apply(&[change], &p.audit(action))?;
     }
     s.recompile()
@@ -454,7 +470,7 @@ pub struct ExplainRequest {
 
 pub async fn explain_flow(
     State(s): State<AppState>,
-    _p: Principal,
+    p: Principal,
     Json(r): Json<ExplainRequest>,
 ) -> ApiResult<Json<Value>> {
     let (proto, port) =
@@ -505,6 +521,19 @@ pub async fn explain_flow(
             port,
             process: r.process.clone(),
         };
+        // App owners explain only connections that touch their workloads, as they see
+        // only such flows.
+        let labels_of = |a| {
+            inv.by_address(a)
+                .map(|w| w.labels.clone())
+                .unwrap_or_default()
+        };
+        if !p.sees(&labels_of(conn.src), &labels_of(conn.dst)) {
+            return Err(ApiError::Forbidden(format!(
+                "app owners explain only connections to or from their own workloads ({})",
+                p.scope
+            )));
+        }
         let e = explain::explain(&policy, inv, &conn);
         let mut v = serde_json::to_value(&e).map_err(|e| ApiError::Internal(e.to_string()))?;
         v["text"] = Value::from(e.to_text());

@@ -38,6 +38,10 @@ pub struct AppState {
     pub flow_batches: Arc<Mutex<()>>,
     /// Held while rollouts are advanced or rolled back: one step at a time.
     pub rollouts: Arc<tokio::sync::Mutex<()>>,
+    /// Refused requests: counts, audit budget, addresses locked out.
+    pub guard: Arc<crate::guard::Guard>,
+    /// Connections the listeners turned away.
+    pub connections: Arc<crate::listener::ConnectionStats>,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and

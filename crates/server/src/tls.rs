@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
@@ -152,55 +151,16 @@ pub fn default_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
     names
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves. Each connection gets
-/// its peer address as `ConnectInfo`, as on the plain listener, so the audit log names it.
+/// Serves `app` over TLS on `listener` until `shutdown` resolves, with the same limits
+/// as the plain listener (see [`crate::listener`]).
 pub async fn serve_tls(
     app: Router,
     listener: tokio::net::TcpListener,
     identity: TlsIdentity,
+    limits: crate::listener::Limits,
+    stats: Arc<crate::listener::ConnectionStats>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::TokioIo;
-    use tower::ServiceExt as _;
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.config);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("agent listener: accept: {e}");
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            // A slow or silent client must not hold a task forever.
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
-            let tls = match handshake.await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!("TLS handshake with {peer}: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper::service::service_fn(
-                move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(req)
-                },
-            );
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!("agent connection {peer}: {e}");
-            }
-        });
-    }
+    crate::listener::serve(app, listener, Some(acceptor), limits, stats, shutdown).await
 }

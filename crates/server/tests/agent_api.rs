@@ -33,6 +33,18 @@ impl Api {
         v["pairing_key"].as_str().unwrap().to_string()
     }
 
+    /// A pairing key bound to one workload (`{"workload": …}`) or a scope (`{"scope": …}`).
+    async fn bound_key(&self, name: &str, binding: Value) -> String {
+        let mut body = json!({"name": name, "labels": {"app": "pay", "role": "db"}, "max_uses": 5});
+        for (k, v) in binding.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let v = self
+            .admin(Method::POST, "/api/v1/pairing-profiles", Some(body))
+            .await;
+        v["pairing_key"].as_str().unwrap().to_string()
+    }
+
     async fn enroll(&self, key: &str, hostname: &str) -> (StatusCode, Value) {
         let req = EnrollRequest {
             pairing_key: key.into(),
@@ -317,9 +329,15 @@ async fn metrics_count_agents_by_state_and_sync() {
     assert_eq!(s, StatusCode::CREATED, "{enrolled}");
     let metrics = |api: &Api| {
         let router = bulkhead_server::router(api.state.clone());
+        let auth = format!("Bearer {}", api.admin);
         async move {
             let resp = router
-                .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+                .oneshot(
+                    Request::get("/metrics")
+                        .header("authorization", auth)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -369,37 +387,76 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
     .await;
     let key = api.pairing_key("shop", 3).await;
 
-    // A host that does not have the workload's address cannot become it, and the
-    // refusal does not use up the key.
+    // A key for new workloads cannot make a host an existing workload: the agent waits
+    // for an admin, its credential is refused, and the workload is untouched.
     let (s, v) = api.enroll(&key, "pay-db").await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v.to_string().contains("none of which this host has"), "{v}");
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert!(
+        v["pending"]
+            .as_str()
+            .unwrap()
+            .contains("only create new workloads"),
+        "{v}"
+    );
+    let pending = v["credential"].as_str().unwrap().to_string();
+    let (s, _) = api
+        .call(Some(&pending), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
     let w = api
         .admin(Method::GET, "/api/v1/workloads/pay-db", None)
         .await;
     assert_eq!(w["addresses"], json!(["10.9.9.9"]), "{w}");
 
-    // The machine the row describes adopts it: its labels and its stricter mode stay,
-    // the profile only fills what is missing.
-    let (s, v) = api.enroll(&key, "db").await;
+    // A key bound to another workload is refused outright, and uses nothing up.
+    let bound = api.bound_key("db-only", json!({"workload": "db"})).await;
+    let (s, v) = api.enroll(&bound, "pay-db").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.to_string().contains("enrolls only workload db"), "{v}");
+
+    // The key bound to the workload adopts it on the machine the row describes: its
+    // addresses, labels and stricter mode stay.
+    let (s, v) = api.enroll(&bound, "db").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let credential = v["credential"].as_str().unwrap().to_string();
     let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
     assert_eq!(w["mode"], json!("enforced"), "enrolling never loosens: {w}");
     assert_eq!(w["labels"], json!({"app": "pay", "role": "db"}), "{w}");
+    assert_eq!(w["addresses"], json!(["10.0.0.13"]), "{w}");
 
     // A second host with the same name cannot replace the enrolled agent.
-    let (s, v) = api.enroll(&key, "db").await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v.to_string().contains("already has an enrolled agent"),
-        "{v}"
-    );
+    let (s, v) = api.enroll(&bound, "db").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.to_string().contains("already has an agent"), "{v}");
     let profiles = api
         .admin(Method::GET, "/api/v1/pairing-profiles", None)
         .await;
-    assert_eq!(profiles["items"][0]["uses"], json!(1), "{profiles}");
+    let uses = |name: &str| {
+        profiles["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .map(|p| p["uses"].clone())
+    };
+    assert_eq!(uses("db-only"), Some(json!(1)), "{profiles}");
 
+    // The waiting agent is listed with what its host reports beside what the
+    // workload has, for the admin to decide on.
+    let agents = api.admin(Method::GET, "/api/v1/agents", None).await;
+    let waiting = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["workload"] == json!("pay-db"))
+        .unwrap()
+        .clone();
+    assert!(waiting["pending"].is_string(), "{waiting}");
+    assert_eq!(
+        waiting["address_drift"]["reported_not_recorded"],
+        json!(["10.0.0.13"]),
+        "{waiting}"
+    );
     // Flows and logged packets that are not the agent's own, or far in the future,
     // are not stored nor alerted.
     let now = bulkhead_server::now_ms();

@@ -546,6 +546,19 @@ async fn openapi_lists_every_route_and_health_endpoints_answer() {
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 18);
+    // Before the routes below are called: they revoke token 1, the admin's.
+    let (s, _) = api.call(None, Method::GET, "/metrics", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "metrics need a token");
+    let (s, m) = api
+        .call(Some(&api.admin), Method::GET, "/metrics", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("bulkhead_ingest_records_total 0")
+    );
+
     // Every documented route is routed (not the fallback 404).
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
@@ -566,13 +579,6 @@ async fn openapi_lists_every_route_and_health_endpoints_answer() {
     assert_eq!(s, StatusCode::OK);
     let (s, _) = api.call(None, Method::GET, "/readyz", None).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, m) = api.call(None, Method::GET, "/metrics", None).await;
-    assert_eq!(s, StatusCode::OK);
-    assert!(
-        m.as_str()
-            .unwrap()
-            .contains("bulkhead_ingest_records_total 0")
-    );
 }
 
 /// Regression: the inventory was parsed as one YAML document and a parser budget refused

@@ -104,10 +104,12 @@ async fn api_paths_keep_their_json_errors() {
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"]["code"], "not_found", "{method} {path}: {v}");
     }
-    // Health and metrics are untouched.
+    // Health and metrics keep their plain text.
     let (status, _, body) = s.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
-    let (status, _, body) = s.call(Method::GET, "/metrics", None, None).await;
+    let (status, _, _) = s.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "metrics need a token");
+    let (status, _, body) = s.call(Method::GET, "/metrics", Some(&s.admin), None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("bulkhead_workloads"));
 }

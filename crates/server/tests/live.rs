@@ -202,7 +202,12 @@ async fn live_traffic_becomes_flows_and_alerts_that_reach_the_sinks() {
 
     // /metrics counts each sink's deliveries.
     let resp = bulkhead_server::router(state.clone())
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/metrics")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let text = String::from_utf8(

@@ -974,7 +974,7 @@ impl ControlStore {
 
 // -------------------------------------------------------------------- writes
 
-fn apply_change(
+pub(super) fn apply_change(
     db: &mut dyn Db,
     change: &Change,
     audit: &AuditContext,

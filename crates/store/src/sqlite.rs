@@ -161,11 +161,16 @@ impl fmt::Debug for SqliteFlowStore {
 }
 
 /// Opens a SQLite file in WAL mode and hands the connection to `setup` (pragmas and
-/// migrations); failures name the file. Both stores open their files this way.
+/// migrations); failures name the file. Both stores open their files this way, private
+/// to their owner (see [`make_private`]).
 pub(crate) fn open_wal<T>(
     path: &Path,
     setup: impl FnOnce(Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    make_private(path).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
     let open_err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_path_buf(),
         source: Box::new(e),
@@ -188,6 +193,52 @@ pub(crate) fn open_wal<T>(
         },
         other => other,
     })
+}
+
+/// Makes the database file at `path` and its WAL side files readable by their owner
+/// only: the files hold token hashes, the audit log and who talks to whom, and SQLite
+/// would create them 0644 (less the umask). A new file is created 0600 before SQLite
+/// sees it, and SQLite gives the `-wal` and `-shm` files it creates the mode of the
+/// database file; files left by an older build lose their group and other bits.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::fs::{OpenOptions, Permissions};
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let side = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    for file in [path.to_path_buf(), side("-wal"), side("-shm")] {
+        let mode = match std::fs::metadata(&file) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, Permissions::from_mode(mode & 0o700)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is readable by group or others and cannot be made private: {e}",
+                        file.display()
+                    ),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 impl SqliteFlowStore {

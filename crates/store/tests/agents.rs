@@ -56,6 +56,8 @@ fn profile(name: &str, max_uses: Option<u32>, expires_at_ms: Option<i64>) -> New
         mode: EnforcementMode::Monitor,
         max_uses,
         expires_at_ms,
+        workload: None,
+        scope: None,
     }
 }
 
@@ -64,6 +66,8 @@ fn agent(workload: &str, credential: u8) -> NewAgent {
         workload: workload.into(),
         credential_hash: [credential; 32],
         host_json: format!(r#"{{"hostname":"{workload}"}}"#),
+        pending: None,
+        changes: Vec::new(),
     }
 }
 

@@ -119,13 +119,32 @@ fn from_stored(id: u64, json: &str) -> ApiResult<Rollout> {
 
 /// A rollout as the API shows it: as stored, with its workloads and their modes, and
 /// whether it is ready now (the test the scheduler applies at the enforcement date).
-fn view(r: &Rollout, s: &AppState, q: &Quietness) -> Value {
+/// Whether `p` may see rollout `r`: app owners only those that move some of their
+/// workloads.
+fn visible(r: &Rollout, s: &AppState, p: &Principal) -> bool {
+    p.role != Role::AppOwner
+        || selected(&s.current().inventory, &r.selector).any(|w| w.labels.includes(&p.scope))
+}
+
+fn view(r: &Rollout, s: &AppState, q: &Quietness, p: &Principal) -> Value {
     let inventory = s.current().inventory.clone();
     let workloads: Vec<Value> = selected(&inventory, &r.selector)
+        .filter(|w| p.role != Role::AppOwner || w.labels.includes(&p.scope))
         .map(|w| json!({ "name": w.name, "mode": w.mode }))
         .collect();
     let mut v = serde_json::to_value(r).unwrap_or_default();
     v["workloads"] = json!(workloads);
+    // An owner's webhook URL carries its secret in the path: only those who may
+    // schedule rollouts see it.
+    if !matches!(p.role, Role::Admin | Role::Secops)
+        && let Some(owners) = v["owners"].as_array_mut()
+    {
+        for o in owners {
+            if o.get("webhook").is_some() {
+                o["webhook"] = json!("(hidden)");
+            }
+        }
+    }
     let ready = q.unresolved_potentially_blocked == 0;
     v["readiness"] = json!({
         "ready": ready,
@@ -191,7 +210,7 @@ pub async fn create(
     run_once(&s, now_ms()).await?;
     let stored = get_rollout(&s, r.id).await?;
     let (stored, q) = with_quietness(&s, vec![stored]).await?.remove(0);
-    Ok((StatusCode::CREATED, Json(view(&stored, &s, &q))))
+    Ok((StatusCode::CREATED, Json(view(&stored, &s, &q, &p))))
 }
 
 async fn get_rollout(s: &AppState, id: u64) -> ApiResult<Rollout> {
@@ -205,7 +224,7 @@ async fn get_rollout(s: &AppState, id: u64) -> ApiResult<Rollout> {
     .await
 }
 
-pub async fn list(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Value>> {
+pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     let s2 = s.clone();
     let all = blocking(move || {
         lock(&s2.control)?
@@ -215,22 +234,26 @@ pub async fn list(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Va
             .collect::<ApiResult<Vec<_>>>()
     })
     .await?;
+    let all: Vec<Rollout> = all.into_iter().filter(|r| visible(r, &s, &p)).collect();
     let items: Vec<Value> = with_quietness(&s, all)
         .await?
         .iter()
-        .map(|(r, q)| view(r, &s, q))
+        .map(|(r, q)| view(r, &s, q, &p))
         .collect();
     Ok(Json(json!({ "items": items })))
 }
 
 pub async fn get(
     State(s): State<AppState>,
-    _p: Principal,
+    p: Principal,
     Path(id): Path<u64>,
 ) -> ApiResult<Json<Value>> {
     let r = get_rollout(&s, id).await?;
+    if !visible(&r, &s, &p) {
+        return Err(ApiError::NotFound(format!("rollout {id}")));
+    }
     let (r, q) = with_quietness(&s, vec![r]).await?.remove(0);
-    Ok(Json(view(&r, &s, &q)))
+    Ok(Json(view(&r, &s, &q, &p)))
 }
 
 /// One action: every workload the rollout switched goes back to the mode it had.
@@ -280,7 +303,7 @@ pub async fn rollback(
     };
     deliver(&s, vec![notice]).await;
     let (r, q) = with_quietness(&s, vec![r]).await?.remove(0);
-    Ok(Json(view(&r, &s, &q)))
+    Ok(Json(view(&r, &s, &q, &p)))
 }
 
 fn audit_as(r: &Rollout, action: &str) -> AuditContext {

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use bulkhead_server::AppState;
 use http_body_util::BodyExt;
@@ -59,11 +58,18 @@ impl Api {
             None => req.body(Body::empty()).unwrap(),
         };
         let peer: SocketAddr = "10.0.0.13:40000".parse().unwrap();
-        let resp = bulkhead_server::router(self.state.clone())
-            .layer(MockConnectInfo(peer))
-            .oneshot(req)
-            .await
-            .unwrap();
+        // As the listener does: the peer's address rides in the request, so every layer
+        // (the refusal guard included) sees it.
+        let mut req = req;
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        // Agent routes live on the agent listener, everything else on the API listener.
+        let app = if path.starts_with("/api/v1/agent/") {
+            bulkhead_server::agent_router(self.state.clone())
+        } else {
+            bulkhead_server::router(self.state.clone())
+        };
+        let resp = app.oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v = serde_json::from_slice(&bytes)

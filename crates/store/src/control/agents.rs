@@ -1,10 +1,13 @@
 //! Host agents and the pairing profiles they enroll with.
 //!
 //! A pairing profile is a reusable enrollment key (stored as its SHA-256) with the
-//! labels and enforcement mode its agents' workloads get, an optional use limit and
-//! expiry. Enrolling checks the profile, counts the use and stores the agent with its
-//! credential hash in one transaction, so two agents racing for the last use of a
-//! profile cannot both get in.
+//! labels and enforcement mode its agents' workloads get, what its key may become (any
+//! new workload, one named workload, or workloads inside a label scope), an optional use
+//! limit and expiry. Enrolling checks the profile, counts the use, stores the agent with
+//! its credential hash and writes the workload it becomes in one transaction, so two
+//! agents racing for the last use of a profile cannot both get in, and a refusal leaves
+//! nothing behind. An agent the server could not let in on the key alone is stored
+//! *pending*: its credential is refused until an admin approves it.
 
 use std::fmt;
 
@@ -24,6 +27,10 @@ pub struct NewPairingProfile {
     pub max_uses: Option<u32>,
     /// `None`: never expires.
     pub expires_at_ms: Option<i64>,
+    /// The only workload the key may enroll as (created or adopted).
+    pub workload: Option<String>,
+    /// Existing workloads carrying these labels may be adopted with the key.
+    pub scope: Option<Labels>,
 }
 
 /// A stored pairing profile, without its key hash.
@@ -39,6 +46,8 @@ pub struct PairingProfile {
     pub created_at_ms: i64,
     pub created_by: String,
     pub revoked: bool,
+    pub workload: Option<String>,
+    pub scope: Option<Labels>,
 }
 
 /// Why [`ControlStore::enroll_agent`] turned an agent away.
@@ -72,6 +81,11 @@ pub struct NewAgent {
     pub credential_hash: [u8; 32],
     /// The host inventory the agent reported, as JSON (opaque to the store).
     pub host_json: String,
+    /// Why the agent waits for an admin's approval; `None` lets it in now.
+    pub pending: Option<String>,
+    /// Inventory changes (the workload the agent becomes) written in the same
+    /// transaction; for a pending agent they are left to the approval.
+    pub changes: Vec<super::Change>,
 }
 
 /// A stored agent, without its credential hash. `host_json` and `status_json` are
@@ -88,12 +102,14 @@ pub struct AgentRecord {
     pub status_json: Option<String>,
     /// Set by [`ControlStore::mark_agent_offline`], cleared by a heartbeat.
     pub offline_since_ms: Option<i64>,
+    /// Why the agent waits for approval; its credential is refused meanwhile.
+    pub pending: Option<String>,
 }
 
 const PROFILE_COLUMNS: &str = "id, name, labels_json, mode, max_uses, uses, expires_at_ms, \
-    created_at_ms, created_by, revoked";
+    created_at_ms, created_by, revoked, bind_workload, bind_scope_json";
 const AGENT_COLUMNS: &str = "id, workload, pairing_profile_id, enrolled_at_ms, last_seen_ms, \
-    host_json, applied_revision, status_json, offline_since_ms";
+    host_json, applied_revision, status_json, offline_since_ms, pending_reason";
 
 impl ControlStore {
     /// Stores a pairing profile and audits it (`pairing_profile/ID`, after: the profile
@@ -110,10 +126,14 @@ impl ControlStore {
                 what: "a pairing profile needs a name".into(),
             });
         }
-        let labels_json = serde_json::to_string(&p.labels).map_err(|e| StoreError::Backend {
-            context: "encoding a pairing profile's labels",
-            source: Box::new(e),
-        })?;
+        let encode = |labels: &Labels| {
+            serde_json::to_string(labels).map_err(|e| StoreError::Backend {
+                context: "encoding a pairing profile's labels",
+                source: Box::new(e),
+            })
+        };
+        let labels_json = encode(&p.labels)?;
+        let scope_json = p.scope.as_ref().map(encode).transpose()?;
         self.write("creating a pairing profile", |db| {
             let ctx = "creating a pairing profile";
             let (name_taken, key_taken) = one(
@@ -139,8 +159,9 @@ impl ControlStore {
                 db,
                 ctx,
                 "INSERT INTO pairing_profile (name, labels_json, mode, max_uses, uses,
-                    expires_at_ms, key_hash, created_at_ms, created_by, revoked)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, 0) RETURNING id",
+                    expires_at_ms, key_hash, created_at_ms, created_by, revoked,
+                    bind_workload, bind_scope_json)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, 0, ?9, ?10) RETURNING id",
                 args![
                     &p.name,
                     labels_json.as_str(),
@@ -149,7 +170,9 @@ impl ControlStore {
                     p.expires_at_ms,
                     &key_hash[..],
                     audit.at_ms,
-                    &audit.actor
+                    &audit.actor,
+                    p.workload.as_deref(),
+                    scope_json.as_deref()
                 ],
             )?;
             let profile =
@@ -248,11 +271,12 @@ impl ControlStore {
     /// Enrolls an agent with the profile whose key hashes to `key_hash`, in one
     /// transaction: refuses (`Ok(Err(_))`, nothing written) if there is no such profile
     /// or it is revoked, expired (`expires_at_ms <= now_ms`) or used up; otherwise
-    /// counts the use and stores the agent, replacing any agent of the same workload
+    /// counts the use, stores the agent (pending when `agent.pending` says why) and
+    /// applies `agent.changes`, replacing any agent of the same workload
     /// (re-enrollment: the old credential stops working). Audited as `agent/ID` with
-    /// the replaced agent before (if any) and the new one after, never the hashes.
-    /// A credential hash already held by another workload's agent is
-    /// [`StoreError::Conflict`].
+    /// the replaced agent before (if any) and the new one after, never the hashes,
+    /// then the changes' own entries. A credential hash already held by another
+    /// workload's agent is [`StoreError::Conflict`]; any error writes nothing.
     pub fn enroll_agent(
         &mut self,
         key_hash: &[u8; 32],
@@ -304,15 +328,16 @@ impl ControlStore {
                 db,
                 ctx,
                 "INSERT INTO agent (workload, credential_hash, pairing_profile_id,
-                    enrolled_at_ms, last_seen_ms, host_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                    enrolled_at_ms, last_seen_ms, host_json, pending_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
                 args![
                     &agent.workload,
                     &agent.credential_hash[..],
                     to_i64(profile.id),
                     now_ms,
                     now_ms,
-                    &agent.host_json
+                    &agent.host_json,
+                    agent.pending.as_deref()
                 ],
             )?;
             let record =
@@ -327,11 +352,60 @@ impl ControlStore {
                 replaced.as_ref().map(agent_json).as_deref(),
                 Some(&agent_json(&record)),
             )?;
+            if agent.pending.is_none() {
+                let mut entries = Vec::new();
+                for change in &agent.changes {
+                    super::apply_change(db, change, audit, &mut entries)?;
+                }
+            }
             let profile = PairingProfile {
                 uses: profile.uses.saturating_add(1),
                 ..profile
             };
             Ok(Ok((record, profile)))
+        })
+    }
+
+    /// Lets a pending agent in: clears its pending reason and applies `changes` (the
+    /// workload it becomes) in one transaction, audited as `agent/ID` (before and
+    /// after) and the changes' own entries. `Ok(false)` if there is no such agent or it
+    /// is not pending (nothing written).
+    pub fn approve_agent(
+        &mut self,
+        id: u64,
+        changes: &[super::Change],
+        audit: &AuditContext,
+    ) -> Result<bool, StoreError> {
+        let ctx = "approving an agent";
+        self.write(ctx, |db| {
+            let Some(before) = get_agent(db, "id = ?1", to_i64(id).into())? else {
+                return Ok(false);
+            };
+            if before.pending.is_none() {
+                return Ok(false);
+            }
+            exec(
+                db,
+                ctx,
+                "UPDATE agent SET pending_reason = NULL WHERE id = ?1",
+                args![to_i64(id)],
+            )?;
+            let after = AgentRecord {
+                pending: None,
+                ..before.clone()
+            };
+            insert_audit(
+                db,
+                audit,
+                &format!("agent/{id}"),
+                Some(&agent_json(&before)),
+                Some(&agent_json(&after)),
+            )?;
+            let mut entries = Vec::new();
+            for change in changes {
+                super::apply_change(db, change, audit, &mut entries)?;
+            }
+            Ok(true)
         })
     }
 
@@ -495,6 +569,13 @@ fn profile_row(r: &Row) -> Result<PairingProfile, RowError> {
         created_at_ms: r.int(7)?,
         created_by: r.text(8)?,
         revoked: r.bool(9)?,
+        workload: r.opt_text(10)?,
+        scope: r
+            .opt_text(11)?
+            .map(|j| {
+                serde_json::from_str(&j).map_err(|e| RowError(format!("bind_scope_json: {e}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -509,6 +590,7 @@ fn agent_row(r: &Row) -> Result<AgentRecord, RowError> {
         applied_revision: r.opt_text(6)?,
         status_json: r.opt_text(7)?,
         offline_since_ms: r.opt_int(8)?,
+        pending: r.opt_text(9)?,
     })
 }
 
@@ -525,6 +607,7 @@ fn agent_json(a: &AgentRecord) -> String {
         "workload": a.workload,
         "pairing_profile_id": a.pairing_profile_id,
         "enrolled_at_ms": a.enrolled_at_ms,
+        "pending": a.pending,
         "host": serde_json::from_str::<serde_json::Value>(&a.host_json)
             .unwrap_or_else(|_| serde_json::Value::String(a.host_json.clone())),
     })

@@ -202,6 +202,12 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms INTEGER NOT NULL,
         updated_by TEXT NOT NULL
     );",
+    // Version 5: enrollment binds identity. A pairing profile may be bound to one
+    // workload name or to a label scope (what its key may become); an agent may be
+    // pending: it holds a credential that is refused until an admin approves it.
+    "ALTER TABLE pairing_profile ADD COLUMN bind_workload TEXT;
+    ALTER TABLE pairing_profile ADD COLUMN bind_scope_json TEXT;
+    ALTER TABLE agent ADD COLUMN pending_reason TEXT;",
 ];
 
 /// The same steps for PostgreSQL: `POSTGRES_MIGRATIONS[i]` reaches the same version as
@@ -369,6 +375,10 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         updated_at_ms BIGINT NOT NULL,
         updated_by TEXT NOT NULL
     );"#,
+    // Version 5: enrollment bindings and pending agents (see MIGRATIONS).
+    r#"ALTER TABLE pairing_profile ADD COLUMN bind_workload TEXT;
+    ALTER TABLE pairing_profile ADD COLUMN bind_scope_json TEXT;
+    ALTER TABLE agent ADD COLUMN pending_reason TEXT;"#,
 ];
 
 /// The control-plane schema version this build writes.

@@ -1,0 +1,209 @@
+//! Agents as users see them: list, approve, remove, and the offline watch.
+
+use super::*;
+
+/// The addresses a host reports that are not its workload's, and the workload's it
+/// does not report: shown beside the agent and alerted, never written by themselves.
+pub(crate) fn address_drift(
+    recorded: &[IpAddr],
+    host: &bulkhead_api::HostInfo,
+) -> Option<(Vec<IpAddr>, Vec<IpAddr>)> {
+    let reported = host.workload_addresses();
+    let unrecorded: Vec<IpAddr> = reported
+        .iter()
+        .filter(|a| !recorded.contains(a))
+        .copied()
+        .collect();
+    let unreported: Vec<IpAddr> = recorded
+        .iter()
+        .filter(|a| !reported.contains(a))
+        .copied()
+        .collect();
+    (!unrecorded.is_empty() || !unreported.is_empty()).then_some((unrecorded, unreported))
+}
+
+fn agent_view(s: &AppState, a: &AgentRecord, now: i64) -> Value {
+    let desired = a
+        .pending
+        .is_none()
+        .then(|| wire_policy(s, &a.workload).ok().map(|p| p.revision.clone()))
+        .flatten();
+    let host: Value = serde_json::from_str(&a.host_json).unwrap_or_default();
+    let status: Value = a
+        .status_json
+        .as_deref()
+        .and_then(|x| serde_json::from_str(x).ok())
+        .unwrap_or_default();
+    let online = a.pending.is_none()
+        && a.offline_since_ms.is_none()
+        && now - a.last_seen_ms <= s.agent_settings.offline_after_ms;
+    let recorded = s
+        .current()
+        .inventory
+        .by_name(&a.workload)
+        .map(|w| w.addresses.clone())
+        .unwrap_or_default();
+    let drift = serde_json::from_str::<bulkhead_api::HostInfo>(&a.host_json)
+        .ok()
+        .and_then(|h| address_drift(&recorded, &h));
+    json!({
+        "id": a.id,
+        "workload": a.workload,
+        "pending": a.pending,
+        "online": online,
+        "enrolled_at_ms": a.enrolled_at_ms,
+        "last_seen_ms": a.last_seen_ms,
+        "offline_since_ms": a.offline_since_ms,
+        "applied_revision": a.applied_revision,
+        "desired_revision": desired,
+        "in_sync": desired.is_some() && desired == a.applied_revision,
+        "workload_addresses": recorded,
+        "address_drift": drift.map(|(unrecorded, unreported)| json!({
+            "reported_not_recorded": unrecorded,
+            "recorded_not_reported": unreported,
+        })),
+        "host": host,
+        "status": status["status"],
+    })
+}
+
+/// Lets a pending agent in: the host becomes its workload as reported (an existing
+/// workload keeps its labels and its mode is never loosened; its addresses become the
+/// host's, which is what the admin is approving). Admins and secops only.
+pub async fn approve_agent(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "approve agents")?;
+    let audit = p.audit("agent.approve");
+    let s2 = s.clone();
+    let agent = blocking(move || {
+        let mut c = lock(&s2.control)?;
+        let agent = c
+            .agent(id)?
+            .ok_or_else(|| ApiError::NotFound(format!("agent {id}")))?;
+        if agent.pending.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "agent {id} is not waiting for approval"
+            )));
+        }
+        let host: bulkhead_api::HostInfo = serde_json::from_str(&agent.host_json)
+            .map_err(|e| ApiError::Internal(format!("agent {id}'s host: {e}")))?;
+        let profile = agent
+            .pairing_profile_id
+            .map(|pid| c.pairing_profile(pid))
+            .transpose()?
+            .flatten();
+        let (labels, mode) = profile.map_or((Labels::new(), EnforcementMode::Monitor), |p| {
+            (p.labels, p.mode)
+        });
+        let existing: Option<Value> = c
+            .workload(&agent.workload)?
+            .and_then(|w| serde_json::from_str(&w.json).ok());
+        let w = match &existing {
+            Some(e) => super::enroll::adopted_json(e, mode, Some(&host.workload_addresses())),
+            None => super::enroll::new_workload_json(&host, &labels, mode)?,
+        };
+        let changes = vec![Change::PutWorkload {
+            name: agent.workload.clone(),
+            json: serde_json::to_string(&w).map_err(|e| ApiError::Internal(e.to_string()))?,
+        }];
+        let changes = crate::inventory_api::checked_changes(&c, changes, true)?;
+        if !c.approve_agent(id, &changes, &audit)? {
+            return Err(ApiError::Conflict(format!(
+                "agent {id} is not waiting for approval"
+            )));
+        }
+        drop(c);
+        s2.recompile()?;
+        Ok(agent)
+    })
+    .await?;
+    Ok(Json(json!({ "approved": id, "workload": agent.workload })))
+}
+
+pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+    let items = blocking(move || {
+        let agents = lock(&s.control)?.agents()?;
+        let now = now_ms();
+        let inventory = s.current().inventory.clone();
+        Ok(agents
+            .iter()
+            .filter(|a| {
+                p.role != Role::AppOwner
+                    || inventory
+                        .by_name(&a.workload)
+                        .is_some_and(|w| p.sees(&w.labels, &w.labels))
+            })
+            .map(|a| agent_view(&s, a, now))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn delete_agent(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<Value>> {
+    p.require(&[Role::Admin, Role::Secops], "remove agents")?;
+    let audit = p.audit("agent.delete");
+    let done = blocking(move || Ok(lock(&s.control)?.delete_agent(id, &audit)?)).await?;
+    if !done {
+        return Err(ApiError::NotFound(format!("agent {id}")));
+    }
+    Ok(Json(json!({ "deleted": id })))
+}
+
+/// Marks agents silent for longer than the configured time offline, once each, with an
+/// alert. Runs until the runtime stops.
+pub async fn watch_offline(s: AppState) {
+    let every = std::time::Duration::from_millis(
+        (s.agent_settings.offline_after_ms / 4).clamp(250, 15_000) as u64,
+    );
+    loop {
+        tokio::time::sleep(every).await;
+        let s2 = s.clone();
+        let result = blocking(move || {
+            let mut c = lock(&s2.control)?;
+            let now = now_ms();
+            let mut announced = Vec::new();
+            for a in c.agents()? {
+                if a.offline_since_ms.is_some()
+                    || now - a.last_seen_ms <= s2.agent_settings.offline_after_ms
+                {
+                    continue;
+                }
+                if c.mark_agent_offline(a.id, a.last_seen_ms)? {
+                    tracing::warn!("agent {} ({}) is offline", a.id, a.workload);
+                    announced.extend(record(
+                        &mut c,
+                        AlertObservation {
+                            key: format!("agent_offline|{}", a.workload),
+                            kind: "agent_offline".into(),
+                            severity: "warning".into(),
+                            title: format!(
+                                "agent of {} silent since {} s; its last policy stays enforced",
+                                a.workload,
+                                (now - a.last_seen_ms) / 1000
+                            ),
+                            details_json: json!({ "workload": a.workload, "agent": a.id, "last_seen_ms": a.last_seen_ms })
+                                .to_string(),
+                            count: 1,
+                            first_seen_ms: now,
+                            last_seen_ms: now,
+                        },
+                    )?);
+                }
+            }
+            Ok(announced)
+        })
+        .await;
+        match result {
+            Ok(announced) => announce(&s, &announced),
+            Err(e) => tracing::error!("offline watch: {e}"),
+        }
+    }
+}
