@@ -2,10 +2,12 @@
 // starts one): Playwright (playwright-core) driving Debian's headless Chromium.
 //
 //   BULKHEAD_URL, BULKHEAD_TOKEN  the demo's URL and admin token (required)
+//   BULKHEAD_AGENT_URL, BULKHEAD_AGENT_CA  the demo's agent listener and its CA (required)
 //   CHROMIUM                      the browser (default /usr/bin/chromium)
 //   CONSOLE_ARTIFACTS             where screenshots go (default ../target/console-artifacts)
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
@@ -14,6 +16,25 @@ import { chromium } from "playwright-core";
 const BASE = process.env.BULKHEAD_URL;
 const TOKEN = process.env.BULKHEAD_TOKEN;
 assert.ok(BASE && TOKEN, "BULKHEAD_URL and BULKHEAD_TOKEN must be set (scripts/console-test sets them)");
+const AGENT_URL = process.env.BULKHEAD_AGENT_URL;
+const AGENT_CA = process.env.BULKHEAD_AGENT_CA;
+assert.ok(AGENT_URL && AGENT_CA, "BULKHEAD_AGENT_URL and BULKHEAD_AGENT_CA must be set (scripts/console-test sets them)");
+
+/** A call on the agent listener (TLS, the server's own CA), as `bulkhead agent` makes it. */
+function agentCall(path, body, credential) {
+  const headers = { "content-type": "application/json" };
+  if (credential) headers.authorization = `Bearer ${credential}`;
+  const data = JSON.stringify(body);
+  return new Promise((resolveCall, reject) => {
+    const req = httpsRequest(`${AGENT_URL}${path}`, { method: "POST", headers, ca: readFileSync(AGENT_CA) }, (res) => {
+      let text = "";
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolveCall({ status: res.statusCode, text }));
+    });
+    req.on("error", reject);
+    req.end(data);
+  });
+}
 const ARTIFACTS = resolve(process.env.CONSOLE_ARTIFACTS ?? "../target/console-artifacts");
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -683,12 +704,15 @@ test("an agent enrolled with a pairing key appears online, comes in sync, and is
   // What `bulkhead agent` does over the agent API, from this test: enroll, heartbeat.
   const profile = await api("POST", "/pairing-profiles", { name: `console-agents-${Date.now() % 100000}`, labels: { app: "console", role: "agent" }, mode: "monitor" });
   const host = { hostname: "console-agent-1", os_name: "debian", os_version: "12", kernel: "6.1.0-28-amd64", interfaces: [{ name: "eth0", addresses: ["10.250.0.5/24"] }] };
-  const enrolled = await fetch(`${BASE}/api/v1/agent/enroll`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ pairing_key: profile.pairing_key, host }) });
-  assert.equal(enrolled.status, 201, await enrolled.clone().text());
-  const { agent_id: id, credential } = await enrolled.json();
+  // Agents are not served on the API port.
+  const onApiPort = await fetch(`${BASE}/api/v1/agent/enroll`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+  assert.equal(onApiPort.status, 404);
+  const enrolled = await agentCall("/api/v1/agent/enroll", { pairing_key: profile.pairing_key, host });
+  assert.equal(enrolled.status, 201, enrolled.text);
+  const { agent_id: id, credential } = JSON.parse(enrolled.text);
   const heartbeat = async (body) => {
-    const r = await fetch(`${BASE}/api/v1/agent/heartbeat`, { method: "POST", headers: { authorization: `Bearer ${credential}`, "content-type": "application/json" }, body: JSON.stringify(body) });
-    return { status: r.status, body: r.ok ? await r.json() : null };
+    const r = await agentCall("/api/v1/agent/heartbeat", body, credential);
+    return { status: r.status, body: r.status === 200 ? JSON.parse(r.text) : null };
   };
   const { body: first } = await heartbeat({ status: { flows_buffered: 0 } });
 

@@ -276,6 +276,10 @@ pub struct DemoArgs {
     /// Where the demo's collector listens (loopback).
     #[arg(long, default_value = "127.0.0.1:4739")]
     pub collect: SocketAddr,
+    /// The agent listener (TLS, loopback): agents enroll and report here, never on
+    /// the API port.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub agent_listen: SocketAddr,
     /// Data directory (default: a new temporary one, removed at exit).
     #[arg(long, env = "BULKHEAD_DATA")]
     pub data: Option<PathBuf>,
@@ -442,7 +446,21 @@ pub fn demo(mut a: DemoArgs) -> anyhow::Result<()> {
             .map(|t| t.path().to_path_buf())
             .unwrap_or_default()
     });
-    let state = bulkhead_server::open(&data)?;
+    if !a.agent_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--agent-listen {}: the demo listens only on loopback",
+            a.agent_listen
+        );
+    }
+    let mut state = bulkhead_server::open(&data)?;
+    let identity = bulkhead_server::tls::load_or_create(
+        &data.join("tls"),
+        &bulkhead_server::tls::default_names(a.agent_listen, &[]),
+    )?;
+    state.agent_settings = Arc::new(bulkhead_server::AgentSettings {
+        ca_fingerprint: Some(identity.ca_fingerprint.clone()),
+        ..Default::default()
+    });
     let opts = DemoOptions {
         listen: a.listen,
         collect: a.collect,
@@ -476,6 +494,18 @@ pub fn demo(mut a: DemoArgs) -> anyhow::Result<()> {
                 data.display()
             ),
         }
+        let agents = tokio::net::TcpListener::bind(a.agent_listen).await?;
+        outln!(
+            "agents enroll at https://{} (CA {})",
+            agents.local_addr()?,
+            data.join("tls/ca.pem").display()
+        );
+        tokio::spawn(bulkhead_server::serve_agents(
+            state.clone(),
+            agents,
+            identity,
+            std::future::pending(),
+        ));
         outln!("try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/alerts");
         outln!("Ctrl-C to stop");
         tokio::spawn(bulkhead_server::agent_api::watch_offline(state.clone()));

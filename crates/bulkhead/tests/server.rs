@@ -21,6 +21,23 @@ impl Drop for Server {
     }
 }
 
+/// The address a starting server prints on stderr; warnings (a data directory
+/// tightened, say) may come before it.
+fn listening_url(stderr: &mut impl BufRead) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no address in {seen}"
+        );
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            return url.to_string();
+        }
+        seen.push_str(&line);
+    }
+}
+
 /// Starts a server on a free loopback port; returns it and, on a first start, the admin
 /// token it prints.
 fn start(data: &Path, first: bool) -> (Server, Option<String>) {
@@ -43,13 +60,7 @@ fn start_with(data: &Path, first: bool, env: &[(&str, &str)]) -> (Server, Option
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect(&line)
-        .to_string();
+    let url = listening_url(&mut stderr);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let token = if first {
         // Printed before the server starts listening, so it is already there.
@@ -290,13 +301,7 @@ fn push_pull_and_restart_with_the_control_store_in_postgres() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url2 = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect(&line)
-        .to_string();
+    let url2 = listening_url(&mut stderr);
     let server = Server { child, url: url2 };
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let restored = tempfile::tempdir().unwrap();
