@@ -33,6 +33,9 @@ pub struct ServerArgs {
     /// Collector worker threads per address (default: one per core).
     #[arg(long, env = "BULKHEAD_COLLECTOR_WORKERS")]
     pub collector_workers: Option<usize>,
+    /// Failed authentications one address may make per minute before it gets 429.
+    #[arg(long, env = "BULKHEAD_AUTH_FAILURES_PER_MINUTE", default_value_t = bulkhead_server::guard::AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
     #[command(flatten)]
     pub sinks: SinkArgs,
     #[command(flatten)]
@@ -280,6 +283,9 @@ pub struct DemoArgs {
     /// the API port.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub agent_listen: SocketAddr,
+    /// Failed authentications one address may make per minute before it gets 429.
+    #[arg(long, default_value_t = bulkhead_server::guard::AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
     /// Data directory (default: a new temporary one, removed at exit).
     #[arg(long, env = "BULKHEAD_DATA")]
     pub data: Option<PathBuf>,
@@ -385,6 +391,10 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         None => None,
     };
     state.agent_settings = Arc::new(settings);
+    state.guard = Arc::new(bulkhead_server::guard::Guard::new(
+        a.auth_failures_per_minute,
+        bulkhead_server::guard::AUDITED_REFUSALS_PER_MINUTE,
+    ));
     state.notifier = Arc::new(a.sinks.notifier()?);
     let rt = runtime()?;
     {
@@ -461,6 +471,10 @@ pub fn demo(mut a: DemoArgs) -> anyhow::Result<()> {
         ca_fingerprint: Some(identity.ca_fingerprint.clone()),
         ..Default::default()
     });
+    state.guard = Arc::new(bulkhead_server::guard::Guard::new(
+        a.auth_failures_per_minute,
+        bulkhead_server::guard::AUDITED_REFUSALS_PER_MINUTE,
+    ));
     let opts = DemoOptions {
         listen: a.listen,
         collect: a.collect,

@@ -186,7 +186,10 @@ pub async fn refusals(State(s): State<AppState>, mut req: Request, next: Next) -
     // Every enrollment that does not go through is a refusal worth a trace, whatever
     // its status (a bad key, a bound key, an address another workload has).
     let enrollment = req.uri().path() == "/api/v1/agent/enroll";
-    if let Some(wait) = ip.and_then(|ip| s.guard.locked_out(ip)) {
+    // Health checks answer whoever asks: a locked-out address must not make the
+    // server look down to its orchestrator.
+    let health = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if let Some(wait) = ip.filter(|_| !health).and_then(|ip| s.guard.locked_out(ip)) {
         s.guard.count(listener, StatusCode::TOO_MANY_REQUESTS);
         let resp = too_many(wait);
         audit_refusal(&s, ip, None, &what, resp.status(), "locked out".into());

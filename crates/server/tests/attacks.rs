@@ -410,6 +410,9 @@ async fn refused_requests_are_audited_counted_and_throttled() {
         .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_eq!(v["error"]["code"], json!("too_many_requests"));
+    // Health checks still answer: a locked-out address cannot make the server look down.
+    let (s, _) = api.call(None, Method::GET, "/healthz", None).await;
+    assert_eq!(s, StatusCode::OK);
     // Its audit entries name what was asked and from where (read on the state, as the
     // address is locked out).
     let control = api.state.control.clone();
