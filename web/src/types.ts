@@ -171,6 +171,11 @@ export interface Agent {
   in_sync: boolean;
   host: HostInfo | null;
   status: AgentStatus | null;
+  /** Why the agent waits for an admin's approval (its credential is refused meanwhile). */
+  pending?: string | null;
+  workload_addresses?: string[];
+  /** What the host reports against what its workload has: shown, never applied by itself. */
+  address_drift?: { reported_not_recorded: string[]; recorded_not_reported: string[] } | null;
 }
 
 export interface PairingProfile {
@@ -184,6 +189,10 @@ export interface PairingProfile {
   created_at_ms: number;
   created_by: string;
   revoked: boolean;
+  /** The one workload the key may become. */
+  workload?: string | null;
+  /** Existing workloads with these labels may be adopted with the key. */
+  scope?: Labels | null;
 }
 
 /** The workload attribute that marks quarantine; its value is the reason. */
@@ -202,4 +211,14 @@ export interface LabelRulesState {
   updated_at_ms: number | null;
   updated_by: string | null;
   assigned: Assigned[];
+}
+
+/** GET /provision/impact: what provisioning the draft would change. */
+export interface ProvisionImpact {
+  rules_before: number;
+  rules_after: number;
+  allow_rules_before: number;
+  allow_rules_after: number;
+  allows_nothing: boolean;
+  confirm_required?: string | null;
 }

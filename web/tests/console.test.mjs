@@ -256,6 +256,11 @@ test("a rule added in the form goes into the draft diff, is provisioned and appe
   assert.equal(await change.count(), 1);
   assert.match(await change.innerText(), /changed[\s\S]*ruleset[\s\S]*\+\s+- id: console-test-monitoring/);
   await shot(page, "07-draft-diff");
+  // The impact is shown before the button: the new rule adds one allow.
+  const impact = await page.getByTestId("provision-impact").innerText();
+  const [, allowBefore, allowAfter] = impact.match(/Allow rules: (\d+) → (\d+)/) ?? [];
+  assert.equal(Number(allowAfter), Number(allowBefore) + 1, impact);
+  assert.equal(await page.getByTestId("provision-lockdown").count(), 0);
 
   await page.getByLabel("Comment (what and why)").fill("console test: partner monitoring");
   await page.getByRole("button", { name: "Provision" }).click();
@@ -752,6 +757,33 @@ test("an agent enrolled with a pairing key appears online, comes in sync, and is
   await row.waitFor({ state: "detached" });
   assert.equal((await api("GET", "/agents")).items.filter((a) => a.id === id).length, 0);
   assert.equal((await heartbeat({ status: {} })).status, 401);
+  await page.close();
+});
+
+test("a host that asks to become an existing workload waits for approval, with what it reports beside what the workload has", async () => {
+  await api("POST", "/workloads/import", [{ name: "console-pending", kind: "vm", managed: true, addresses: ["10.250.0.9"], labels: { app: "console", role: "db" }, mode: "monitor" }]);
+  const profile = await api("POST", "/pairing-profiles", { name: `console-new-only-${Date.now() % 100000}`, labels: { app: "console" } });
+  const host = { hostname: "console-pending", os_name: "debian", os_version: "12", kernel: "6.1.0", interfaces: [{ name: "eth0", addresses: ["10.250.0.9/24", "10.250.9.9/24"] }] };
+  const asked = await agentCall("/api/v1/agent/enroll", { pairing_key: profile.pairing_key, host });
+  assert.equal(asked.status, 202, asked.text);
+  const { agent_id: id, credential } = JSON.parse(asked.text);
+  assert.equal((await agentCall("/api/v1/agent/heartbeat", {}, credential)).status, 403);
+
+  const page = await signedIn();
+  await nav(page, "Agents");
+  const row = page.getByTestId(`pending-${id}`);
+  await row.waitFor();
+  assert.match(await row.innerText(), /console-pending[\s\S]*only create new workloads[\s\S]*10\.250\.9\.9[\s\S]*10\.250\.0\.9/);
+  await shot(page, "24-pending-agent");
+  page.once("dialog", (d) => d.accept());
+  await row.getByRole("button", { name: "Approve console-pending" }).click();
+  await row.waitFor({ state: "detached" });
+  await page.getByTestId(`agent-${id}`).waitFor();
+  assert.equal((await agentCall("/api/v1/agent/heartbeat", {}, credential)).status, 200);
+  const w = await api("GET", "/workloads/console-pending");
+  assert.deepEqual(w.addresses, ["10.250.0.9", "10.250.9.9"]);
+  // Cleaned up for the tests after this one.
+  await api("DELETE", `/agents/${id}`);
   await page.close();
 });
 

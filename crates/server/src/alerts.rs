@@ -65,7 +65,7 @@ pub fn record_from_summaries(
     store: &mut ControlStore,
     summaries: &[FlowSummary],
 ) -> Result<Vec<bulkhead_store::control::AlertRecord>, bulkhead_store::StoreError> {
-    let mut new = Vec::new();
+    let mut observations = Vec::new();
     for s in summaries
         .iter()
         .filter(|s| s.key.bucket == bulkhead_model::Bucket::Minute)
@@ -98,7 +98,7 @@ pub fn record_from_summaries(
             "src_labels": s.src_labels, "dst_labels": s.dst_labels,
             "rules": v.rules,
         });
-        let (record, recorded) = store.record_alert(AlertObservation {
+        observations.push(AlertObservation {
             key,
             kind: kind.to_string(),
             severity: severity.to_string(),
@@ -107,12 +107,16 @@ pub fn record_from_summaries(
             count: s.connections,
             first_seen_ms: s.first_seen_ms,
             last_seen_ms: s.last_seen_ms,
-        })?;
-        if recorded != bulkhead_store::control::AlertRecorded::Repeated {
-            new.push(record);
-        }
+        });
     }
-    Ok(new)
+    // One transaction for the whole batch: the control store's lock (which every API
+    // write waits for) is held for one commit, not one per alert.
+    Ok(store
+        .record_alerts(observations)?
+        .into_iter()
+        .filter(|(_, recorded)| *recorded != bulkhead_store::control::AlertRecorded::Repeated)
+        .map(|(record, _)| record)
+        .collect())
 }
 
 #[derive(Deserialize)]

@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/draft/diff", get(policy_api::draft_diff))
         .route("/provision", post(policy_api::provision))
+        .route("/provision/impact", get(policy_api::provision_impact))
         .route("/versions", get(policy_api::versions))
         .route("/versions/{id}", get(policy_api::version))
         .route("/versions/{id}/diff", get(policy_api::version_diff))

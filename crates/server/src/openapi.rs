@@ -119,6 +119,13 @@ pub const ROUTES: &[(&str, &str, &str, &str, bool)] = &[
     ),
     (
         "get",
+        "/api/v1/provision/impact",
+        "policy",
+        "What provisioning the draft would change (rule counts; whether it needs confirm)",
+        false,
+    ),
+    (
+        "get",
         "/api/v1/versions",
         "policy",
         "List provisioned versions",

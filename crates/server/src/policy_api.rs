@@ -366,6 +366,69 @@ pub async fn draft_diff(State(s): State<AppState>, _p: Principal) -> ApiResult<J
 #[derive(Deserialize)]
 pub struct ProvisionRequest {
     pub comment: String,
+    /// Required when the draft allows nothing (see [`Impact`]): such a version,
+    /// enforced, drops every connection but the failsafe ports.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// What provisioning the draft would change, in rules: shown before the button.
+#[derive(Debug, Serialize)]
+pub struct Impact {
+    pub rules_before: usize,
+    pub rules_after: usize,
+    pub allow_rules_before: usize,
+    pub allow_rules_after: usize,
+    /// The draft allows nothing at all (empty, or deny rules only).
+    pub allows_nothing: bool,
+    /// Provisioning needs `confirm: true`, and why.
+    pub confirm_required: Option<String>,
+}
+
+fn rule_counts(p: &Policy) -> (usize, usize) {
+    let rules = p.rulesets.iter().flat_map(|rs| rs.rules.iter());
+    let allows = rules
+        .clone()
+        .filter(|r| r.action == bulkhead_model::Action::Allow)
+        .count();
+    (rules.count(), allows)
+}
+
+fn impact(provisioned: Option<&Policy>, draft: &Policy) -> Impact {
+    let (rules_before, allow_rules_before) = provisioned.map(rule_counts).unwrap_or_default();
+    let (rules_after, allow_rules_after) = rule_counts(draft);
+    let allows_nothing = allow_rules_after == 0;
+    let confirm_required = allows_nothing.then(|| {
+        if allow_rules_before > 0 {
+            format!(
+                "the draft drops every allow rule ({allow_rules_before} in the provisioned version): enforced workloads would drop every connection but the failsafe ports"
+            )
+        } else {
+            "the draft allows nothing: enforced workloads would drop every connection but the failsafe ports".to_string()
+        }
+    });
+    Impact {
+        rules_before,
+        rules_after,
+        allow_rules_before,
+        allow_rules_after,
+        allows_nothing,
+        confirm_required,
+    }
+}
+
+/// `GET /api/v1/provision/impact`: what provisioning the draft now would change.
+pub async fn provision_impact(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Impact>> {
+    blocking(move || {
+        let (draft, latest) = {
+            let c = lock(&s.control)?;
+            (c.draft_objects()?, c.latest_version()?)
+        };
+        let draft = policy_of(&draft)?;
+        let provisioned = latest.map(|v| policy_of(&v.objects)).transpose()?;
+        Ok(Json(impact(provisioned.as_ref(), &draft)))
+    })
+    .await
 }
 
 pub async fn provision(
@@ -383,7 +446,19 @@ pub async fn provision(
     blocking(move || {
         let meta = {
             let mut c = lock(&s.control)?;
-            policy_of(&c.draft_objects()?)?;
+            let draft = policy_of(&c.draft_objects()?)?;
+            let provisioned = c
+                .latest_version()?
+                .map(|v| policy_of(&v.objects))
+                .transpose()?;
+            if let Some(why) = impact(provisioned.as_ref(), &draft).confirm_required
+                && !r.confirm
+            {
+                return Err(ApiError::invalid(
+                    "confirm",
+                    format!("{why}; send \"confirm\": true to provision it anyway"),
+                ));
+            }
             c.provision(r.comment.trim(), &p.audit("provision"))?
         };
         s.recompile()?;

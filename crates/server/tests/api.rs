@@ -745,3 +745,69 @@ async fn label_rules_assign_labels_people_did_not_and_are_checked_and_audited() 
         .await;
     assert!(w["labels"].get("loc").is_none(), "{w}");
 }
+
+/// A version that allows nothing locks every enforced workload down to its failsafe
+/// ports: it is provisioned only when asked for explicitly, after its impact is shown.
+#[tokio::test]
+async fn provisioning_a_draft_that_allows_nothing_needs_confirm() {
+    let api = Api::new();
+    api.seed().await;
+    let a = Some(api.admin.as_str());
+    let (s, v) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/provision",
+            Some(json!({"comment": "first"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = api
+        .call(
+            a,
+            Method::DELETE,
+            "/api/v1/draft/objects/ruleset/payments",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, impact) = api
+        .call(a, Method::GET, "/api/v1/provision/impact", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            impact["allow_rules_before"].clone(),
+            impact["allow_rules_after"].clone()
+        ),
+        (json!(1), json!(0)),
+        "{impact}"
+    );
+    assert!(
+        impact["confirm_required"]
+            .as_str()
+            .unwrap()
+            .contains("drops every allow rule")
+    );
+    let (s, v) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/provision",
+            Some(json!({"comment": "oops"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], json!("confirm"), "{v}");
+    let (_, versions) = api.call(a, Method::GET, "/api/v1/versions", None).await;
+    assert_eq!(versions.as_array().unwrap().len(), 1, "nothing provisioned");
+    let (s, v) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/provision",
+            Some(json!({"comment": "lock down on purpose", "confirm": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

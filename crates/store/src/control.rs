@@ -815,86 +815,32 @@ impl ControlStore {
         &mut self,
         a: AlertObservation,
     ) -> Result<(AlertRecord, AlertRecorded), StoreError> {
-        if a.key.is_empty() {
-            return Err(StoreError::Invalid {
-                what: "an alert needs a key".into(),
-            });
+        let mut out = self.record_alerts(vec![a])?;
+        out.pop().ok_or_else(|| StoreError::Backend {
+            context: "recording an alert",
+            source: "no alert was recorded".into(),
+        })
+    }
+
+    /// As [`ControlStore::record_alert`] for many sightings, in one transaction: a
+    /// batch of flow summaries costs one commit (one fsync), not one per alert, so the
+    /// store's lock is not held for long whatever the batch. All or nothing; the
+    /// results are in the order of `observations`.
+    pub fn record_alerts(
+        &mut self,
+        observations: Vec<AlertObservation>,
+    ) -> Result<Vec<(AlertRecord, AlertRecorded)>, StoreError> {
+        for a in &observations {
+            check_observation(a)?;
         }
-        if a.first_seen_ms > a.last_seen_ms {
-            return Err(StoreError::Invalid {
-                what: format!(
-                    "alert {} is first seen ({}) after it is last seen ({})",
-                    a.key, a.first_seen_ms, a.last_seen_ms
-                ),
-            });
+        if observations.is_empty() {
+            return Ok(Vec::new());
         }
-        let count = to_i64(a.count);
-        self.write("recording an alert", |db| {
-            let ctx = "recording an alert";
-            let existing = get_alert(db, "key = ?1", Val::from(&a.key))?;
-            let (id, recorded) = match existing {
-                None => {
-                    let id = int(
-                        db,
-                        ctx,
-                        "INSERT INTO alert (key, kind, severity, title, details_json, count,
-                            first_seen_ms, last_seen_ms, state)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open') RETURNING id",
-                        args![
-                            &a.key,
-                            &a.kind,
-                            &a.severity,
-                            &a.title,
-                            &a.details_json,
-                            count,
-                            a.first_seen_ms,
-                            a.last_seen_ms
-                        ],
-                    )?;
-                    (id, AlertRecorded::New)
-                }
-                Some(old) => {
-                    let reopen = old.state == AlertState::Resolved
-                        && old.resolved_ms.is_none_or(|r| a.last_seen_ms > r);
-                    // CASE rather than min()/max(): SQLite's two-argument forms are
-                    // PostgreSQL's LEAST/GREATEST.
-                    exec(
-                        db,
-                        ctx,
-                        "UPDATE alert SET kind = ?2, severity = ?3, title = ?4,
-                            details_json = ?5,
-                            count = CASE WHEN ?6 > 9223372036854775807 - count
-                                THEN 9223372036854775807 ELSE count + ?6 END,
-                            first_seen_ms = CASE WHEN ?7 < first_seen_ms
-                                THEN ?7 ELSE first_seen_ms END,
-                            last_seen_ms = CASE WHEN ?8 > last_seen_ms
-                                THEN ?8 ELSE last_seen_ms END
-                         WHERE id = ?1",
-                        args![
-                            to_i64(old.id),
-                            &a.kind,
-                            &a.severity,
-                            &a.title,
-                            &a.details_json,
-                            count,
-                            a.first_seen_ms,
-                            a.last_seen_ms
-                        ],
-                    )?;
-                    if reopen {
-                        set_state_row(db, old.id, AlertState::Open, None)?;
-                        (to_i64(old.id), AlertRecorded::Reopened)
-                    } else {
-                        (to_i64(old.id), AlertRecorded::Repeated)
-                    }
-                }
-            };
-            let record =
-                get_alert(db, "id = ?1", id.into())?.ok_or_else(|| StoreError::Backend {
-                    context: ctx,
-                    source: "the alert just written is not there".into(),
-                })?;
-            Ok((record, recorded))
+        self.write("recording alerts", |db| {
+            observations
+                .iter()
+                .map(|a| record_alert_row(db, a))
+                .collect()
         })
     }
 
@@ -1551,4 +1497,92 @@ fn token_json(t: &TokenMeta) -> String {
 /// (no real id or count gets there).
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn check_observation(a: &AlertObservation) -> Result<(), StoreError> {
+    if a.key.is_empty() {
+        return Err(StoreError::Invalid {
+            what: "an alert needs a key".into(),
+        });
+    }
+    if a.first_seen_ms > a.last_seen_ms {
+        return Err(StoreError::Invalid {
+            what: format!(
+                "alert {} is first seen ({}) after it is last seen ({})",
+                a.key, a.first_seen_ms, a.last_seen_ms
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn record_alert_row(
+    db: &mut dyn Db,
+    a: &AlertObservation,
+) -> Result<(AlertRecord, AlertRecorded), StoreError> {
+    let count = to_i64(a.count);
+    let ctx = "recording an alert";
+    let existing = get_alert(db, "key = ?1", Val::from(&a.key))?;
+    let (id, recorded) = match existing {
+        None => {
+            let id = int(
+                db,
+                ctx,
+                "INSERT INTO alert (key, kind, severity, title, details_json, count,
+                    first_seen_ms, last_seen_ms, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open') RETURNING id",
+                args![
+                    &a.key,
+                    &a.kind,
+                    &a.severity,
+                    &a.title,
+                    &a.details_json,
+                    count,
+                    a.first_seen_ms,
+                    a.last_seen_ms
+                ],
+            )?;
+            (id, AlertRecorded::New)
+        }
+        Some(old) => {
+            let reopen = old.state == AlertState::Resolved
+                && old.resolved_ms.is_none_or(|r| a.last_seen_ms > r);
+            // CASE rather than min()/max(): SQLite's two-argument forms are
+            // PostgreSQL's LEAST/GREATEST.
+            exec(
+                db,
+                ctx,
+                "UPDATE alert SET kind = ?2, severity = ?3, title = ?4,
+                    details_json = ?5,
+                    count = CASE WHEN ?6 > 9223372036854775807 - count
+                        THEN 9223372036854775807 ELSE count + ?6 END,
+                    first_seen_ms = CASE WHEN ?7 < first_seen_ms
+                        THEN ?7 ELSE first_seen_ms END,
+                    last_seen_ms = CASE WHEN ?8 > last_seen_ms
+                        THEN ?8 ELSE last_seen_ms END
+                 WHERE id = ?1",
+                args![
+                    to_i64(old.id),
+                    &a.kind,
+                    &a.severity,
+                    &a.title,
+                    &a.details_json,
+                    count,
+                    a.first_seen_ms,
+                    a.last_seen_ms
+                ],
+            )?;
+            if reopen {
+                set_state_row(db, old.id, AlertState::Open, None)?;
+                (to_i64(old.id), AlertRecorded::Reopened)
+            } else {
+                (to_i64(old.id), AlertRecorded::Repeated)
+            }
+        }
+    };
+    let record = get_alert(db, "id = ?1", id.into())?.ok_or_else(|| StoreError::Backend {
+        context: ctx,
+        source: "the alert just written is not there".into(),
+    })?;
+    Ok((record, recorded))
 }

@@ -13,7 +13,9 @@ export function Agents({ session }: PageProps) {
   const agents = useAsync(() => get<{ items: Agent[] }>("/agents"), []);
   const mayManage = can.manageAgents(session);
   const [err, setErr] = useState<unknown>(null);
-  const items = [...(agents.data?.items ?? [])].sort((a, b) => Number(a.online) - Number(b.online) || a.workload.localeCompare(b.workload));
+  const all = agents.data?.items ?? [];
+  const pending = all.filter((a) => a.pending);
+  const items = all.filter((a) => !a.pending).sort((a, b) => Number(a.online) - Number(b.online) || a.workload.localeCompare(b.workload));
   const online = items.filter((a) => a.online).length;
   const outOfSync = items.filter((a) => !a.in_sync).length;
 
@@ -29,6 +31,20 @@ export function Agents({ session }: PageProps) {
     }
   }
 
+  async function approve(a: Agent) {
+    const drift = a.address_drift?.reported_not_recorded ?? [];
+    const what = drift.length ? ` Its workload's addresses become ${(a.host?.interfaces ?? []).flatMap((i) => i.addresses).join(", ") || "the host's"}.` : "";
+    if (!confirm(`Let this host in as ${a.workload}?${what}`)) return;
+    setErr(null);
+    try {
+      await post(`/agents/${a.id}/approve`);
+      toast(`Approved the agent of ${a.workload}`);
+      agents.reload();
+    } catch (x) {
+      setErr(x);
+    }
+  }
+
   return (
     <>
       <PageHeader title="Agents" sub="Hosts that run bulkhead agent: whether they report, and whether the policy in their kernel is the one the server wants there.">
@@ -37,6 +53,53 @@ export function Agents({ session }: PageProps) {
         </button>
       </PageHeader>
       <ErrorBox error={agents.error ?? err} />
+      {pending.length > 0 && (
+        <section class="card" aria-labelledby="pending-title" data-testid="pending-agents">
+          <h2 id="pending-title" style={{ marginTop: 0 }}>
+            Waiting for approval ({pending.length})
+          </h2>
+          <p class="muted" style={{ marginTop: 0 }}>
+            These hosts asked to become workloads their pairing key is not bound to. Nothing of those workloads changed; their credentials are refused until you
+            approve.
+          </p>
+          <table aria-label="Agents waiting for approval">
+            <thead>
+              <tr>
+                <th>Wants to be</th>
+                <th>Why it waits</th>
+                <th>Host reports</th>
+                <th>Workload has</th>
+                <th>Asked</th>
+                {mayManage && <th />}
+              </tr>
+            </thead>
+            <tbody>
+              {pending.map((a) => (
+                <tr data-testid={`pending-${a.id}`}>
+                  <td>
+                    <strong>{a.workload}</strong>
+                    <div class="muted" style={{ fontSize: 12 }}>agent #{a.id}</div>
+                  </td>
+                  <td style={{ maxWidth: 320 }}>{a.pending}</td>
+                  <td>{(a.host?.interfaces ?? []).flatMap((i) => i.addresses).join(", ") || "—"}</td>
+                  <td>{(a.workload_addresses ?? []).join(", ") || "—"}</td>
+                  <td style={{ whiteSpace: "nowrap" }}>{fmtAgo(a.enrolled_at_ms)}</td>
+                  {mayManage && (
+                    <td style={{ textAlign: "right", whiteSpace: "nowrap" }}>
+                      <button type="button" class="btn small primary" aria-label={`Approve ${a.workload}`} onClick={() => approve(a)}>
+                        Approve
+                      </button>{" "}
+                      <button type="button" class="btn small danger" aria-label={`Refuse ${a.workload}`} onClick={() => remove(a)}>
+                        Refuse
+                      </button>
+                    </td>
+                  )}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+      )}
       {agents.loading && !agents.data ? (
         <Loading what="Loading the agents" />
       ) : items.length === 0 ? (
@@ -108,6 +171,12 @@ export function Agents({ session }: PageProps) {
                     </td>
                     <td>
                       {a.online ? <Badge tone="ok">online</Badge> : <Badge tone="bad">offline</Badge>}
+                      {a.address_drift && (
+                        <div style={{ fontSize: 12, color: "var(--warn)", maxWidth: 240 }} title="Policy keeps using the workload's recorded addresses" data-testid="address-drift">
+                          reports {a.address_drift.reported_not_recorded.join(", ") || "—"}
+                          {a.address_drift.recorded_not_reported.length ? `, not ${a.address_drift.recorded_not_reported.join(", ")}` : ""}
+                        </div>
+                      )}
                       {!a.online && a.offline_since_ms && <div class="muted" style={{ fontSize: 12 }}>since {fmtTime(a.offline_since_ms)}</div>}
                       {a.status?.last_error && (
                         <div style={{ fontSize: 12, color: "var(--bad)", maxWidth: 240 }} title="The agent's last problem">
@@ -172,6 +241,8 @@ function PairingProfiles({ session }: { session: PageProps["session"] }) {
   const [mode, setMode] = useState("monitor");
   const [maxUses, setMaxUses] = useState("");
   const [days, setDays] = useState("7");
+  const [binding, setBinding] = useState<"new" | "workload" | "scope">("new");
+  const [bound, setBound] = useState("");
   const [created, setCreated] = useState<{ name: string; key: string; fingerprint: string | null } | null>(null);
   const [err, setErr] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
@@ -187,6 +258,8 @@ function PairingProfiles({ session }: { session: PageProps["session"] }) {
         mode,
         ...(maxUses.trim() ? { max_uses: Number(maxUses) } : {}),
         expires_in_days: Number(days),
+        ...(binding === "workload" ? { workload: bound.trim() } : {}),
+        ...(binding === "scope" ? { scope: Object.entries(parseLabels(bound)).map(([k, v]) => `${k}=${v}`).join(",") } : {}),
       });
       setCreated({ name: r.profile.name, key: r.pairing_key, fingerprint: r.ca_fingerprint });
       setName("");
@@ -259,6 +332,20 @@ function PairingProfiles({ session }: { session: PageProps["session"] }) {
               <label for="pp-max">Max. hosts</label>
               <input id="pp-max" type="number" min={1} placeholder="unlimited" value={maxUses} onInput={(e) => setMaxUses((e.target as HTMLInputElement).value)} />
             </div>
+            <div class="field" style={{ maxWidth: 200 }}>
+              <label for="pp-binding">The key may become</label>
+              <select id="pp-binding" value={binding} onChange={(e) => setBinding((e.target as HTMLSelectElement).value as "new" | "workload" | "scope")}>
+                <option value="new">new workloads only</option>
+                <option value="workload">one named workload</option>
+                <option value="scope">workloads with labels</option>
+              </select>
+            </div>
+            {binding !== "new" && (
+              <div class="field">
+                <label for="pp-bound">{binding === "workload" ? "Workload name" : "Adoptable labels (within the labels above)"}</label>
+                <input id="pp-bound" type="text" required placeholder={binding === "workload" ? "shop-db-1" : "app=shop"} value={bound} onInput={(e) => setBound((e.target as HTMLInputElement).value)} />
+              </div>
+            )}
             <div class="field" style={{ maxWidth: 150 }}>
               <label for="pp-days">Valid for (days)</label>
               <input id="pp-days" type="number" min={1} max={3650} required value={days} onInput={(e) => setDays((e.target as HTMLInputElement).value)} />
@@ -327,6 +414,9 @@ function PairingProfiles({ session }: { session: PageProps["session"] }) {
                     </td>
                     <td>
                       <LabelChips labels={p.labels} />
+                      <div class="muted" style={{ fontSize: 12 }}>
+                        {p.workload ? `becomes ${p.workload} only` : p.scope ? `adopts ${Object.entries(p.scope).map(([k, v]) => `${k}=${v}`).join(" ")}` : "new workloads only"}
+                      </div>
                     </td>
                     <td>{p.mode}</td>
                     <td class="num">

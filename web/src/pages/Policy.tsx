@@ -5,7 +5,7 @@ import { del, enc, get, post, put } from "../api";
 import { Diff } from "../diff";
 import { navigate } from "../router";
 import { type Session, can, mayEditRuleset, parseLabels } from "../session";
-import type { Change, PolicyObject, Rule, Ruleset, Version } from "../types";
+import type { Change, PolicyObject, ProvisionImpact, Rule, Ruleset, Version } from "../types";
 import { Badge, Empty, ErrorBox, Link, Loading, PageHeader, fmtAgo, fmtTime, toast, useAsync } from "../ui";
 
 export function Policy({ session, path }: PageProps) {
@@ -347,12 +347,16 @@ function Changes({ session, changes, error, reload }: { session: Session; change
   const [comment, setComment] = useState("");
   const [busy, setBusy] = useState(false);
   const [err, setErr] = useState<unknown>(null);
+  const [confirmed, setConfirmed] = useState(false);
+  // What provisioning would change, shown before the button (and a lock-down needs a tick).
+  const impact = useAsync(() => get<ProvisionImpact>("/provision/impact"), [changes?.length]);
+  const needsConfirm = impact.data?.confirm_required ?? null;
   async function provision(e: Event) {
     e.preventDefault();
     setBusy(true);
     setErr(null);
     try {
-      const v = await post<{ id?: number; version?: { id: number } }>("/provision", { comment });
+      const v = await post<{ id?: number; version?: { id: number } }>("/provision", { comment, ...(needsConfirm ? { confirm: confirmed } : {}) });
       const id = v.id ?? v.version?.id;
       toast(`Provisioned version ${id ?? ""}`.trim());
       setComment("");
@@ -393,12 +397,27 @@ function Changes({ session, changes, error, reload }: { session: Session; change
             <p class="muted" style={{ marginTop: 0 }}>
               The draft becomes a new immutable version, enforced from now on. {changes.length} object{changes.length === 1 ? "" : "s"} changed.
             </p>
+            {impact.data && (
+              <p data-testid="provision-impact" style={{ marginTop: 0 }}>
+                Allow rules: {impact.data.allow_rules_before} → <strong>{impact.data.allow_rules_after}</strong>; all rules: {impact.data.rules_before} →{" "}
+                {impact.data.rules_after}.
+              </p>
+            )}
+            {needsConfirm && (
+              <div class="alert-box error" role="alert" data-testid="provision-lockdown">
+                <strong>This version allows nothing.</strong> {needsConfirm}.
+                <label style={{ display: "block", marginTop: 6 }}>
+                  <input type="checkbox" checked={confirmed} onChange={(e) => setConfirmed((e.target as HTMLInputElement).checked)} /> I mean to lock the enforced
+                  workloads down
+                </label>
+              </div>
+            )}
             <div class="field">
               <label for="provision-comment">Comment (what and why)</label>
               <textarea id="provision-comment" rows={3} value={comment} onInput={(e) => setComment((e.target as HTMLTextAreaElement).value)} required />
             </div>
             <ErrorBox error={err} />
-            <button type="submit" class="btn primary block" disabled={busy || changes.length === 0 || !comment.trim()}>
+            <button type="submit" class="btn primary block" disabled={busy || changes.length === 0 || !comment.trim() || (!!needsConfirm && !confirmed)}>
               {busy ? "Provisioning…" : "Provision"}
             </button>
           </form>

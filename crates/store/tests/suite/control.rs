@@ -620,6 +620,32 @@ fn alerts_are_deduplicated_by_key() {
 }
 
 #[test]
+fn a_batch_of_alerts_is_one_transaction_in_order() {
+    let mut store = open();
+    let out = store
+        .record_alerts(vec![
+            sighting(KEY, 1, T0, T0),
+            sighting("other", 2, T0, T0),
+            sighting(KEY, 3, T0 + 1, T0 + 5),
+        ])
+        .unwrap();
+    let how: Vec<AlertRecorded> = out.iter().map(|(_, h)| *h).collect();
+    assert_eq!(
+        how,
+        [AlertRecorded::New, AlertRecorded::New, AlertRecorded::Repeated]
+    );
+    assert_eq!(out[2].0.count, 4);
+    // One bad sighting refuses the whole batch.
+    assert!(matches!(
+        store
+            .record_alerts(vec![sighting("third", 1, T0, T0), sighting("", 1, T0, T0)])
+            .unwrap_err(),
+        StoreError::Invalid { .. }
+    ));
+    assert_eq!(store.alerts(&AlertFilter::default()).unwrap().len(), 2);
+}
+
+#[test]
 fn bad_alert_observations_are_refused() {
     let mut store = open();
     for bad in [sighting("", 1, T0, T0), sighting("k", 1, T0 + 1, T0)] {
