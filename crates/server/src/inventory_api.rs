@@ -118,29 +118,16 @@ fn check(items: &[Value]) -> ApiResult<Vec<(String, String)>> {
 }
 
 fn apply(s: &AppState, p: &Principal, changes: Vec<Change>, action: &str) -> ApiResult<()> {
-    apply_as(s, changes, &p.audit(action))
-}
-
-/// Applies inventory changes after checking that the whole inventory stays consistent,
-/// then recompiles. Also used by the server itself (agent enrollment, rollouts). A
-/// quarantine survives: a workload written without the quarantine attribute keeps the
-/// one it has (a CMDB re-import or a label edit must not release a quarantined host;
-/// only [`apply_releasing`] can).
-pub(crate) fn apply_as(
-    s: &AppState,
-    changes: Vec<Change>,
-    audit: &bulkhead_store::control::AuditContext,
-) -> ApiResult<()> {
-    apply_checked(s, changes, audit, true)
-}
-
-/// As [`apply_as`], but the changes may lift a quarantine (the release action).
-pub(crate) fn apply_releasing(
-    s: &AppState,
-    changes: Vec<Change>,
-    audit: &bulkhead_store::control::AuditContext,
-) -> ApiResult<()> {
-    apply_checked(s, changes, audit, false)
+    crate::control::commit(
+        s,
+        p,
+        &p.audit(action),
+        crate::control::Mutation::Inventory {
+            changes,
+            release: false,
+        },
+    )
+    .map(|_| ())
 }
 
 /// `changes` with the stored quarantine attribute carried into every workload written
@@ -188,29 +175,15 @@ fn keep_quarantines(
         .collect()
 }
 
-fn apply_checked(
-    s: &AppState,
-    changes: Vec<Change>,
-    audit: &bulkhead_store::control::AuditContext,
-    keep_quarantine: bool,
-) -> ApiResult<()> {
-    {
-        let mut c = lock(&s.control)?;
-        let changes = checked_changes(&c, changes, keep_quarantine)?;
-        c.apply(&changes, audit)?;
-    }
-    s.recompile()
-}
-
 /// `changes` as they are to be written (quarantines carried when `keep_quarantine`),
 /// once the whole inventory they lead to is known to load (unique names and
 /// addresses). Nothing is written.
 pub(crate) fn checked_changes(
-    c: &bulkhead_store::control::ControlStore,
+    stored: &[bulkhead_store::control::StoredWorkload],
     changes: Vec<Change>,
     keep_quarantine: bool,
 ) -> ApiResult<Vec<Change>> {
-    let mut all = c.workloads()?;
+    let mut all = stored.to_vec();
     let changes = if keep_quarantine {
         keep_quarantines(&all, changes)?
     } else {
@@ -443,12 +416,16 @@ pub async fn put_label_rules(
     let body: LabelRulesBody =
         serde_json::from_value(body).map_err(|e| ApiError::invalid("yaml", e.to_string()))?;
     let rules = parse_rules(&body.yaml)?;
-    let audit = p.audit("label_rules.set");
     blocking(move || {
-        let changed = lock(&s.control)?.set_label_rules(&body.yaml, &audit)?;
-        if changed {
-            s.recompile()?;
-        }
+        let changed = match crate::control::commit(
+            &s,
+            &p,
+            &p.audit("label_rules.set"),
+            crate::control::Mutation::LabelRules(body.yaml.clone()),
+        )? {
+            crate::control::Committed::LabelRules { changed } => changed,
+            _ => true,
+        };
         let assigned = derived(&s, rules.as_ref())?;
         Ok(Json(serde_json::json!({
             "changed": changed,

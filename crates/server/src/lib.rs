@@ -7,6 +7,7 @@ pub mod agent_api;
 mod alerts;
 mod auth;
 mod console;
+pub mod control;
 pub mod demo;
 mod error;
 mod flows_api;
@@ -211,6 +212,7 @@ pub fn open_with(data: &std::path::Path, database: Option<&str>) -> anyhow::Resu
         rollouts: Default::default(),
         guard: Default::default(),
         connections: Default::default(),
+        writes: Default::default(),
     };
     state
         .recompile()

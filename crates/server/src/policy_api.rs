@@ -73,18 +73,6 @@ fn object_from_body(kind: &str, name: &str, mut body: Value) -> ApiResult<Object
         .ok_or_else(|| ApiError::invalid("(body)", "no object"))
 }
 
-fn parse_stored(o: &StoredObject) -> ApiResult<Object> {
-    let (mut objs, errs) = parse_file(&format!("{}/{}", o.kind, o.name), &o.yaml);
-    if !errs.is_empty() {
-        return Err(ApiError::Internal(format!(
-            "stored object {}/{} no longer parses",
-            o.kind, o.name
-        )));
-    }
-    objs.pop()
-        .ok_or_else(|| ApiError::Internal("empty stored object".into()))
-}
-
 fn check_kind(kind: &str) -> ApiResult<()> {
     if KINDS.contains(&kind) {
         Ok(())
@@ -134,48 +122,19 @@ pub async fn get_object(
     })?)?))
 }
 
-/// Checks the draft as it would be after `change` and stores it with its audit entry.
+/// Stores one draft change through the control service (authorized on the data, the
+/// whole resulting draft checked).
 fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> ApiResult<()> {
-    {
-        let mut c = lock(&s.control)?;
-        let mut draft = c.draft_objects()?;
-        let ruleset = match &change {
-            Change::PutObject { kind, name, .. } | Change::DeleteObject { kind, name }
-                if kind == "ruleset" =>
-            {
-                Some(name.clone())
-            }
-            _ => None,
-        };
-        if let Some(name) = &ruleset
-            && p.role == Role::AppOwner
-        {
-            p.may_write_rules(&policy_of(&draft)?, name)?;
-        }
-        match &change {
-            Change::PutObject { kind, name, yaml } => {
-                draft.retain(|o| !(o.kind == *kind && o.name == *name));
-                draft.push(StoredObject {
-                    kind: kind.clone(),
-                    name: name.clone(),
-                    yaml: yaml.clone(),
-                    updated_ms: 0,
-                    updated_by: String::new(),
-                });
-            }
-            Change::DeleteObject { kind, name } => {
-                draft.retain(|o| !(o.kind == *kind && o.name == *name))
-            }
-            _ => {}
-        }
-        // The whole draft must stay valid: a reference to a deleted group is refused here.
-        let after = policy_of(&draft)?;
-        if let Some(name) = &ruleset {
-            p.may_write_rules(&after, name)?;
-        }
-        c.apply(&[change], &p.audit(action))?;
-    }
-    s.recompile()
+    crate::control::commit(
+        s,
+        p,
+        &p.audit(action),
+        crate::control::Mutation::Draft {
+            changes: vec![change],
+            create_only: false,
+        },
+    )
+    .map(|_| ())
 }
 
 pub async fn put_object(
@@ -199,9 +158,6 @@ pub async fn put_object(
     }
     let (k, n) = (kind.clone(), name.clone());
     blocking(move || {
-        if let Some(old) = lock(&s.control)?.draft_object(&k, &n)? {
-            p.may_write_object(&parse_stored(&old)?)?;
-        }
         change_draft(
             &s,
             &p,
@@ -228,10 +184,9 @@ pub async fn delete_object(
     check_kind(&kind)?;
     let (k, n) = (kind.clone(), name.clone());
     blocking(move || {
-        let old = lock(&s.control)?
+        lock(&s.control)?
             .draft_object(&k, &n)?
             .ok_or_else(|| ApiError::NotFound(format!("{k}/{n}")))?;
-        p.may_write_object(&parse_stored(&old)?)?;
         change_draft(
             &s,
             &p,
@@ -275,11 +230,12 @@ pub async fn push_draft(
     let objects = objects_of(&policy);
     let count = objects.len();
     blocking(move || {
-        lock(&s.control)?.apply(
-            &[Change::ReplaceDraft { objects }],
+        crate::control::commit(
+            &s,
+            &p,
             &p.audit("draft.replace"),
-        )?;
-        s.recompile()
+            crate::control::Mutation::ReplaceDraft(objects),
+        )
     })
     .await?;
     Ok(Json(serde_json::json!({ "objects": count })))
@@ -372,53 +328,11 @@ pub struct ProvisionRequest {
     pub confirm: bool,
 }
 
-/// What provisioning the draft would change, in rules: shown before the button.
-#[derive(Debug, Serialize)]
-pub struct Impact {
-    pub rules_before: usize,
-    pub rules_after: usize,
-    pub allow_rules_before: usize,
-    pub allow_rules_after: usize,
-    /// The draft allows nothing at all (empty, or deny rules only).
-    pub allows_nothing: bool,
-    /// Provisioning needs `confirm: true`, and why.
-    pub confirm_required: Option<String>,
-}
-
-fn rule_counts(p: &Policy) -> (usize, usize) {
-    let rules = p.rulesets.iter().flat_map(|rs| rs.rules.iter());
-    let allows = rules
-        .clone()
-        .filter(|r| r.action == bulkhead_model::Action::Allow)
-        .count();
-    (rules.count(), allows)
-}
-
-fn impact(provisioned: Option<&Policy>, draft: &Policy) -> Impact {
-    let (rules_before, allow_rules_before) = provisioned.map(rule_counts).unwrap_or_default();
-    let (rules_after, allow_rules_after) = rule_counts(draft);
-    let allows_nothing = allow_rules_after == 0;
-    let confirm_required = allows_nothing.then(|| {
-        if allow_rules_before > 0 {
-            format!(
-                "the draft drops every allow rule ({allow_rules_before} in the provisioned version): enforced workloads would drop every connection but the failsafe ports"
-            )
-        } else {
-            "the draft allows nothing: enforced workloads would drop every connection but the failsafe ports".to_string()
-        }
-    });
-    Impact {
-        rules_before,
-        rules_after,
-        allow_rules_before,
-        allow_rules_after,
-        allows_nothing,
-        confirm_required,
-    }
-}
-
 /// `GET /api/v1/provision/impact`: what provisioning the draft now would change.
-pub async fn provision_impact(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Impact>> {
+pub async fn provision_impact(
+    State(s): State<AppState>,
+    _p: Principal,
+) -> ApiResult<Json<crate::control::Impact>> {
     blocking(move || {
         let (draft, latest) = {
             let c = lock(&s.control)?;
@@ -426,7 +340,7 @@ pub async fn provision_impact(State(s): State<AppState>, _p: Principal) -> ApiRe
         };
         let draft = policy_of(&draft)?;
         let provisioned = latest.map(|v| policy_of(&v.objects)).transpose()?;
-        Ok(Json(impact(provisioned.as_ref(), &draft)))
+        Ok(Json(crate::control::impact(provisioned.as_ref(), &draft)))
     })
     .await
 }
@@ -444,25 +358,18 @@ pub async fn provision(
         ));
     }
     blocking(move || {
-        let meta = {
-            let mut c = lock(&s.control)?;
-            let draft = policy_of(&c.draft_objects()?)?;
-            let provisioned = c
-                .latest_version()?
-                .map(|v| policy_of(&v.objects))
-                .transpose()?;
-            if let Some(why) = impact(provisioned.as_ref(), &draft).confirm_required
-                && !r.confirm
-            {
-                return Err(ApiError::invalid(
-                    "confirm",
-                    format!("{why}; send \"confirm\": true to provision it anyway"),
-                ));
-            }
-            c.provision(r.comment.trim(), &p.audit("provision"))?
-        };
-        s.recompile()?;
-        Ok(Json(meta))
+        match crate::control::commit(
+            &s,
+            &p,
+            &p.audit("provision"),
+            crate::control::Mutation::Provision {
+                comment: r.comment.trim().to_string(),
+                confirm: r.confirm,
+            },
+        )? {
+            crate::control::Committed::Version(meta) => Ok(Json(meta)),
+            other => Err(ApiError::Internal(format!("provision committed {other:?}"))),
+        }
     })
     .await
 }
@@ -520,13 +427,12 @@ pub async fn revert(
 ) -> ApiResult<Json<Value>> {
     p.require(&[Role::Admin, Role::Secops], "revert the draft")?;
     blocking(move || {
-        {
-            let mut c = lock(&s.control)?;
-            c.version(id)?
-                .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?;
-            c.revert_draft_to(id, &p.audit("draft.revert"))?;
-        }
-        s.recompile()?;
+        crate::control::commit(
+            &s,
+            &p,
+            &p.audit("draft.revert"),
+            crate::control::Mutation::Revert(id),
+        )?;
         Ok(Json(serde_json::json!({ "draft_reverted_to": id })))
     })
     .await

@@ -66,13 +66,17 @@ async fn set(
         } else {
             "workload.release"
         };
-        crate::inventory_api::apply_releasing(
+        crate::control::commit(
             &s2,
-            vec![Change::PutWorkload {
-                name: n.clone(),
-                json: w.to_string(),
-            }],
+            &p,
             &p.audit(action),
+            crate::control::Mutation::Inventory {
+                changes: vec![Change::PutWorkload {
+                    name: n.clone(),
+                    json: w.to_string(),
+                }],
+                release: true,
+            },
         )?;
         let now = now_ms();
         let title = if quarantine {

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use bulkhead_model::{Bucket, FlowSummary, Labels};
 use bulkhead_policy::{CompiledPolicy, Object, format::format_object};
 use bulkhead_recommend::{CoverageOptions, Granularity, Options, coverage, recommend};
-use bulkhead_store::control::{Change, StoredObject};
+use bulkhead_store::control::Change;
 use bulkhead_store::{FlowQuery, FlowStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -156,9 +156,6 @@ pub async fn create(
             .collect();
         let mut applied = false;
         if apply && !objects.is_empty() {
-            for o in &objects {
-                p.may_write_object(o)?;
-            }
             let changes: Vec<Change> = objects
                 .iter()
                 .map(|o| Change::PutObject {
@@ -167,37 +164,17 @@ pub async fn create(
                     yaml: format_object(o),
                 })
                 .collect();
-            let mut c = lock(&s.control)?;
-            // The same rule as every draft write: the whole resulting draft must check.
-            let mut after = c.draft_objects()?;
-            // Proposed names were free in the draft read above; if someone took one since,
-            // writing would replace their object: refuse, and let the caller ask again.
-            if let Some(taken) = after.iter().find(|o| {
-                objects
-                    .iter()
-                    .any(|n| n.kind() == o.kind && n.name() == o.name)
-            }) {
-                return Err(ApiError::Conflict(format!(
-                    "the draft changed meanwhile ({}/{} now exists); recommend again",
-                    taken.kind, taken.name
-                )));
-            }
-            for ch in &changes {
-                if let Change::PutObject { kind, name, yaml } = ch {
-                    after.retain(|o| !(o.kind == *kind && o.name == *name));
-                    after.push(StoredObject {
-                        kind: kind.clone(),
-                        name: name.clone(),
-                        yaml: yaml.clone(),
-                        updated_ms: 0,
-                        updated_by: String::new(),
-                    });
-                }
-            }
-            policy_of(&after)?;
-            c.apply(&changes, &p.audit("recommendation.apply"))?;
-            drop(c);
-            s.recompile()?;
+            // Proposed names were free in the draft the proposal was made against; if
+            // someone took one since, writing would replace their object: refused.
+            crate::control::commit(
+                &s,
+                &p,
+                &p.audit("recommendation.apply"),
+                crate::control::Mutation::Draft {
+                    changes,
+                    create_only: true,
+                },
+            )?;
             applied = true;
         }
         Ok(Json(json!({

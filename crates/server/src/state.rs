@@ -42,6 +42,9 @@ pub struct AppState {
     pub guard: Arc<crate::guard::Guard>,
     /// Connections the listeners turned away.
     pub connections: Arc<crate::listener::ConnectionStats>,
+    /// Bumped by every write through the control service (under the store's lock): a
+    /// validation made on an older snapshot is stale.
+    pub writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and

@@ -811,3 +811,52 @@ async fn provisioning_a_draft_that_allows_nothing_needs_confirm() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
+
+/// Validation runs outside the store's lock on a snapshot; a write that landed in
+/// between makes the snapshot stale, and the change is validated again. Ten workloads
+/// racing for one address: exactly one gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writes_are_validated_against_each_other() {
+    let api = std::sync::Arc::new(Api::new());
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!([{"name": format!("racer-{i}"), "kind": "vm", "managed": true,
+                "addresses": ["10.7.7.7"], "labels": {"app": "race"}, "mode": "monitor"}]);
+            let admin = api.admin.clone();
+            api.call(
+                Some(&admin),
+                Method::POST,
+                "/api/v1/workloads/import",
+                Some(body),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_REQUEST),
+        "{statuses:?}"
+    );
+    let (_, list) = api
+        .call(
+            Some(&api.admin),
+            Method::GET,
+            "/api/v1/workloads?labels=app=race",
+            None,
+        )
+        .await;
+    assert_eq!(list["total"], json!(1), "{list}");
+}

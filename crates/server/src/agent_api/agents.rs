@@ -79,45 +79,44 @@ pub async fn approve_agent(
     let audit = p.audit("agent.approve");
     let s2 = s.clone();
     let agent = blocking(move || {
-        let mut c = lock(&s2.control)?;
-        let agent = c
-            .agent(id)?
-            .ok_or_else(|| ApiError::NotFound(format!("agent {id}")))?;
-        if agent.pending.is_none() {
-            return Err(ApiError::Conflict(format!(
-                "agent {id} is not waiting for approval"
-            )));
-        }
-        let host: bulkhead_api::HostInfo = serde_json::from_str(&agent.host_json)
-            .map_err(|e| ApiError::Internal(format!("agent {id}'s host: {e}")))?;
-        let profile = agent
-            .pairing_profile_id
-            .map(|pid| c.pairing_profile(pid))
-            .transpose()?
-            .flatten();
-        let (labels, mode) = profile.map_or((Labels::new(), EnforcementMode::Monitor), |p| {
-            (p.labels, p.mode)
-        });
-        let existing: Option<Value> = c
-            .workload(&agent.workload)?
-            .and_then(|w| serde_json::from_str(&w.json).ok());
-        let w = match &existing {
-            Some(e) => super::enroll::adopted_json(e, mode, Some(&host.workload_addresses())),
-            None => super::enroll::new_workload_json(&host, &labels, mode)?,
-        };
-        let changes = vec![Change::PutWorkload {
-            name: agent.workload.clone(),
-            json: serde_json::to_string(&w).map_err(|e| ApiError::Internal(e.to_string()))?,
-        }];
-        let changes = crate::inventory_api::checked_changes(&c, changes, true)?;
-        if !c.approve_agent(id, &changes, &audit)? {
-            return Err(ApiError::Conflict(format!(
-                "agent {id} is not waiting for approval"
-            )));
-        }
-        drop(c);
-        s2.recompile()?;
-        Ok(agent)
+        crate::control::write(&s2, |c| {
+            let agent = c
+                .agent(id)?
+                .ok_or_else(|| ApiError::NotFound(format!("agent {id}")))?;
+            if agent.pending.is_none() {
+                return Err(ApiError::Conflict(format!(
+                    "agent {id} is not waiting for approval"
+                )));
+            }
+            let host: bulkhead_api::HostInfo = serde_json::from_str(&agent.host_json)
+                .map_err(|e| ApiError::Internal(format!("agent {id}'s host: {e}")))?;
+            let profile = agent
+                .pairing_profile_id
+                .map(|pid| c.pairing_profile(pid))
+                .transpose()?
+                .flatten();
+            let (labels, mode) = profile.map_or((Labels::new(), EnforcementMode::Monitor), |p| {
+                (p.labels, p.mode)
+            });
+            let existing: Option<Value> = c
+                .workload(&agent.workload)?
+                .and_then(|w| serde_json::from_str(&w.json).ok());
+            let w = match &existing {
+                Some(e) => super::enroll::adopted_json(e, mode, Some(&host.workload_addresses())),
+                None => super::enroll::new_workload_json(&host, &labels, mode)?,
+            };
+            let changes = vec![Change::PutWorkload {
+                name: agent.workload.clone(),
+                json: serde_json::to_string(&w).map_err(|e| ApiError::Internal(e.to_string()))?,
+            }];
+            let changes = crate::inventory_api::checked_changes(&c.workloads()?, changes, true)?;
+            if !c.approve_agent(id, &changes, &audit)? {
+                return Err(ApiError::Conflict(format!(
+                    "agent {id} is not waiting for approval"
+                )));
+            }
+            Ok(agent)
+        })
     })
     .await?;
     Ok(Json(json!({ "approved": id, "workload": agent.workload })))

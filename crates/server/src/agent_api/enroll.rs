@@ -160,75 +160,76 @@ pub async fn enroll(
     let name = req.host.hostname.clone();
     let s2 = s.clone();
     let agent = blocking(move || {
-        // One lock from the key check to the write: nothing can change what was
-        // decided in between.
-        let mut c = lock(&s2.control)?;
-        let now = now_ms();
-        let profile = c
-            .pairing_profile_by_key(&key_hash, now)?
-            .map_err(|refusal| ApiError::EnrollmentRefused(refusal.to_string()))?;
-        let existing_json: Option<Value> = c
-            .workload(&name)?
-            .and_then(|w| serde_json::from_str(&w.json).ok());
-        let inventory = s2.current().inventory.clone();
-        let has_agent = c.agents()?.iter().any(|a| a.workload == name);
-        let host_addresses = req.host.workload_addresses();
-        let admitted = admission(
-            &profile,
-            &name,
-            inventory.by_name(&name),
-            has_agent,
-            &host_addresses,
-        )
-        .map_err(ApiError::EnrollmentRefused)?;
-        let (pending, changes) = match (&admitted, &existing_json) {
-            (Admission::Pending(why), _) => (Some(why.clone()), Vec::new()),
-            (Admission::Adopt, Some(existing)) => {
-                (None, vec![adopted_json(existing, profile.mode, None)])
-            }
-            _ => (
-                None,
-                vec![new_workload_json(&req.host, &profile.labels, profile.mode)?],
-            ),
-        };
-        let changes = changes
-            .into_iter()
-            .map(|w| {
-                Ok(Change::PutWorkload {
-                    name: name.clone(),
-                    json: serde_json::to_string(&w)
-                        .map_err(|e| ApiError::Internal(e.to_string()))?,
+        // One step under the lock from the key check to the write: nothing can change
+        // what was decided in between.
+        crate::control::write(&s2, |c| {
+            let now = now_ms();
+            let profile = c
+                .pairing_profile_by_key(&key_hash, now)?
+                .map_err(|refusal| ApiError::EnrollmentRefused(refusal.to_string()))?;
+            let existing_json: Option<Value> = c
+                .workload(&name)?
+                .and_then(|w| serde_json::from_str(&w.json).ok());
+            let inventory = s2.current().inventory.clone();
+            let has_agent = c.agents()?.iter().any(|a| a.workload == name);
+            let host_addresses = req.host.workload_addresses();
+            let admitted = admission(
+                &profile,
+                &name,
+                inventory.by_name(&name),
+                has_agent,
+                &host_addresses,
+            )
+            .map_err(ApiError::EnrollmentRefused)?;
+            let (pending, changes) = match (&admitted, &existing_json) {
+                (Admission::Pending(why), _) => (Some(why.clone()), Vec::new()),
+                (Admission::Adopt, Some(existing)) => {
+                    (None, vec![adopted_json(existing, profile.mode, None)])
+                }
+                _ => (
+                    None,
+                    vec![new_workload_json(&req.host, &profile.labels, profile.mode)?],
+                ),
+            };
+            let changes = changes
+                .into_iter()
+                .map(|w| {
+                    Ok(Change::PutWorkload {
+                        name: name.clone(),
+                        json: serde_json::to_string(&w)
+                            .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    })
                 })
-            })
-            .collect::<ApiResult<Vec<_>>>()?;
-        // An inventory the new workload would break (an address another workload
-        // has) is refused here, before anything is written or counted.
-        let changes = crate::inventory_api::checked_changes(&c, changes, true)?;
-        let audit = AuditContext {
-            actor: format!("agent {name} (pairing profile {})", profile.name),
-            source: peer.ip().to_string(),
-            at_ms: now,
-            action: if pending.is_some() {
-                "agent.enroll.pending".into()
-            } else {
-                "agent.enroll".into()
-            },
-        };
-        let (agent, _) = c
-            .enroll_agent(
-                &key_hash,
-                &NewAgent {
-                    workload: name.clone(),
-                    credential_hash,
-                    host_json,
-                    pending,
-                    changes,
+                .collect::<ApiResult<Vec<_>>>()?;
+            // An inventory the new workload would break (an address another workload
+            // has) is refused here, before anything is written or counted.
+            let changes = crate::inventory_api::checked_changes(&c.workloads()?, changes, true)?;
+            let audit = AuditContext {
+                actor: format!("agent {name} (pairing profile {})", profile.name),
+                source: peer.ip().to_string(),
+                at_ms: now,
+                action: if pending.is_some() {
+                    "agent.enroll.pending".into()
+                } else {
+                    "agent.enroll".into()
                 },
-                now,
-                &audit,
-            )?
-            .map_err(|refusal| ApiError::EnrollmentRefused(refusal.to_string()))?;
-        Ok(agent)
+            };
+            let (agent, _) = c
+                .enroll_agent(
+                    &key_hash,
+                    &NewAgent {
+                        workload: name.clone(),
+                        credential_hash,
+                        host_json,
+                        pending,
+                        changes,
+                    },
+                    now,
+                    &audit,
+                )?
+                .map_err(|refusal| ApiError::EnrollmentRefused(refusal.to_string()))?;
+            Ok(agent)
+        })
     })
     .await?;
     let status = match &agent.pending {
@@ -241,8 +242,6 @@ pub async fn enroll(
             StatusCode::ACCEPTED
         }
         None => {
-            let s3 = s.clone();
-            blocking(move || s3.recompile()).await?;
             tracing::info!(
                 "agent {} enrolled for workload {}",
                 agent.id,

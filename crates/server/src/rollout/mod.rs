@@ -339,7 +339,16 @@ fn set_modes(
             });
         }
     }
-    crate::inventory_api::apply_as(s, changes, audit)
+    crate::control::commit(
+        s,
+        &Principal::system(),
+        audit,
+        crate::control::Mutation::Inventory {
+            changes,
+            release: false,
+        },
+    )
+    .map(|_| ())
 }
 
 /// How quiet the rollout's workloads are: alerts whose either end carries the selector.
