@@ -20,7 +20,10 @@ pub enum AlertError {
         source: std::io::Error,
     },
     #[error("http exchange with {addr}: {source}")]
-    Http { addr: String, source: hyper::Error },
+    Http {
+        addr: String,
+        source: reqwest::Error,
+    },
     #[error("{addr} answered http {status}")]
     Status { addr: String, status: u16 },
     #[error("{addr} did not complete within {timeout:?}")]

@@ -2,13 +2,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use sha2::Sha256;
-use tokio::net::TcpStream;
 
 use crate::error::{Failure, with_retries};
 use crate::{AlertError, AlertEvent, Delivery, RetryPolicy};
@@ -17,42 +12,46 @@ type HmacSha256 = Hmac<Sha256>;
 
 const SIGNATURE_PREFIX: &str = "sha256=";
 
-/// `url` with the password of its `user:password@` part replaced by `***`, for errors:
-/// they end up in logs and terminals. Everything between the first `:` after the scheme
-/// and the last `@` goes, so a password holding a raw `/`, `?` or `@` is hidden too (at
-/// worst a URL with an `@` in its path loses a little more than its password).
+/// How errors show a webhook URL: its password, path and query hidden. Errors end up
+/// in logs and terminals, and chat and incident tools put their secret in the path
+/// (the password and the query may hold one too).
 fn without_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
+        return "(not a url)".to_owned();
     };
     let rest = &url[scheme_end..];
-    match (rest.find(':'), rest.rfind('@')) {
+    // The authority ends at the first '/', '?' or '#' after the last '@' (a password
+    // may hold any of them).
+    let after_at = rest.rfind('@').map_or(0, |i| i + 1);
+    let end = rest[after_at..]
+        .find(['/', '?', '#'])
+        .map_or(rest.len(), |i| after_at + i);
+    let authority = &rest[..end];
+    let authority = match (authority.find(':'), authority.rfind('@')) {
         (Some(colon), Some(at)) if colon < at => {
-            format!(
-                "{}{}:***{}",
-                &url[..scheme_end],
-                &rest[..colon],
-                &rest[at..]
-            )
+            format!("{}:***{}", &authority[..colon], &authority[at..])
         }
-        _ => url.to_owned(),
-    }
+        _ => authority.to_owned(),
+    };
+    let hidden = if end < rest.len() { "/…" } else { "" };
+    format!("{}{authority}{hidden}", &url[..scheme_end])
 }
 
-/// POSTs each event as JSON to one URL, signed with HMAC-SHA256 (see the crate README).
+/// POSTs each event as JSON to one URL (`https://`, or `http://` on a trusted network),
+/// signed with HMAC-SHA256 (see the crate README), through reqwest over rustls: the
+/// system's trust store, plus any CA given with [`WebhookSink::with_root_certificates`].
 ///
 /// One connection per attempt: alerts are rare enough that keeping connections alive
 /// would buy nothing but stale-connection failures.
 pub struct WebhookSink {
     name: String,
     url: String,
-    host: String,
-    port: u16,
-    host_header: HeaderValue,
-    path: String,
+    target: reqwest::Url,
     secret: Vec<u8>,
     retry: RetryPolicy,
     timeout: Duration,
+    extra_roots: Vec<reqwest::Certificate>,
+    client: reqwest::Client,
 }
 
 impl fmt::Debug for WebhookSink {
@@ -67,56 +66,80 @@ impl fmt::Debug for WebhookSink {
     }
 }
 
+/// rustls needs one process-wide crypto provider; Bulkhead uses ring everywhere.
+fn crypto_provider() {
+    // An error only says one is installed already (ours, or the embedding program's).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn client(roots: &[reqwest::Certificate]) -> Result<reqwest::Client, reqwest::Error> {
+    crypto_provider();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("bulkhead-alerts/", env!("CARGO_PKG_VERSION")))
+        .tls_certs_merge(roots.iter().cloned())
+        .build()
+}
+
 impl WebhookSink {
-    /// A sink for an `http://` URL. `https://` is refused: no TLS backend is built in
-    /// yet, and silently sending alerts in clear text to an https URL would be worse.
+    /// A sink for an `https://` (or `http://`) URL. Credentials in the URL are refused:
+    /// the secret signs the body instead.
     pub fn new(url: &str, secret: impl Into<Vec<u8>>) -> Result<Self, AlertError> {
         let invalid = |reason| AlertError::InvalidUrl {
             url: without_password(url),
             reason,
         };
-        let uri: Uri = url.parse().map_err(|_| invalid("not a url"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(invalid("https is not supported yet (no tls backend)")),
-            _ => return Err(invalid("the scheme must be http")),
+        let target = reqwest::Url::parse(url).map_err(|_| invalid("not a url"))?;
+        if !matches!(target.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be https or http"));
         }
-        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-        if authority.as_str().contains('@') {
+        if !target.username().is_empty() || target.password().is_some() {
             return Err(invalid(
                 "credentials in the url are not supported; use the secret",
             ));
         }
-        let host = authority.host();
-        if host.is_empty() {
-            return Err(invalid("no host"));
-        }
-        let port = authority.port_u16().unwrap_or(80);
-        let host_header =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("bad host"))?;
-        let path = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let host = match target.host_str() {
+            Some(h) if !h.is_empty() => h.to_owned(),
+            _ => return Err(invalid("no host")),
+        };
+        let authority = match target.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        };
+        let client = client(&[]).map_err(|_| invalid("no tls client for it"))?;
         Ok(WebhookSink {
             // Chat and incident tools put the secret in the path: the name (shown in
             // metrics) tells two webhooks of one host apart by a digest of it.
             name: format!(
-                "webhook {} #{}",
-                authority.as_str(),
-                &hex_digest(uri.path().as_bytes())[..8]
+                "webhook {authority} #{}",
+                &hex_digest(target.path().as_bytes())[..8]
             ),
             url: url.to_owned(),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-            host_header,
-            path,
+            target,
             secret: secret.into(),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(10),
+            extra_roots: Vec::new(),
+            client,
         })
+    }
+
+    /// Also trusts the CA certificates in `pem` (a private CA in front of an internal
+    /// receiver), besides the system's.
+    pub fn with_root_certificates(mut self, pem: &[u8]) -> Result<Self, AlertError> {
+        let invalid = |reason| AlertError::InvalidUrl {
+            url: without_password(&self.url),
+            reason,
+        };
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|_| invalid("the CA file holds no PEM certificate"))?;
+        if certs.is_empty() {
+            return Err(invalid("the CA file holds no PEM certificate"));
+        }
+        self.extra_roots.extend(certs);
+        self.client = client(&self.extra_roots).map_err(|_| invalid("no tls client for it"))?;
+        Ok(self)
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -148,7 +171,7 @@ impl WebhookSink {
     /// Delivers one event, retrying connection errors, timeouts, 429 and 5xx.
     pub async fn deliver(&self, event: &AlertEvent) -> Delivery {
         let body = match serde_json::to_vec(event) {
-            Ok(b) => Bytes::from(b),
+            Ok(b) => b,
             Err(e) => {
                 return Delivery {
                     attempts: 1,
@@ -161,71 +184,52 @@ impl WebhookSink {
         with_retries(&self.retry, move || self.post(body, kind)).await
     }
 
-    async fn post(&self, body: &Bytes, kind: &HeaderValue) -> Result<(), Failure> {
-        let addr = || format!("{}:{}", self.host, self.port);
-        match tokio::time::timeout(self.timeout, self.exchange(body, kind)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::retry(AlertError::Timeout {
-                addr: addr(),
-                timeout: self.timeout,
-            })),
-        }
-    }
-
-    async fn exchange(&self, body: &Bytes, kind: &HeaderValue) -> Result<(), Failure> {
-        let addr = || format!("{}:{}", self.host, self.port);
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| {
-                Failure::retry(AlertError::Connect {
-                    addr: addr(),
-                    source,
-                })
-            })?;
-        let _ = stream.set_nodelay(true);
-        let http = |source| {
-            Failure::retry(AlertError::Http {
-                addr: addr(),
-                source,
-            })
+    async fn post(&self, body: &[u8], kind: &HeaderValue) -> Result<(), Failure> {
+        let addr = || {
+            let host = self.target.host_str().unwrap_or_default();
+            match self.target.port_or_known_default() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            }
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
         // Signed per attempt, so a retry carries a fresh timestamp and passes a
         // receiver's replay window.
         let ts = unix_secs().to_string();
         let signature = sign(&self.secret, &ts, body);
-        let request = Request::post(self.path.as_str())
-            .header(HOST, self.host_header.clone())
+        let sent = self
+            .client
+            .post(self.target.clone())
+            .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("bulkhead-alerts/", env!("CARGO_PKG_VERSION")),
-            )
             .header("x-bulkhead-event", kind.clone())
             .header("x-bulkhead-timestamp", ts)
             .header("x-bulkhead-signature", signature)
-            .body(Full::new(body.clone()))
-            .map_err(|_| {
-                Failure::fatal(AlertError::InvalidUrl {
-                    url: self.url.clone(),
-                    reason: "cannot build a request for it",
-                })
-            })?;
-        // The connection future does the I/O; it is polled only until the response
-        // head arrives, and dropping it closes the socket. It may finish first when the
-        // server answers and closes at once: the response is then already in hand.
-        let mut conn = std::pin::pin!(conn);
-        let mut exchange = std::pin::pin!(sender.send_request(request));
-        let response = tokio::select! {
-            r = &mut exchange => r,
-            r = &mut conn => match r {
-                Ok(()) => exchange.await,
-                Err(e) => Err(e),
-            },
-        }
-        .map_err(http)?;
+            .body(body.to_vec())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(Failure::retry(AlertError::Timeout {
+                    addr: addr(),
+                    timeout: self.timeout,
+                }));
+            }
+            // A certificate the trust store refuses will not be accepted next time
+            // either: dead-lettered now rather than retried.
+            Err(e) if is_certificate_error(&e) => {
+                return Err(Failure::fatal(AlertError::Http {
+                    addr: addr(),
+                    source: e.without_url(),
+                }));
+            }
+            Err(e) => {
+                return Err(Failure::retry(AlertError::Http {
+                    addr: addr(),
+                    source: e.without_url(),
+                }));
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -240,6 +244,24 @@ impl WebhookSink {
             Err(Failure::fatal(error))
         }
     }
+}
+
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        // An io::Error's source() skips the error it wraps: look inside it first.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// The `X-Bulkhead-Signature` value for a body sent at `timestamp` (Unix seconds, as
@@ -344,12 +366,20 @@ mod tests {
     #[test]
     fn url_errors_hide_the_password() {
         for (url, shown) in [
-            ("http://u:pw@127.0.0.1/h", "http://u:***@127.0.0.1/h"),
-            ("http://u:p/w?x@127.0.0.1:81/", "http://u:***@127.0.0.1:81/"),
-            ("http://u:p@w@h/", "http://u:***@h/"),
-            ("http://u@127.0.0.1:81/h", "http://u@127.0.0.1:81/h"),
-            ("http://127.0.0.1:81/h?a=b", "http://127.0.0.1:81/h?a=b"),
-            ("not a url", "not a url"),
+            ("http://u:pw@127.0.0.1/h", "http://u:***@127.0.0.1/…"),
+            (
+                "http://u:p/w?x@127.0.0.1:81/",
+                "http://u:***@127.0.0.1:81/…",
+            ),
+            ("http://u:p@w@h/", "http://u:***@h/…"),
+            ("http://u@127.0.0.1:81/h", "http://u@127.0.0.1:81/…"),
+            (
+                "https://hooks.example/services/T0/B0/XYZ",
+                "https://hooks.example/…",
+            ),
+            ("http://127.0.0.1:81?token=a", "http://127.0.0.1:81/…"),
+            ("http://127.0.0.1:81", "http://127.0.0.1:81"),
+            ("not a url", "(not a url)"),
         ] {
             assert_eq!(without_password(url), shown);
         }
@@ -417,21 +447,25 @@ mod tests {
 
     #[test]
     fn url_checks() {
-        assert!(WebhookSink::new("https://example.invalid/x", "s").is_err());
+        // https is what chat and incident tools accept; both schemes are taken.
+        assert!(WebhookSink::new("https://example.invalid/x", "s").is_ok());
         assert!(WebhookSink::new("ftp://h/x", "s").is_err());
         assert!(WebhookSink::new("http://u:p@h/x", "s").is_err());
         assert!(WebhookSink::new("not a url", "s").is_err());
         let s = WebhookSink::new("http://127.0.0.1:8080/hook?token=t", "s").unwrap();
-        assert_eq!(
-            (s.host.as_str(), s.port, s.path.as_str()),
-            ("127.0.0.1", 8080, "/hook?token=t")
-        );
+        assert_eq!(s.target.as_str(), "http://127.0.0.1:8080/hook?token=t");
         assert!(s.name().starts_with("webhook 127.0.0.1:8080 #"));
         assert!(!s.name().contains("hook?") && !s.name().contains("/hook"));
         let other = WebhookSink::new("http://127.0.0.1:8080/other", "s").unwrap();
         assert_ne!(s.name(), other.name());
         assert!(!format!("{s:?}").contains("\"s\""));
         let s = WebhookSink::new("http://[::1]/", "s").unwrap();
-        assert_eq!((s.host.as_str(), s.port), ("::1", 80));
+        assert!(s.name().starts_with("webhook [::1] #"), "{}", s.name());
+        assert!(
+            WebhookSink::new("https://h/x", "s")
+                .unwrap()
+                .with_root_certificates(b"not pem")
+                .is_err()
+        );
     }
 }

@@ -183,6 +183,12 @@ pub struct SinkArgs {
     /// A file holding the webhook signing secret (a trailing newline is not part of it).
     #[arg(long, env = "BULKHEAD_WEBHOOK_SECRET_FILE", value_name = "PATH")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// CA certificates (PEM) that https webhooks may also chain to, besides the
+    /// system's trust store (a receiver behind a private CA).
+    #[arg(long, env = "BULKHEAD_WEBHOOK_CA_FILE", value_name = "PATH")]
+    pub webhook_ca_file: Option<PathBuf>,
+    #[arg(skip)]
+    webhook_ca: Option<Vec<u8>>,
     /// Syslog collector host:port, repeatable.
     #[arg(long, env = "BULKHEAD_SYSLOG", value_delimiter = ',')]
     pub syslog: Vec<String>,
@@ -239,8 +245,19 @@ impl SinkArgs {
             Some(path) => Some(read_secret(&path)?),
             None => secret,
         };
+        if let Some(path) = &self.webhook_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("--webhook-ca-file {}: {e}", path.display())))?;
+            self.webhook_ca = Some(pem);
+        }
         for url in &self.webhook {
-            if let Err(e) = bulkhead_alerts::WebhookSink::new(url, Vec::new()) {
+            let checked = bulkhead_alerts::WebhookSink::new(url, Vec::new()).and_then(|w| {
+                match &self.webhook_ca {
+                    Some(pem) => w.with_root_certificates(pem),
+                    None => Ok(w),
+                }
+            });
+            if let Err(e) = checked {
                 return Err(invalid(format!("--webhook: {e}")));
             }
         }
@@ -258,6 +275,7 @@ impl SinkArgs {
         Ok(bulkhead_server::Notifier {
             mailer,
             webhook_secret: self.webhook_secret.clone().map(String::into_bytes),
+            webhook_ca: self.webhook_ca.clone(),
         })
     }
 
@@ -265,6 +283,7 @@ impl SinkArgs {
         bulkhead_server::AlertSinks {
             webhooks: self.webhook.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            webhook_ca: self.webhook_ca.clone(),
             syslog: self.syslog.clone(),
             syslog_tcp: self.syslog_tcp,
             syslog_cef: self.syslog_cef,

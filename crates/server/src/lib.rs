@@ -320,6 +320,8 @@ pub fn stop_collectors(state: &AppState) {
 pub struct AlertSinks {
     pub webhooks: Vec<String>,
     pub webhook_secret: Option<String>,
+    /// Extra CA certificates (PEM) https webhooks may chain to.
+    pub webhook_ca: Option<Vec<u8>>,
     pub syslog: Vec<String>,
     pub syslog_tcp: bool,
     pub syslog_cef: bool,
@@ -336,7 +338,11 @@ pub fn start_alert_sinks(state: &AppState, sinks: &AlertSinks) -> anyhow::Result
             )
         })?;
         let sink = WebhookSink::new(url, secret.into_bytes())
-            .map_err(|e| anyhow::anyhow!("webhook {url}: {e}"))?;
+            .and_then(|w| match &sinks.webhook_ca {
+                Some(pem) => w.with_root_certificates(pem),
+                None => Ok(w),
+            })
+            .map_err(|e| anyhow::anyhow!("webhook: {e}"))?;
         all.push(Arc::new(sink));
     }
     for addr in &sinks.syslog {

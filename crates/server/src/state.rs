@@ -235,4 +235,6 @@ pub struct Notifier {
     pub mailer: Option<bulkhead_alerts::Mailer>,
     /// Signs owners' webhooks (the server's webhook secret).
     pub webhook_secret: Option<Vec<u8>>,
+    /// Extra CA certificates (PEM) https webhooks may chain to.
+    pub webhook_ca: Option<Vec<u8>>,
 }

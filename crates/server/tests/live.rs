@@ -123,6 +123,7 @@ async fn live_traffic_becomes_flows_and_alerts_that_reach_the_sinks() {
         &bulkhead_server::AlertSinks {
             webhooks: vec![format!("http://{hook_addr}/hook")],
             webhook_secret: Some(SECRET.into()),
+            webhook_ca: None,
             syslog: vec![syslog.local_addr().unwrap().to_string()],
             syslog_tcp: false,
             syslog_cef: false,

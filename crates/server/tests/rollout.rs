@@ -147,6 +147,7 @@ async fn lab() -> Lab {
     state.notifier = Arc::new(bulkhead_server::Notifier {
         mailer: Some(bulkhead_alerts::Mailer::new(&relay, "bulkhead@example.com").unwrap()),
         webhook_secret: Some(b"owner-secret".to_vec()),
+        webhook_ca: None,
     });
     let workloads = json!([
         {"name": "pay-web", "kind": "vm", "managed": true, "addresses": ["10.0.1.1"], "labels": {"app": "payments", "role": "web"}, "mode": "idle"},

@@ -583,13 +583,27 @@ async fn deliver(s: &AppState, outgoing: Vec<Outgoing>) {
         }
         for owner in &r.owners {
             if let (Some(url), Some(secret)) = (&owner.webhook, &notifier.webhook_secret) {
-                match bulkhead_alerts::WebhookSink::new(url, secret.clone()) {
+                // The URL is not logged: its path is often the receiver's secret.
+                let sink = bulkhead_alerts::WebhookSink::new(url, secret.clone()).and_then(|w| {
+                    match &notifier.webhook_ca {
+                        Some(pem) => w.with_root_certificates(pem),
+                        None => Ok(w),
+                    }
+                });
+                match sink {
                     Ok(sink) => {
                         if let Err(e) = sink.deliver(&event).await.result {
-                            tracing::warn!("rollout {} notice to {url}: {e}", r.name);
+                            tracing::warn!(
+                                "rollout {} notice to {}'s webhook ({}): {e}",
+                                r.name,
+                                owner.name,
+                                sink.name()
+                            );
                         }
                     }
-                    Err(e) => tracing::warn!("rollout {} owner webhook {url}: {e}", r.name),
+                    Err(e) => {
+                        tracing::warn!("rollout {} owner {}'s webhook: {e}", r.name, owner.name)
+                    }
                 }
             }
         }
