@@ -11,7 +11,7 @@ use bulkhead_api::{
     AgentEvent, AgentEvents, AgentStatus, EnrollRequest, EnrollResponse, FlowBatch, FlowBatchAck,
     Heartbeat, HeartbeatResponse, HostFlow, HostInfo, LoggedPacket, WirePolicy,
 };
-use hyper::Method;
+use reqwest::Method;
 
 use crate::client::{Client, ClientError};
 use crate::enforcer::Enforcer;
@@ -262,17 +262,17 @@ pub async fn run(
 /// name that does not resolve now (DNS down at boot) gives none: the restored table
 /// then holds what the policy says, and the next policy from the server adds them.
 async fn control_plane(server: &str) -> Vec<std::net::SocketAddr> {
-    let Ok(uri) = server.parse::<hyper::Uri>() else {
+    let Ok(url) = reqwest::Url::parse(server) else {
         return Vec::new();
     };
-    let Some(host) = uri.host() else {
+    let Some(host) = url.host_str() else {
         return Vec::new();
     };
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = uri.port_u16().unwrap_or(443);
+    let port = url.port_or_known_default().unwrap_or(443);
     match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(addrs) => {
             let mut v: Vec<_> = addrs.collect();

@@ -1,13 +1,12 @@
 //! HTTPS to the server, trusting exactly one CA: the one whose SHA-256 fingerprint the
-//! agent was given with its pairing key. No public CA, no system trust store.
+//! agent was given with its pairing key. No public CA, no system trust store. The
+//! transport is reqwest (the HTTP client the alert sinks use too) over a rustls
+//! configuration whose only verifier is the pinned CA.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use reqwest::{Method, StatusCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -120,13 +119,10 @@ impl ServerCertVerifier for PinnedCa {
 /// One server, one pinned CA, and (after enrollment) the agent's credential.
 #[derive(Clone)]
 pub struct Client {
-    host: String,
-    port: u16,
+    base: reqwest::Url,
     authority: String,
-    server_name: ServerName<'static>,
-    connector: tokio_rustls::TlsConnector,
+    http: reqwest::Client,
     credential: Option<String>,
-    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -143,26 +139,27 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
         .map_err(|_| ClientError::Fingerprint(text.into()))
 }
 
+/// How long one call may take, connection and TLS handshake included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Client {
     pub fn new(url: &str, ca_fingerprint: &str) -> Result<Client, ClientError> {
-        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
-            ClientError::Url(url.into(), e.to_string())
-        })?;
-        if uri.scheme_str() != Some("https") {
+        let base =
+            reqwest::Url::parse(url).map_err(|e| ClientError::Url(url.into(), e.to_string()))?;
+        if base.scheme() != "https" {
             return Err(ClientError::Url(
                 url.into(),
                 "must start with https:// (agents only talk TLS)".into(),
             ));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| ClientError::Url(url.into(), "no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let server_name = ServerName::try_from(host.clone())
-            .map_err(|e| ClientError::Url(url.into(), e.to_string()))?;
+        let host = base
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| ClientError::Url(url.into(), "no host".into()))?;
+        let authority = match base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = PinnedCa {
             fingerprint: parse_fingerprint(ca_fingerprint)?,
@@ -174,17 +171,21 @@ impl Client {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
+        // One request per connection: at heartbeat rates a pooled connection saves
+        // nothing worth the state it would need across server restarts.
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(CALL_TIMEOUT)
+            .user_agent(concat!("bulkhead-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Protocol("TLS".into(), e.to_string()))?;
         Ok(Client {
-            authority: uri
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| host.clone()),
-            host,
-            port,
-            server_name,
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            base,
+            authority,
+            http,
             credential: None,
-            timeout: Duration::from_secs(15),
         })
     }
 
@@ -197,65 +198,46 @@ impl Client {
         &self.authority
     }
 
-    /// One request on a fresh connection: at heartbeat rates a pooled connection saves
-    /// nothing worth the state it would need across server restarts.
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Bytes, ClientError> {
+    ) -> Result<Vec<u8>, ClientError> {
         let what = format!("{method} {path}");
-        let work = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| ClientError::Connect(self.authority.clone(), e.to_string()))?;
-            let tls = self
-                .connector
-                .connect(self.server_name.clone(), tcp)
-                .await
-                .map_err(|e| ClientError::Connect(self.authority.clone(), e.to_string()))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let mut req = Request::builder()
-                .method(method.clone())
-                .uri(path)
-                .header(hyper::header::HOST, &self.authority)
-                .header(hyper::header::CONTENT_TYPE, "application/json");
-            if let Some(c) = &self.credential {
-                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {c}"));
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.unwrap_or_default());
+        if let Some(c) = &self.credential {
+            req = req.bearer_auth(c);
+        }
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                ClientError::Timeout(what.clone())
+            } else if e.is_connect() {
+                ClientError::Connect(self.authority.clone(), chain(&e))
+            } else {
+                ClientError::Protocol(what.clone(), chain(&e))
             }
-            let req = req
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(ClientError::Status {
-                    method: method.clone(),
-                    path: path.to_string(),
-                    status,
-                    body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-                });
-            }
-            Ok(bytes)
         };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| ClientError::Timeout(what.clone()))?
+        let resp = req.send().await.map_err(failed)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(failed)?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                method,
+                path: path.to_string(),
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            });
+        }
+        Ok(bytes.to_vec())
     }
 
     pub async fn json<T: serde::de::DeserializeOwned>(
@@ -275,6 +257,19 @@ impl Client {
         let bytes = self.call(method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(what, e.to_string()))
     }
+}
+
+/// An error with its causes: reqwest's own message says only "error sending request",
+/// the TLS refusal (a wrong pin) is further down.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]

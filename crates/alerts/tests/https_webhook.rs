@@ -7,54 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_alerts::{AlertEvent, RetryPolicy, Severity, WebhookSink, verify_signature};
+use bulkhead_testkit::TestPki;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-struct Pki {
-    ca_pem: String,
-    server: Arc<rustls_config::ServerConfig>,
-}
-
-mod rustls_config {
-    pub use tokio_rustls::rustls::ServerConfig;
-}
-
-fn pki() -> Pki {
-    use tokio_rustls::rustls;
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "webhook test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    let leaf_cert = leaf.signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf_cert.der().clone(), ca_cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        server: Arc::new(server),
-    }
-}
 
 /// One https receiver answering 200 to every POST; returns its URL and the bodies and
 /// headers it got.
 async fn receiver(
-    pki: &Pki,
+    pki: &TestPki,
 ) -> (
     String,
     Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>,
@@ -138,7 +97,7 @@ fn retry() -> RetryPolicy {
 
 #[tokio::test]
 async fn a_webhook_over_https_with_a_trusted_ca_is_delivered_signed() {
-    let pki = pki();
+    let pki = TestPki::for_loopback();
     let (url, seen) = receiver(&pki).await;
     let sink = WebhookSink::new(&url, "s3cret")
         .unwrap()
@@ -170,7 +129,7 @@ async fn a_webhook_over_https_with_a_trusted_ca_is_delivered_signed() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_dead_lettered_at_once() {
-    let pki = pki();
+    let pki = TestPki::for_loopback();
     let (url, seen) = receiver(&pki).await;
     let sink = WebhookSink::new(&url, "s3cret")
         .unwrap()
