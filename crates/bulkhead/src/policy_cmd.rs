@@ -113,15 +113,52 @@ pub enum InventoryCommand {
 
 #[derive(Args, Debug)]
 pub struct Remote {
-    /// The server, e.g. http://127.0.0.1:8080
+    /// The server, e.g. https://bulkhead.example.com or http://127.0.0.1:8080
     #[arg(long, env = "BULKHEAD_SERVER")]
     server: String,
-    /// An API token.
+    /// An API token. On the command line it shows in the process list: prefer
+    /// --token-file or BULKHEAD_TOKEN.
     #[arg(long, env = "BULKHEAD_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// A file holding the API token (a trailing newline is not part of it).
+    #[arg(
+        long,
+        env = "BULKHEAD_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "token"
+    )]
+    token_file: Option<PathBuf>,
 }
 
 impl Remote {
+    fn token(&self) -> anyhow::Result<String> {
+        if crate::server_cmd::typed("--token") {
+            eprintln!(
+                "warning: --token is visible to every user of this host in the process list; \
+                 use --token-file or BULKHEAD_TOKEN instead"
+            );
+        }
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(t.trim().to_string()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    eprintln!("error: --token-file {}: {e}", path.display());
+                    Reported(EXIT_INVALID)
+                })?;
+                let token = text.trim_end_matches(['\n', '\r']).to_string();
+                if token.is_empty() {
+                    eprintln!("error: --token-file {} is empty", path.display());
+                    return Err(Reported(EXIT_INVALID).into());
+                }
+                Ok(token)
+            }
+            (None, None) => {
+                eprintln!("error: give an API token: --token-file, BULKHEAD_TOKEN or --token");
+                Err(Reported(EXIT_INVALID).into())
+            }
+        }
+    }
+
     pub fn call(
         &self,
         method: &str,
@@ -129,21 +166,24 @@ impl Remote {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
+        // rustls needs one process-wide crypto provider; Bulkhead uses ring everywhere.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(300))
             .build()
-            .into();
-        let auth = format!("Bearer {}", self.token);
-        let resp = match (method, body) {
-            ("PUT", Some(b)) => agent.put(&url).header("Authorization", &auth).send_json(b),
-            ("POST", Some(b)) => agent.post(&url).header("Authorization", &auth).send_json(b),
-            ("POST", None) => agent.post(&url).header("Authorization", &auth).send_empty(),
-            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
-            _ => agent.get(&url).header("Authorization", &auth).call(),
+            .map_err(|e| anyhow::anyhow!("an HTTP client: {e}"))?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| anyhow::anyhow!("method {method}: {e}"))?;
+        let mut req = client.request(method, &url).bearer_auth(self.token()?);
+        if let Some(b) = &body {
+            req = req.json(b);
         }
-        .map_err(|e| anyhow::anyhow!("{}: {e}", crate::redact_url(&url)))?;
+        let resp = req
+            .send()
+            .map_err(|e| anyhow::anyhow!("{}: {}", crate::redact_url(&url), e.without_url()))?;
         let status = resp.status().as_u16();
-        let value: serde_json::Value = resp.into_body().read_json().unwrap_or_default();
+        let value: serde_json::Value = resp.json().unwrap_or_default();
         if status >= 400 {
             eprintln!(
                 "error: {}: HTTP {status}: {}",

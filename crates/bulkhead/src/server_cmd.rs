@@ -338,7 +338,7 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// Whether `flag` was typed on the command line (rather than its value coming from the
 /// environment or the config file): only then is the value in every user's `ps`.
-fn typed(flag: &str) -> bool {
+pub(crate) fn typed(flag: &str) -> bool {
     std::env::args_os().skip(1).any(|arg| {
         let arg = arg.to_string_lossy();
         arg.strip_prefix(flag)

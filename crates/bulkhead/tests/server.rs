@@ -116,6 +116,30 @@ fn push_pull_round_trip_and_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The token from a file (it stays out of the process list); a missing file is an
+    // input error that names it, and sends nothing.
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let from_file = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["policy", "pull", "--out", pulled.path().to_str().unwrap()])
+        .env("BULKHEAD_SERVER", &server.url)
+        .env("BULKHEAD_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["policy", "pull", "--out", pulled.path().to_str().unwrap()])
+        .args(["--token-file", "/nonexistent/bulkhead-token"])
+        .env("BULKHEAD_SERVER", &server.url)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/bulkhead-token"));
     let check = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
         .args(["policy", "check", pulled.path().to_str().unwrap()])
         .output()
