@@ -82,6 +82,14 @@ pub fn issue_token(
     Ok((token, v))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "admin",
+    summary = "Create an API token (shown once)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn create_token(
     State(s): State<AppState>,
     p: Principal,
@@ -101,12 +109,27 @@ pub async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "admin",
+    summary = "List API tokens (never the tokens themselves)",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list_tokens(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     p.require(&[Role::Admin], "list tokens")?;
     let tokens = blocking(move || Ok(lock(&s.control)?.tokens()?)).await?;
     Ok(Json(serde_json::json!({ "items": tokens })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "admin",
+    summary = "Revoke an API token",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn revoke_token(
     State(s): State<AppState>,
     p: Principal,
@@ -127,6 +150,14 @@ pub struct AuditParams {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "admin",
+    summary = "The audit log (after_id, limit)",
+    params(("after_id" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn audit(
     State(s): State<AppState>,
     p: Principal,

@@ -136,6 +136,14 @@ fn visible(p: &Principal, details: &str) -> bool {
     p.sees(&labels("src_labels"), &labels("dst_labels"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "alerts",
+    summary = "List alerts (state, kind; limit, offset)",
+    params(("state" = Option<String>, Query), ("kind" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list(
     State(s): State<AppState>,
     p: Principal,
@@ -192,6 +200,14 @@ async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiRe
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/{id}/acknowledge",
+    tag = "alerts",
+    summary = "Acknowledge an alert",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn acknowledge(
     State(s): State<AppState>,
     p: Principal,
@@ -200,6 +216,14 @@ pub async fn acknowledge(
     transition(s, p, id, AlertState::Acknowledged).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/{id}/resolve",
+    tag = "alerts",
+    summary = "Resolve an alert",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn resolve(
     State(s): State<AppState>,
     p: Principal,

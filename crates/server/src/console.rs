@@ -98,6 +98,13 @@ fn console_file(path: &str) -> Response {
 }
 
 /// `GET /api/v1/whoami`: the caller's token name, role and (for app owners) scope.
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "admin",
+    summary = "The caller's token name, role and scope",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn whoami(p: Principal) -> ApiResult<Json<Value>> {
     let scope = (p.role == crate::auth::Role::AppOwner).then(|| p.scope.to_string());
     Ok(Json(serde_json::json!({

@@ -27,6 +27,14 @@ pub struct FlowParams {
     offset: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows",
+    tag = "flows",
+    summary = "Query flow summaries",
+    params(("bucket" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("workload" = Option<String>, Query), ("labels" = Option<String>, Query), ("address" = Option<String>, Query), ("port" = Option<String>, Query), ("verdict" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn query(
     State(s): State<AppState>,
     p: Principal,
@@ -108,6 +116,14 @@ pub struct SprawlParams {
     hours: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/sprawl",
+    tag = "flows",
+    summary = "The sprawl report",
+    params(("hours" = Option<i64>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn sprawl_report(
     State(s): State<AppState>,
     p: Principal,

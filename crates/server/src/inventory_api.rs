@@ -26,6 +26,14 @@ fn default_limit() -> usize {
     100
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads",
+    tag = "inventory",
+    summary = "List workloads (filter by labels=k=v,…; limit, offset)",
+    params(("labels" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list(
     State(s): State<AppState>,
     p: Principal,
@@ -55,6 +63,14 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads/{name}",
+    tag = "inventory",
+    summary = "Get a workload",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,
@@ -218,6 +234,15 @@ pub(crate) fn checked_changes(
     Ok(changes)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/workloads/{name}",
+    tag = "inventory",
+    summary = "Create or replace a workload",
+    params(("name" = String, Path)),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn put(
     State(s): State<AppState>,
     p: Principal,
@@ -258,6 +283,14 @@ pub async fn put(
     get(State(s), Principal::system(), Path(name)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workloads/{name}",
+    tag = "inventory",
+    summary = "Delete a workload",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn delete(
     State(s): State<AppState>,
     p: Principal,
@@ -281,6 +314,14 @@ pub async fn delete(
 }
 
 /// Bulk import: a JSON list of workloads (the inventory file format), all or nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/import",
+    tag = "inventory",
+    summary = "Import workloads (a list, all or nothing)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn import(
     State(s): State<AppState>,
     p: Principal,
@@ -379,6 +420,13 @@ fn derived(s: &AppState, rules: Option<&bulkhead_inventory::LabelRules>) -> ApiR
 }
 
 /// The label rules, their rules by name, and the labels they add to each workload now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/label-rules",
+    tag = "inventory",
+    summary = "The label rules (YAML) and the labels they assign now",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     blocking(move || {
         let stored = lock(&s.control)?.label_rules()?;
@@ -407,6 +455,14 @@ pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResu
 }
 
 /// Replaces the label rules after checking them; the inventory's labels follow at once.
+#[utoipa::path(
+    put,
+    path = "/api/v1/label-rules",
+    tag = "inventory",
+    summary = "Replace the label rules ({yaml}); labels follow at once",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn put_label_rules(
     State(s): State<AppState>,
     p: Principal,
@@ -437,6 +493,14 @@ pub async fn put_label_rules(
 }
 
 /// What a label rules document would assign, without storing it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/label-rules/preview",
+    tag = "inventory",
+    summary = "What a label rules document would assign, without storing it",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn preview_label_rules(
     State(s): State<AppState>,
     p: Principal,

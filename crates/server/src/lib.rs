@@ -27,10 +27,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::get;
 use bulkhead_collector::{Collector, CollectorConfig};
 use bulkhead_store::control::{AuditContext, ControlStore};
 use bulkhead_store::{FlowStore, Retention, SqliteFlowStore};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use admin_api::TokenRequest;
 pub use auth::{Role, token_hash};
@@ -53,81 +54,84 @@ pub struct ServerConfig {
 /// finishes in the background and is not half-applied: stores write in transactions).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// The REST API's routes with their OpenAPI operations: each handler carries its
+/// `#[utoipa::path]`, so the document is made from the routes and cannot forget one.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(inventory_api::list))
+        .routes(routes!(inventory_api::import))
+        .routes(routes!(
+            inventory_api::get_label_rules,
+            inventory_api::put_label_rules
+        ))
+        .routes(routes!(inventory_api::preview_label_rules))
+        .routes(routes!(
+            inventory_api::get,
+            inventory_api::put,
+            inventory_api::delete
+        ))
+        .routes(routes!(policy_api::list_objects))
+        .routes(routes!(
+            policy_api::get_object,
+            policy_api::put_object,
+            policy_api::delete_object
+        ))
+        .routes(routes!(policy_api::pull_draft, policy_api::push_draft))
+        .routes(routes!(policy_api::draft_diff))
+        .routes(routes!(policy_api::provision))
+        .routes(routes!(policy_api::provision_impact))
+        .routes(routes!(policy_api::versions))
+        .routes(routes!(policy_api::version))
+        .routes(routes!(policy_api::version_diff))
+        .routes(routes!(policy_api::revert))
+        .routes(routes!(policy_api::explain_flow))
+        .routes(routes!(recommend_api::create))
+        .routes(routes!(recommend_api::get))
+        .routes(routes!(flows_api::query))
+        .routes(routes!(flows_api::sprawl_report))
+        .routes(routes!(alerts::acknowledge))
+        .routes(routes!(alerts::resolve))
+        .routes(routes!(admin_api::audit))
+        .routes(routes!(admin_api::create_token, admin_api::list_tokens))
+        .routes(routes!(admin_api::revoke_token))
+        .routes(routes!(openapi::document))
+        .routes(routes!(console::whoami))
+        .routes(routes!(quarantine::quarantine))
+        .routes(routes!(quarantine::release))
+        .routes(routes!(rollout::list, rollout::create))
+        .routes(routes!(rollout::get))
+        .routes(routes!(rollout::rollback))
+        .routes(routes!(
+            agent_api::pairing::list_pairing_profiles,
+            agent_api::pairing::create_pairing_profile
+        ))
+        .routes(routes!(agent_api::pairing::revoke_pairing_profile))
+        .routes(routes!(agent_api::agents::list_agents))
+        .routes(routes!(agent_api::agents::delete_agent))
+        .routes(routes!(agent_api::agents::approve_agent))
+        .routes(routes!(alerts::list))
+}
+
+/// The agent protocol's routes (served on the agent listener only), documented alike.
+pub fn agent_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(agent_api::enroll::enroll))
+        .routes(routes!(agent_api::calls::heartbeat))
+        .routes(routes!(agent_api::calls::policy))
+        .routes(routes!(agent_api::calls::events))
+        .routes(routes!(agent_api::calls::flows))
+}
+
 /// The API listener: the REST API for people and tools, the console, health and
 /// metrics. Agent routes are not served here (they are on the agent listener), so an
 /// agent credential or a pairing key is never accepted where the admin API is.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::delete;
-    let api = Router::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/whoami", get(console::whoami))
-        .route("/workloads", get(inventory_api::list))
-        .route("/workloads/import", post(inventory_api::import))
+    let (api, _) = api_routes().split_for_parts();
+    let app = api
         .route(
-            "/label-rules",
-            get(inventory_api::get_label_rules).put(inventory_api::put_label_rules),
+            "/api/v1/agent/{*rest}",
+            axum::routing::any(agent_route_elsewhere),
         )
-        .route(
-            "/label-rules/preview",
-            post(inventory_api::preview_label_rules),
-        )
-        .route(
-            "/workloads/{name}",
-            get(inventory_api::get)
-                .put(inventory_api::put)
-                .delete(inventory_api::delete),
-        )
-        .route("/draft/objects", get(policy_api::list_objects))
-        .route(
-            "/draft/objects/{kind}/{name}",
-            get(policy_api::get_object)
-                .put(policy_api::put_object)
-                .delete(policy_api::delete_object),
-        )
-        .route(
-            "/draft/files",
-            get(policy_api::pull_draft).put(policy_api::push_draft),
-        )
-        .route("/draft/diff", get(policy_api::draft_diff))
-        .route("/provision", post(policy_api::provision))
-        .route("/provision/impact", get(policy_api::provision_impact))
-        .route("/versions", get(policy_api::versions))
-        .route("/versions/{id}", get(policy_api::version))
-        .route("/versions/{id}/diff", get(policy_api::version_diff))
-        .route("/versions/{id}/revert", post(policy_api::revert))
-        .route("/explain", post(policy_api::explain_flow))
-        .route("/recommendations", post(recommend_api::create))
-        .route("/coverage", get(recommend_api::get))
-        .route("/flows", get(flows_api::query))
-        .route("/reports/sprawl", get(flows_api::sprawl_report))
-        .route("/alerts", get(alerts::list))
-        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
-        .route("/alerts/{id}/resolve", post(alerts::resolve))
-        .route("/audit", get(admin_api::audit))
-        .route(
-            "/tokens",
-            get(admin_api::list_tokens).post(admin_api::create_token),
-        )
-        .route("/tokens/{id}", delete(admin_api::revoke_token))
-        .route("/workloads/{name}/quarantine", post(quarantine::quarantine))
-        .route("/workloads/{name}/release", post(quarantine::release))
-        .route("/rollouts", get(rollout::list).post(rollout::create))
-        .route("/rollouts/{id}", get(rollout::get))
-        .route("/rollouts/{id}/rollback", post(rollout::rollback))
-        .route(
-            "/pairing-profiles",
-            get(agent_api::list_pairing_profiles).post(agent_api::create_pairing_profile),
-        )
-        .route(
-            "/pairing-profiles/{id}",
-            delete(agent_api::revoke_pairing_profile),
-        )
-        .route("/agents", get(agent_api::list_agents))
-        .route("/agents/{id}", delete(agent_api::delete_agent))
-        .route("/agents/{id}/approve", post(agent_api::approve_agent))
-        .route("/agent/{*rest}", axum::routing::any(agent_route_elsewhere));
-    let app = Router::new()
-        .nest("/api/v1", api)
         .route("/healthz", get(admin_api::healthz))
         .route("/readyz", get(admin_api::readyz))
         .route("/metrics", get(admin_api::metrics))
@@ -138,14 +142,8 @@ pub fn router(state: AppState) -> Router {
 /// The agent listener: enrollment and the enrolled agents' calls, and health; nothing
 /// of the admin API or the console.
 pub fn agent_router(state: AppState) -> Router {
-    let agent = Router::new()
-        .route("/enroll", post(agent_api::enroll))
-        .route("/heartbeat", post(agent_api::heartbeat))
-        .route("/policy", get(agent_api::policy))
-        .route("/events", post(agent_api::events))
-        .route("/flows", post(agent_api::flows));
-    let app = Router::new()
-        .nest("/api/v1/agent", agent)
+    let (agent, _) = agent_routes().split_for_parts();
+    let app = agent
         .route("/healthz", get(admin_api::healthz))
         .fallback(not_on_agent_listener);
     with_limits(app, state)

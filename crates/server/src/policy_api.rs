@@ -89,6 +89,14 @@ pub struct KindFilter {
     kind: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/draft/objects",
+    tag = "policy",
+    summary = "List draft policy objects (kind=…)",
+    params(("kind" = Option<String>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list_objects(
     State(s): State<AppState>,
     _p: Principal,
@@ -104,6 +112,14 @@ pub async fn list_objects(
         .map(Json)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/draft/objects/{kind}/{name}",
+    tag = "policy",
+    summary = "Get a draft policy object",
+    params(("kind" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn get_object(
     State(s): State<AppState>,
     _p: Principal,
@@ -137,6 +153,15 @@ fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> Ap
     .map(|_| ())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/draft/objects/{kind}/{name}",
+    tag = "policy",
+    summary = "Create or replace a draft policy object",
+    params(("kind" = String, Path), ("name" = String, Path)),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn put_object(
     State(s): State<AppState>,
     p: Principal,
@@ -176,6 +201,14 @@ pub async fn put_object(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/draft/objects/{kind}/{name}",
+    tag = "policy",
+    summary = "Delete a draft policy object",
+    params(("kind" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn delete_object(
     State(s): State<AppState>,
     p: Principal,
@@ -215,6 +248,14 @@ pub struct PolicyFiles {
 }
 
 /// `policy push`: the files replace the whole draft, all or nothing.
+#[utoipa::path(
+    put,
+    path = "/api/v1/draft/files",
+    tag = "policy",
+    summary = "Replace the draft with policy-as-code files (policy push)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn push_draft(
     State(s): State<AppState>,
     p: Principal,
@@ -300,12 +341,26 @@ fn files_of(objects: &[StoredObject]) -> PolicyFiles {
     PolicyFiles { files }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/draft/files",
+    tag = "policy",
+    summary = "The draft as policy-as-code files (policy pull)",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn pull_draft(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<PolicyFiles>> {
     let objects =
         blocking(move || lock(&s.control)?.draft_objects().map_err(ApiError::from)).await?;
     Ok(Json(files_of(&objects)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/draft/diff",
+    tag = "policy",
+    summary = "Diff of the draft against the provisioned version",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn draft_diff(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Value>> {
     blocking(move || {
         let c = lock(&s.control)?;
@@ -329,6 +384,13 @@ pub struct ProvisionRequest {
 }
 
 /// `GET /api/v1/provision/impact`: what provisioning the draft now would change.
+#[utoipa::path(
+    get,
+    path = "/api/v1/provision/impact",
+    tag = "policy",
+    summary = "What provisioning the draft would change (rule counts; whether it needs confirm)",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn provision_impact(
     State(s): State<AppState>,
     _p: Principal,
@@ -345,6 +407,14 @@ pub async fn provision_impact(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/provision",
+    tag = "policy",
+    summary = "Provision the draft as a new immutable version",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn provision(
     State(s): State<AppState>,
     p: Principal,
@@ -374,6 +444,13 @@ pub async fn provision(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/versions",
+    tag = "policy",
+    summary = "List provisioned versions",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn versions(
     State(s): State<AppState>,
     _p: Principal,
@@ -381,6 +458,14 @@ pub async fn versions(
     blocking(move || Ok(Json(lock(&s.control)?.versions()?))).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/versions/{id}",
+    tag = "policy",
+    summary = "A version as files",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn version(
     State(s): State<AppState>,
     _p: Principal,
@@ -397,6 +482,14 @@ pub async fn version(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/versions/{id}/diff",
+    tag = "policy",
+    summary = "Diff of a version against the one before",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn version_diff(
     State(s): State<AppState>,
     _p: Principal,
@@ -420,6 +513,14 @@ pub async fn version_diff(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/versions/{id}/revert",
+    tag = "policy",
+    summary = "Make the draft equal to a version",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn revert(
     State(s): State<AppState>,
     p: Principal,
@@ -449,6 +550,14 @@ pub struct ExplainRequest {
     pub against: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/explain",
+    tag = "policy",
+    summary = "Verdict of a connection against the draft, the provisioned policy or a version",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn explain_flow(
     State(s): State<AppState>,
     p: Principal,

@@ -123,6 +123,15 @@ pub struct QuarantineRequest {
     pub reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/{name}/quarantine",
+    tag = "response",
+    summary = "Quarantine a workload ({reason}): only failsafe access stays, enforced",
+    params(("name" = String, Path)),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn quarantine(
     State(s): State<AppState>,
     p: Principal,
@@ -137,6 +146,14 @@ pub async fn quarantine(
     set(s, p, name, Some(req.reason)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/{name}/release",
+    tag = "response",
+    summary = "Release a quarantined workload",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn release(
     State(s): State<AppState>,
     p: Principal,

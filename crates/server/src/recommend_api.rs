@@ -80,6 +80,14 @@ pub struct RecommendRequest {
 /// `POST /api/v1/recommendations`: proposes rules for what the flow store saw and the
 /// draft does not yet allow; writes them into the draft (audited, checked as a whole)
 /// unless `"apply": false`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recommendations",
+    tag = "policy",
+    summary = "Propose rules from observed flows; written into the draft unless apply is false",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn create(
     State(s): State<AppState>,
     p: Principal,
@@ -205,6 +213,14 @@ pub struct CoverageParams {
 
 /// `GET /api/v1/coverage`: how much of the observed traffic the draft (or a version)
 /// allows, what it would block, and the rules nothing used.
+#[utoipa::path(
+    get,
+    path = "/api/v1/coverage",
+    tag = "policy",
+    summary = "Coverage of the draft or a version over observed flows",
+    params(("version" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("granularity" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,

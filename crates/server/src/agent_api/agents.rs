@@ -70,6 +70,14 @@ fn agent_view(s: &AppState, a: &AgentRecord, now: i64) -> Value {
 /// Lets a pending agent in: the host becomes its workload as reported (an existing
 /// workload keeps its labels and its mode is never loosened; its addresses become the
 /// host's, which is what the admin is approving). Admins and secops only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/approve",
+    tag = "agents",
+    summary = "Approve a pending agent (it becomes its workload as its host reports it)",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn approve_agent(
     State(s): State<AppState>,
     p: Principal,
@@ -122,6 +130,13 @@ pub async fn approve_agent(
     Ok(Json(json!({ "approved": id, "workload": agent.workload })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    summary = "List agents with their health and policy sync",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     let items = blocking(move || {
         let agents = lock(&s.control)?.agents()?;
@@ -142,6 +157,14 @@ pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<J
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    summary = "Remove an agent (its credential stops working)",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn delete_agent(
     State(s): State<AppState>,
     p: Principal,

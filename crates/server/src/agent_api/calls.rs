@@ -94,6 +94,14 @@ pub fn wire_policy(s: &AppState, workload: &str) -> ApiResult<Arc<WirePolicy>> {
     Ok(wire)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/heartbeat",
+    tag = "agent",
+    summary = "Agent heartbeat (agent credential)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn heartbeat(
     State(s): State<AppState>,
     a: AgentCaller,
@@ -184,6 +192,13 @@ pub async fn heartbeat(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agent/policy",
+    tag = "agent",
+    summary = "The agent's compiled policy (agent credential)",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn policy(State(s): State<AppState>, a: AgentCaller) -> ApiResult<Json<WirePolicy>> {
     let workload = a.agent.workload.clone();
     let p = blocking(move || wire_policy(&s, &workload)).await?;
@@ -275,6 +290,14 @@ fn logged_summary(
     Some(summary)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/events",
+    tag = "agent",
+    summary = "Agent events: logged packets, tamper, rejected policy (agent credential)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn events(
     State(s): State<AppState>,
     a: AgentCaller,
@@ -402,6 +425,14 @@ fn observation(reporter: &Arc<str>, f: &HostFlow) -> bulkhead_flow::Observation 
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/flows",
+    tag = "agent",
+    summary = "A numbered batch of the agent's flows (agent credential)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn flows(
     State(s): State<AppState>,
     a: AgentCaller,

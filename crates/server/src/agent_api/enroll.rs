@@ -139,6 +139,14 @@ fn strictest(a: EnforcementMode, b: EnforcementMode) -> EnforcementMode {
     if rank(a) >= rank(b) { a } else { b }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/enroll",
+    tag = "agent",
+    summary = "Enroll a host agent with a pairing key (agent listener only; 202 when it waits for approval)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn enroll(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,

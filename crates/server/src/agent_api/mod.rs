@@ -32,10 +32,10 @@ use crate::state::{AppState, blocking, lock, now_ms};
 
 pub use crate::state::AgentSettings;
 
-mod agents;
-mod calls;
-mod enroll;
-mod pairing;
+pub(crate) mod agents;
+pub(crate) mod calls;
+pub(crate) mod enroll;
+pub(crate) mod pairing;
 
 pub use agents::{approve_agent, delete_agent, list_agents, watch_offline};
 pub use calls::{AgentCaller, events, flows, heartbeat, policy, wire_policy};

@@ -86,6 +86,14 @@ fn checked_profile(req: &PairingRequest, now: i64) -> ApiResult<NewPairingProfil
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/pairing-profiles",
+    tag = "agents",
+    summary = "Create a pairing profile (its key is shown once)",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn create_pairing_profile(
     State(s): State<AppState>,
     p: Principal,
@@ -117,6 +125,13 @@ pub async fn create_pairing_profile(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/pairing-profiles",
+    tag = "agents",
+    summary = "List pairing profiles",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list_pairing_profiles(
     State(s): State<AppState>,
     p: Principal,
@@ -129,6 +144,14 @@ pub async fn list_pairing_profiles(
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/pairing-profiles/{id}",
+    tag = "agents",
+    summary = "Revoke a pairing profile",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn revoke_pairing_profile(
     State(s): State<AppState>,
     p: Principal,

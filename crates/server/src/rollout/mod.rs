@@ -177,6 +177,14 @@ async fn with_quietness(s: &AppState, rs: Vec<Rollout>) -> ApiResult<Vec<(Rollou
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/rollouts",
+    tag = "rollout",
+    summary = "Schedule a monitor → enforce rollout for a label selector",
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn create(
     State(s): State<AppState>,
     p: Principal,
@@ -224,6 +232,13 @@ async fn get_rollout(s: &AppState, id: u64) -> ApiResult<Rollout> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts",
+    tag = "rollout",
+    summary = "List rollouts with their calendar and readiness",
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     let s2 = s.clone();
     let all = blocking(move || {
@@ -243,6 +258,14 @@ pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Val
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts/{id}",
+    tag = "rollout",
+    summary = "Get a rollout",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,
@@ -257,6 +280,14 @@ pub async fn get(
 }
 
 /// One action: every workload the rollout switched goes back to the mode it had.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rollouts/{id}/rollback",
+    tag = "rollout",
+    summary = "Roll back what a rollout switched to enforced, in one action",
+    params(("id" = u64, Path)),
+    responses((status = 200, description = "success", body = serde_json::Value))
+)]
 pub async fn rollback(
     State(s): State<AppState>,
     p: Principal,
