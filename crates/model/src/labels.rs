@@ -185,6 +185,15 @@ impl fmt::Display for Labels {
     }
 }
 
+/// In the API: an object of label keys to values, `{"app": "shop", "env": "prod"}`.
+impl utoipa::PartialSchema for Labels {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <BTreeMap<String, String> as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Labels {}
+
 impl serde::Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use crate::Labels;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
     Vm,
@@ -57,6 +59,7 @@ impl fmt::Display for WorkloadKind {
     Default,
     serde::Serialize,
     serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum EnforcementMode {
@@ -96,12 +99,13 @@ impl fmt::Display for EnforcementMode {
 }
 
 /// Anything with addresses that policy talks about.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Workload {
     pub name: String,
     pub kind: WorkloadKind,
     /// Runs the agent and so can enforce; unmanaged workloads are referenced by address only.
     pub managed: bool,
+    #[schema(value_type = Vec<String>)]
     pub addresses: Vec<IpAddr>,
     pub hostname: Option<String>,
     pub os: Option<String>,

@@ -14,7 +14,7 @@ use crate::auth::{Principal, Role, new_token, token_hash};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, blocking, lock, now_ms};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub name: String,
@@ -25,12 +25,30 @@ pub struct TokenRequest {
     pub expires_in_days: Option<u32>,
 }
 
+/// A new token, shown this once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    pub token: String,
+    pub meta: bulkhead_store::control::TokenMeta,
+    pub note: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub items: Vec<bulkhead_store::control::TokenMeta>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<bulkhead_store::control::AuditEntry>,
+}
+
 /// Creates a token and returns it once; only its hash is kept.
 pub fn issue_token(
     store: &mut bulkhead_store::control::ControlStore,
     req: &TokenRequest,
     audit: &AuditContext,
-) -> ApiResult<(String, Value)> {
+) -> ApiResult<(String, bulkhead_store::control::TokenMeta)> {
     if req.name.trim().is_empty() || req.name.len() > 128 {
         return Err(ApiError::invalid("name", "1 to 128 characters"));
     }
@@ -78,8 +96,7 @@ pub fn issue_token(
         },
         audit,
     )?;
-    let v = serde_json::to_value(&meta).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((token, v))
+    Ok((token, meta))
 }
 
 #[utoipa::path(
@@ -87,8 +104,8 @@ pub fn issue_token(
     path = "/api/v1/tokens",
     tag = "admin",
     summary = "Create an API token (shown once)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = TokenRequest,
+    responses((status = 201, description = "the token, shown once", body = TokenCreated))
 )]
 pub async fn create_token(
     State(s): State<AppState>,
@@ -103,9 +120,11 @@ pub async fn create_token(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            serde_json::json!({ "token": token, "meta": meta, "note": "shown once; store it now" }),
-        ),
+        Json(TokenCreated {
+            token,
+            meta,
+            note: "shown once; store it now".into(),
+        }),
     ))
 }
 
@@ -114,12 +133,12 @@ pub async fn create_token(
     path = "/api/v1/tokens",
     tag = "admin",
     summary = "List API tokens (never the tokens themselves)",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "every token, never the secret", body = TokenList))
 )]
-pub async fn list_tokens(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+pub async fn list_tokens(State(s): State<AppState>, p: Principal) -> ApiResult<Json<TokenList>> {
     p.require(&[Role::Admin], "list tokens")?;
-    let tokens = blocking(move || Ok(lock(&s.control)?.tokens()?)).await?;
-    Ok(Json(serde_json::json!({ "items": tokens })))
+    let items = blocking(move || Ok(lock(&s.control)?.tokens()?)).await?;
+    Ok(Json(TokenList { items }))
 }
 
 #[utoipa::path(
@@ -156,18 +175,18 @@ pub struct AuditParams {
     tag = "admin",
     summary = "The audit log (after_id, limit)",
     params(("after_id" = Option<i64>, Query), ("limit" = Option<i64>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "audit entries after after_id", body = AuditPage))
 )]
 pub async fn audit(
     State(s): State<AppState>,
     p: Principal,
     Query(q): Query<AuditParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     p.require(&[Role::Admin, Role::Secops], "read the audit log")?;
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let entries =
+    let items =
         blocking(move || Ok(lock(&s.control)?.audit(q.after_id.unwrap_or(0), limit)?)).await?;
-    Ok(Json(serde_json::json!({ "items": entries })))
+    Ok(Json(AuditPage { items }))
 }
 
 pub async fn healthz() -> &'static str {

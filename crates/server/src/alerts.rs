@@ -119,6 +119,19 @@ pub fn record_from_summaries(
         .collect())
 }
 
+/// An alert with its details as JSON.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AlertView {
+    #[serde(flatten)]
+    pub alert: bulkhead_store::control::AlertRecord,
+    pub details: Value,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AlertList {
+    pub items: Vec<AlertView>,
+}
+
 #[derive(Deserialize)]
 pub struct AlertParams {
     state: Option<String>,
@@ -142,13 +155,13 @@ fn visible(p: &Principal, details: &str) -> bool {
     tag = "alerts",
     summary = "List alerts (state, kind; limit, offset)",
     params(("state" = Option<String>, Query), ("kind" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "alerts, last seen first", body = AlertList))
 )]
 pub async fn list(
     State(s): State<AppState>,
     p: Principal,
     Query(q): Query<AlertParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AlertList>> {
     let state = match q.state.as_deref() {
         None => None,
         Some(x) => Some(
@@ -164,16 +177,15 @@ pub async fn list(
         ..AlertFilter::default()
     };
     let alerts = blocking(move || Ok(lock(&s.control)?.alerts(&filter)?)).await?;
-    let items: Vec<Value> = alerts
+    let items = alerts
         .into_iter()
         .filter(|a| visible(&p, &a.details_json))
-        .map(|a| {
-            let mut v = serde_json::to_value(&a).unwrap_or_default();
-            v["details"] = serde_json::from_str(&a.details_json).unwrap_or_default();
-            v
+        .map(|alert| AlertView {
+            details: serde_json::from_str(&alert.details_json).unwrap_or_default(),
+            alert,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(AlertList { items }))
 }
 
 async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiResult<Json<Value>> {

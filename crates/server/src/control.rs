@@ -279,7 +279,7 @@ pub fn write<T>(s: &AppState, f: impl FnOnce(&mut ControlStore) -> ApiResult<T>)
 }
 
 /// What provisioning a draft would change, in rules.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Impact {
     pub rules_before: usize,
     pub rules_after: usize,

@@ -26,19 +26,33 @@ fn default_limit() -> usize {
     100
 }
 
+/// One page of workloads.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkloadPage {
+    /// Workloads matching the filter, on every page.
+    pub total: usize,
+    pub offset: usize,
+    pub items: Vec<bulkhead_model::Workload>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Imported {
+    pub imported: usize,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/workloads",
     tag = "inventory",
     summary = "List workloads (filter by labels=k=v,…; limit, offset)",
     params(("labels" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "one page of workloads", body = WorkloadPage))
 )]
 pub async fn list(
     State(s): State<AppState>,
     p: Principal,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WorkloadPage>> {
     let filter = match &q.labels {
         Some(l) => Labels::parse_list(l).map_err(|e| ApiError::invalid("labels", e.to_string()))?,
         None => Labels::new(),
@@ -57,10 +71,17 @@ pub async fn list(
         .collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
     let total = items.len();
-    let page: Vec<_> = items.into_iter().skip(q.offset).take(q.limit).collect();
-    Ok(Json(
-        serde_json::json!({ "total": total, "offset": q.offset, "items": page }),
-    ))
+    let page = items
+        .into_iter()
+        .skip(q.offset)
+        .take(q.limit)
+        .cloned()
+        .collect();
+    Ok(Json(WorkloadPage {
+        total,
+        offset: q.offset,
+        items: page,
+    }))
 }
 
 #[utoipa::path(
@@ -69,13 +90,13 @@ pub async fn list(
     tag = "inventory",
     summary = "Get a workload",
     params(("name" = String, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the workload", body = bulkhead_model::Workload))
 )]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<bulkhead_model::Workload>> {
     let e = s.current();
     // Outside an app owner's scope a workload is as absent as in the list.
     let w = e
@@ -83,9 +104,7 @@ pub async fn get(
         .by_name(&name)
         .filter(|w| p.role != Role::AppOwner || w.labels.includes(&p.scope))
         .ok_or_else(|| ApiError::NotFound(format!("workload {name}")))?;
-    Ok(Json(
-        serde_json::to_value(w).map_err(|e| ApiError::Internal(e.to_string()))?,
-    ))
+    Ok(Json(w.clone()))
 }
 
 /// Checks workload JSON objects with the inventory parser, so the API accepts exactly
@@ -205,6 +224,21 @@ pub(crate) fn checked_changes(
     } else {
         changes
     };
+    // What the change brings is checked on its own first: its errors are the caller's
+    // (400), while an error in what was stored before is the server's.
+    crate::state::parse_workloads(changes.iter().filter_map(|ch| match ch {
+        Change::PutWorkload { name, json } => Some((name.as_str(), json.as_str())),
+        _ => None,
+    }))
+    .map_err(|e| {
+        let first = e.0.first();
+        ApiError::invalid(
+            first
+                .map(|x| format!("{}: {}", x.file, x.field))
+                .unwrap_or_else(|| "workload".into()),
+            first.map(|x| x.message.clone()).unwrap_or_default(),
+        )
+    })?;
     for ch in &changes {
         match ch {
             Change::PutWorkload { name, json } => {
@@ -241,14 +275,14 @@ pub(crate) fn checked_changes(
     summary = "Create or replace a workload",
     params(("name" = String, Path)),
     request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the workload as stored", body = bulkhead_model::Workload))
 )]
 pub async fn put(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
     Json(mut body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<bulkhead_model::Workload>> {
     p.require(&[Role::Admin, Role::Secops], "change the inventory")?;
     let map = body
         .as_object_mut()
@@ -320,13 +354,13 @@ pub async fn delete(
     tag = "inventory",
     summary = "Import workloads (a list, all or nothing)",
     request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "how many were imported", body = Imported))
 )]
 pub async fn import(
     State(s): State<AppState>,
     p: Principal,
     Json(body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Imported>> {
     p.require(&[Role::Admin, Role::Secops], "change the inventory")?;
     let items = match body {
         Value::Array(a) => a,
@@ -348,12 +382,12 @@ pub async fn import(
         .map(|(name, json)| Change::PutWorkload { name, json })
         .collect();
     blocking(move || apply(&s, &p, changes, "workload.import")).await?;
-    Ok(Json(serde_json::json!({ "imported": count })))
+    Ok(Json(Imported { imported: count }))
 }
 
 // ---------------------------------------------------------------- label rules
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelRulesBody {
     /// A `kind: label_rules` YAML document; empty for none.
@@ -460,7 +494,7 @@ pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResu
     path = "/api/v1/label-rules",
     tag = "inventory",
     summary = "Replace the label rules ({yaml}); labels follow at once",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = LabelRulesBody,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn put_label_rules(
@@ -498,7 +532,7 @@ pub async fn put_label_rules(
     path = "/api/v1/label-rules/preview",
     tag = "inventory",
     summary = "What a label rules document would assign, without storing it",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = LabelRulesBody,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn preview_label_rules(

@@ -29,7 +29,6 @@ pub fn build() -> Value {
     let (_, api) = crate::api_routes().split_for_parts();
     let (_, agent) = crate::agent_routes().split_for_parts();
     let mut doc = serde_json::to_value(api.merge_from(agent)).unwrap_or_default();
-    doc["openapi"] = json!("3.0.3");
     doc["info"] = json!({"title": "Bulkhead control plane", "version": env!("CARGO_PKG_VERSION"),
         "description": "The agent routes (tag agent) are served on the agent listener only."});
     doc["servers"] = json!([{"url": "/"}]);

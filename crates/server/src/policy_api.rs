@@ -236,13 +236,13 @@ pub async fn delete_object(
     ))
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PolicyFile {
     pub name: String,
     pub content: String,
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PolicyFiles {
     pub files: Vec<PolicyFile>,
 }
@@ -253,7 +253,7 @@ pub struct PolicyFiles {
     path = "/api/v1/draft/files",
     tag = "policy",
     summary = "Replace the draft with policy-as-code files (policy push)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = PolicyFiles,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn push_draft(
@@ -346,7 +346,7 @@ fn files_of(objects: &[StoredObject]) -> PolicyFiles {
     path = "/api/v1/draft/files",
     tag = "policy",
     summary = "The draft as policy-as-code files (policy pull)",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the draft as policy files", body = PolicyFiles))
 )]
 pub async fn pull_draft(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<PolicyFiles>> {
     let objects =
@@ -374,7 +374,7 @@ pub async fn draft_diff(State(s): State<AppState>, _p: Principal) -> ApiResult<J
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ProvisionRequest {
     pub comment: String,
     /// Required when the draft allows nothing (see [`Impact`]): such a version,
@@ -389,7 +389,7 @@ pub struct ProvisionRequest {
     path = "/api/v1/provision/impact",
     tag = "policy",
     summary = "What provisioning the draft would change (rule counts; whether it needs confirm)",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "what provisioning would change", body = crate::control::Impact))
 )]
 pub async fn provision_impact(
     State(s): State<AppState>,
@@ -412,8 +412,8 @@ pub async fn provision_impact(
     path = "/api/v1/provision",
     tag = "policy",
     summary = "Provision the draft as a new immutable version",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = ProvisionRequest,
+    responses((status = 200, description = "the new version", body = bulkhead_store::control::VersionMeta))
 )]
 pub async fn provision(
     State(s): State<AppState>,
@@ -449,7 +449,7 @@ pub async fn provision(
     path = "/api/v1/versions",
     tag = "policy",
     summary = "List provisioned versions",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "every version, oldest first", body = Vec<bulkhead_store::control::VersionMeta>))
 )]
 pub async fn versions(
     State(s): State<AppState>,
@@ -539,7 +539,7 @@ pub async fn revert(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ExplainRequest {
     pub from: String,
     pub to: String,
@@ -555,7 +555,7 @@ pub struct ExplainRequest {
     path = "/api/v1/explain",
     tag = "policy",
     summary = "Verdict of a connection against the draft, the provisioned policy or a version",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = ExplainRequest,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn explain_flow(

@@ -117,7 +117,7 @@ async fn set(
     ))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineRequest {
     pub reason: String,
@@ -129,7 +129,7 @@ pub struct QuarantineRequest {
     tag = "response",
     summary = "Quarantine a workload ({reason}): only failsafe access stays, enforced",
     params(("name" = String, Path)),
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = QuarantineRequest,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn quarantine(

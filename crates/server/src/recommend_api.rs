@@ -55,7 +55,7 @@ fn labels(field: &str, s: &str) -> ApiResult<Labels> {
     Ok(l)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendRequest {
     /// Window, unix milliseconds; default the last seven days.
@@ -85,7 +85,7 @@ pub struct RecommendRequest {
     path = "/api/v1/recommendations",
     tag = "policy",
     summary = "Propose rules from observed flows; written into the draft unless apply is false",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = RecommendRequest,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn create(

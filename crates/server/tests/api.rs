@@ -543,7 +543,7 @@ async fn openapi_lists_every_route_and_health_endpoints_answer() {
         .call(None, Method::GET, "/api/v1/openapi.json", None)
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 18);
     // Before the routes below are called: they revoke token 1, the admin's.

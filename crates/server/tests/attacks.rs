@@ -536,3 +536,27 @@ async fn one_address_cannot_exhaust_the_listener() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Found by the API fuzzer: a quarantine reason the inventory parser cannot read was a
+/// 500 ("stored inventory no longer loads") instead of the caller's error.
+#[tokio::test]
+async fn a_change_the_inventory_cannot_read_is_the_callers_error() {
+    let api = Api::new();
+    api.import_estate().await;
+    let (s, v) = api
+        .call(
+            Some(&api.admin.clone()),
+            Method::POST,
+            "/api/v1/workloads/pay-db/quarantine",
+            Some(json!({"reason": "\u{97}\u{1b}"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let w = api
+        .admin_ok(Method::GET, "/api/v1/workloads/pay-db", None)
+        .await;
+    assert!(
+        w["attributes"].as_object().is_none_or(|a| a.is_empty()),
+        "{w}"
+    );
+}

@@ -106,7 +106,7 @@ pub struct AuditContext {
 /// One row of the append-only audit log. `target` names what changed
 /// (`ruleset/payments`, `workload/db-1`, `version/3`, `token/7`, `alert/12`, `draft`);
 /// `before` and `after` are its text around the change, when it has one.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: u64,
     pub at_ms: i64,
@@ -119,7 +119,7 @@ pub struct AuditEntry {
 }
 
 /// A provisioned version, without its contents.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct VersionMeta {
     /// 1, 2, 3… in provisioning order.
     pub id: u64,
@@ -151,7 +151,7 @@ pub struct NewToken {
 
 /// A stored token, without its hash. Expiry is for the server to enforce; revocation is
 /// recorded here.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenMeta {
     pub id: u64,
     pub name: String,
@@ -166,7 +166,9 @@ pub struct TokenMeta {
 }
 
 /// Where an alert is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Open,
@@ -234,7 +236,7 @@ pub enum AlertRecorded {
 }
 
 /// A stored alert.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AlertRecord {
     pub id: u64,
     pub key: String,

@@ -2,7 +2,21 @@
 
 use super::*;
 
-#[derive(Debug, Deserialize)]
+/// A new pairing profile, with its key (shown once).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PairingCreated {
+    pub profile: bulkhead_store::control::PairingProfile,
+    /// The key, with the CA fingerprint after a colon when the agent listener is on.
+    pub pairing_key: String,
+    pub ca_fingerprint: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PairingProfileList {
+    pub items: Vec<bulkhead_store::control::PairingProfile>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairingRequest {
     pub name: String,
@@ -91,14 +105,14 @@ fn checked_profile(req: &PairingRequest, now: i64) -> ApiResult<NewPairingProfil
     path = "/api/v1/pairing-profiles",
     tag = "agents",
     summary = "Create a pairing profile (its key is shown once)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = PairingRequest,
+    responses((status = 201, description = "the profile and its key, shown once", body = PairingCreated))
 )]
 pub async fn create_pairing_profile(
     State(s): State<AppState>,
     p: Principal,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PairingCreated>)> {
     p.require(&[Role::Admin, Role::Secops], "create pairing profiles")?;
     let req: PairingRequest = parse_body(body)?;
     let profile = checked_profile(&req, now_ms())?;
@@ -117,11 +131,11 @@ pub async fn create_pairing_profile(
     };
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "profile": created,
-            "pairing_key": pairing_key,
-            "ca_fingerprint": fingerprint,
-        })),
+        Json(PairingCreated {
+            profile: created,
+            pairing_key,
+            ca_fingerprint: fingerprint,
+        }),
     ))
 }
 
@@ -130,18 +144,18 @@ pub async fn create_pairing_profile(
     path = "/api/v1/pairing-profiles",
     tag = "agents",
     summary = "List pairing profiles",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "every profile, revoked ones too", body = PairingProfileList))
 )]
 pub async fn list_pairing_profiles(
     State(s): State<AppState>,
     p: Principal,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PairingProfileList>> {
     p.require(
         &[Role::Admin, Role::Secops, Role::Netops],
         "read pairing profiles",
     )?;
     let items = blocking(move || Ok(lock(&s.control)?.pairing_profiles()?)).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(PairingProfileList { items }))
 }
 
 #[utoipa::path(

@@ -25,7 +25,7 @@ pub use plan::{DAY_MS, Notice, Owner, Quietness, Rollout, RolloutState, Step};
 
 pub use crate::state::Notifier;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     pub name: String,
@@ -182,7 +182,7 @@ async fn with_quietness(s: &AppState, rs: Vec<Rollout>) -> ApiResult<Vec<(Rollou
     path = "/api/v1/rollouts",
     tag = "rollout",
     summary = "Schedule a monitor → enforce rollout for a label selector",
-    request_body(content = serde_json::Value, content_type = "application/json"),
+    request_body = RolloutRequest,
     responses((status = 200, description = "success", body = serde_json::Value))
 )]
 pub async fn create(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Owner {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,7 +34,7 @@ pub struct NewPairingProfile {
 }
 
 /// A stored pairing profile, without its key hash.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PairingProfile {
     pub id: u64,
     pub name: String,
