@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::{HostFlow, HostInfo, LoggedPacket};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollRequest {
     pub pairing_key: String,
     pub host: HostInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollResponse {
     pub agent_id: u64,
     /// The workload this agent enforces for.
@@ -35,7 +35,7 @@ pub struct EnrollResponse {
     pub pending: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// Sent at start and whenever it changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +48,7 @@ pub struct Heartbeat {
 }
 
 /// Counters and the last problem, shown on the server beside the agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -68,7 +68,7 @@ pub struct AgentStatus {
     pub events_dropped: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatResponse {
     /// The revision the agent should have applied; fetch `policy` when it differs.
     pub revision: String,
@@ -78,12 +78,13 @@ pub struct HeartbeatResponse {
 
 /// One workload's policy as the agent receives it: the per-host IR with every selector
 /// already resolved to addresses, plus what the renderer needs besides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WirePolicy {
     /// Content hash of everything below: equal revisions render identical tables.
     pub revision: String,
     pub workload: String,
     pub mode: EnforcementMode,
+    #[schema(value_type = Vec<String>)]
     pub addresses: Vec<IpAddr>,
     pub inbound: Vec<WireRule>,
     pub outbound: Vec<WireRule>,
@@ -95,26 +96,28 @@ pub struct WirePolicy {
     pub quarantined: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireRule {
     pub tier: String,
     pub tier_index: usize,
     pub rule_id: String,
     pub action: WireAction,
+    #[schema(value_type = Vec<String>)]
     pub local: Vec<IpAddr>,
     /// `None`: any address.
+    #[schema(value_type = Option<Vec<String>>)]
     pub peers: Option<Vec<IpNet>>,
     pub services: Vec<WireService>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WireAction {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireService {
     /// "tcp/8080", "udp/53", "tcp/1000-2000", "icmp"…
     pub port: String,
@@ -280,7 +283,7 @@ impl WirePolicy {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentEvent {
     /// The owned table differed from what the agent applied; it was restored.
@@ -295,19 +298,19 @@ pub enum AgentEvent {
     Logged { packets: Vec<LoggedPacket> },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentEvents {
     pub events: Vec<AgentEvent>,
 }
 
 /// Flows in a numbered batch: the server stores batch N only once, and only after N-1.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowBatch {
     pub batch: u64,
     pub flows: Vec<HostFlow>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowBatchAck {
     /// The highest batch number stored so far.
     pub acked: u64,

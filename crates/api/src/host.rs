@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The host's identity and what it exposes, refreshed periodically by the agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostInfo {
     pub hostname: String,
     /// `ID` and `VERSION_ID` of /etc/os-release, e.g. "debian" and "12".
@@ -45,28 +45,30 @@ fn is_link_local(a: &IpAddr) -> bool {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Interface {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     /// Addresses with their prefix length.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub addresses: Vec<IpNet>,
 }
 
 /// A listening TCP socket or bound UDP socket, with its owner when it could be found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ListeningSocket {
     /// "tcp" or "udp".
     pub protocol: String,
+    #[schema(value_type = String)]
     pub address: IpAddr,
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessInfo>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessInfo {
     pub pid: u32,
     /// The command name (`/proc/PID/comm`).
@@ -86,7 +88,7 @@ pub struct ProcessInfo {
 }
 
 /// Which way a connection was opened, seen from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HostDirection {
     /// A peer opened it to this host.
@@ -97,12 +99,14 @@ pub enum HostDirection {
 
 /// One finished (or long-running, reported so far) connection from conntrack, with
 /// counters for both directions and the local process when it could be attributed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostFlow {
     pub protocol: u8,
     /// The side that opened the connection.
+    #[schema(value_type = String)]
     pub src: IpAddr,
     pub src_port: u16,
+    #[schema(value_type = String)]
     pub dst: IpAddr,
     pub dst_port: u16,
     pub direction: HostDirection,
@@ -120,13 +124,15 @@ pub struct HostFlow {
 
 /// A packet the owned table logged to NFLOG: a connection no rule allows (monitor:
 /// accepted, enforced: dropped) or one a deny rule matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoggedPacket {
     pub at_ms: i64,
     /// The rule's log prefix, e.g. "bulkhead would-default-deny".
     pub prefix: String,
     pub protocol: u8,
+    #[schema(value_type = String)]
     pub src: IpAddr,
+    #[schema(value_type = String)]
     pub dst: IpAddr,
     /// Zero for protocols without ports.
     pub src_port: u16,

@@ -8,7 +8,6 @@ use bulkhead_model::Labels;
 use bulkhead_store::FlowStore;
 use bulkhead_store::control::{AuditContext, NewToken};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::auth::{Principal, Role, new_token, token_hash};
 use crate::error::{ApiError, ApiResult};
@@ -147,20 +146,20 @@ pub async fn list_tokens(State(s): State<AppState>, p: Principal) -> ApiResult<J
     tag = "admin",
     summary = "Revoke an API token",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the token is revoked", body = crate::bodies::RevokedId))
 )]
 pub async fn revoke_token(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::RevokedId>> {
     p.require(&[Role::Admin], "revoke tokens")?;
     let done =
         blocking(move || Ok(lock(&s.control)?.revoke_token(id, &p.audit("token.revoke"))?)).await?;
     if !done {
         return Err(ApiError::NotFound(format!("token {id}")));
     }
-    Ok(Json(serde_json::json!({ "revoked": id })))
+    Ok(Json(crate::bodies::RevokedId { revoked: id }))
 }
 
 #[derive(Deserialize)]

@@ -188,7 +188,12 @@ pub async fn list(
     Ok(Json(AlertList { items }))
 }
 
-async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiResult<Json<Value>> {
+async fn transition(
+    s: AppState,
+    p: Principal,
+    id: u64,
+    to: AlertState,
+) -> ApiResult<Json<bulkhead_store::control::AlertRecord>> {
     p.require(
         &[Role::Admin, Role::Secops, Role::AppOwner],
         "change alerts",
@@ -205,9 +210,7 @@ async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiRe
         let updated = c
             .set_alert_state(id, to, &ctx)?
             .ok_or_else(|| ApiError::NotFound(format!("alert {id}")))?;
-        Ok(Json(
-            serde_json::to_value(updated).map_err(|e| ApiError::Internal(e.to_string()))?,
-        ))
+        Ok(Json(updated))
     })
     .await
 }
@@ -218,13 +221,13 @@ async fn transition(s: AppState, p: Principal, id: u64, to: AlertState) -> ApiRe
     tag = "alerts",
     summary = "Acknowledge an alert",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the alert in its new state", body = bulkhead_store::control::AlertRecord))
 )]
 pub async fn acknowledge(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<bulkhead_store::control::AlertRecord>> {
     transition(s, p, id, AlertState::Acknowledged).await
 }
 
@@ -234,12 +237,12 @@ pub async fn acknowledge(
     tag = "alerts",
     summary = "Resolve an alert",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the alert in its new state", body = bulkhead_store::control::AlertRecord))
 )]
 pub async fn resolve(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<bulkhead_store::control::AlertRecord>> {
     transition(s, p, id, AlertState::Resolved).await
 }

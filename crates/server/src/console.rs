@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -103,16 +102,27 @@ fn console_file(path: &str) -> Response {
     path = "/api/v1/whoami",
     tag = "admin",
     summary = "The caller's token name, role and scope",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the caller", body = WhoAmI))
 )]
-pub async fn whoami(p: Principal) -> ApiResult<Json<Value>> {
+pub async fn whoami(p: Principal) -> ApiResult<Json<WhoAmI>> {
     let scope = (p.role == crate::auth::Role::AppOwner).then(|| p.scope.to_string());
-    Ok(Json(serde_json::json!({
-        "name": p.name,
-        "role": p.role.as_str(),
-        "scope": scope,
-        "token_id": p.token_id,
-    })))
+    Ok(Json(WhoAmI {
+        name: p.name,
+        role: p.role.as_str().to_string(),
+        scope,
+        token_id: p.token_id,
+    }))
+}
+
+/// Who the caller's token says it is.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    /// admin, secops, netops or app_owner.
+    pub role: String,
+    /// An app owner's labels, `app=payments`.
+    pub scope: Option<String>,
+    pub token_id: u64,
 }
 
 #[cfg(test)]

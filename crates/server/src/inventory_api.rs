@@ -323,13 +323,13 @@ pub async fn put(
     tag = "inventory",
     summary = "Delete a workload",
     params(("name" = String, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the workload is deleted", body = crate::bodies::DeletedName))
 )]
 pub async fn delete(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::DeletedName>> {
     p.require(&[Role::Admin, Role::Secops], "change the inventory")?;
     if s.current().inventory.by_name(&name).is_none() {
         return Err(ApiError::NotFound(format!("workload {name}")));
@@ -344,7 +344,7 @@ pub async fn delete(
         )
     })
     .await?;
-    Ok(Json(serde_json::json!({ "deleted": name })))
+    Ok(Json(crate::bodies::DeletedName { deleted: name }))
 }
 
 /// Bulk import: a JSON list of workloads (the inventory file format), all or nothing.
@@ -428,9 +428,41 @@ fn parse_rules(yaml: &str) -> ApiResult<Option<bulkhead_inventory::LabelRules>> 
         })
 }
 
+/// Labels rules add to one workload (keys it has of its own are never overridden).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Assigned {
+    pub workload: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The stored label rules and what they assign now.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LabelRulesView {
+    pub yaml: String,
+    /// The rules' names, in order.
+    pub rules: Vec<String>,
+    pub updated_at_ms: Option<i64>,
+    pub updated_by: Option<String>,
+    pub assigned: Vec<Assigned>,
+}
+
+/// Label rules saved, or previewed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LabelRulesApplied {
+    /// Whether the stored text changed (absent in a preview).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    /// How many rules the document holds.
+    pub rules: usize,
+    pub assigned: Vec<Assigned>,
+}
+
 /// What `rules` would add to each workload: only keys it does not have from its own
 /// stored labels (people's labels win), by workload name.
-fn derived(s: &AppState, rules: Option<&bulkhead_inventory::LabelRules>) -> ApiResult<Vec<Value>> {
+fn derived(
+    s: &AppState,
+    rules: Option<&bulkhead_inventory::LabelRules>,
+) -> ApiResult<Vec<Assigned>> {
     let workloads = lock(&s.control)?.workloads()?;
     let plain = crate::state::inventory_of(&workloads, None)?;
     let mut out = Vec::new();
@@ -440,14 +472,17 @@ fn derived(s: &AppState, rules: Option<&bulkhead_inventory::LabelRules>) -> ApiR
     for w in plain.workloads() {
         let mut with = w.clone();
         rules.apply(&mut with);
-        let added: serde_json::Map<String, Value> = with
+        let added: std::collections::BTreeMap<String, String> = with
             .labels
             .iter()
             .filter(|(k, _)| !w.labels.contains_key(k))
-            .map(|(k, v)| (k.to_string(), Value::from(v.to_string())))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         if !added.is_empty() {
-            out.push(serde_json::json!({ "workload": w.name, "labels": added }));
+            out.push(Assigned {
+                workload: w.name.clone(),
+                labels: added,
+            });
         }
     }
     Ok(out)
@@ -459,9 +494,12 @@ fn derived(s: &AppState, rules: Option<&bulkhead_inventory::LabelRules>) -> ApiR
     path = "/api/v1/label-rules",
     tag = "inventory",
     summary = "The label rules (YAML) and the labels they assign now",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the label rules and what they assign", body = LabelRulesView))
 )]
-pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+pub async fn get_label_rules(
+    State(s): State<AppState>,
+    p: Principal,
+) -> ApiResult<Json<LabelRulesView>> {
     blocking(move || {
         let stored = lock(&s.control)?.label_rules()?;
         let yaml = stored.as_ref().map(|r| r.yaml.clone()).unwrap_or_default();
@@ -471,19 +509,20 @@ pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResu
         if p.role == Role::AppOwner {
             let e = s.current();
             assigned.retain(|a| {
-                a["workload"]
-                    .as_str()
-                    .and_then(|n| e.inventory.by_name(n))
+                e.inventory
+                    .by_name(&a.workload)
                     .is_some_and(|w| w.labels.includes(&p.scope))
             });
         }
-        Ok(Json(serde_json::json!({
-            "yaml": yaml,
-            "rules": rules.map(|r| r.0.iter().map(|r| r.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
-            "updated_at_ms": stored.as_ref().map(|r| r.updated_at_ms),
-            "updated_by": stored.as_ref().map(|r| r.updated_by.clone()),
-            "assigned": assigned,
-        })))
+        Ok(Json(LabelRulesView {
+            yaml,
+            rules: rules
+                .map(|r| r.0.iter().map(|r| r.name.clone()).collect())
+                .unwrap_or_default(),
+            updated_at_ms: stored.as_ref().map(|r| r.updated_at_ms),
+            updated_by: stored.as_ref().map(|r| r.updated_by.clone()),
+            assigned,
+        }))
     })
     .await
 }
@@ -495,13 +534,13 @@ pub async fn get_label_rules(State(s): State<AppState>, p: Principal) -> ApiResu
     tag = "inventory",
     summary = "Replace the label rules ({yaml}); labels follow at once",
     request_body = LabelRulesBody,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "what the rules assign", body = LabelRulesApplied))
 )]
 pub async fn put_label_rules(
     State(s): State<AppState>,
     p: Principal,
     Json(body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LabelRulesApplied>> {
     p.require(&[Role::Admin, Role::Secops], "change the label rules")?;
     let body: LabelRulesBody =
         serde_json::from_value(body).map_err(|e| ApiError::invalid("yaml", e.to_string()))?;
@@ -517,11 +556,11 @@ pub async fn put_label_rules(
             _ => true,
         };
         let assigned = derived(&s, rules.as_ref())?;
-        Ok(Json(serde_json::json!({
-            "changed": changed,
-            "rules": rules.map(|r| r.0.len()).unwrap_or(0),
-            "assigned": assigned,
-        })))
+        Ok(Json(LabelRulesApplied {
+            changed: Some(changed),
+            rules: rules.map(|r| r.0.len()).unwrap_or(0),
+            assigned,
+        }))
     })
     .await
 }
@@ -533,13 +572,13 @@ pub async fn put_label_rules(
     tag = "inventory",
     summary = "What a label rules document would assign, without storing it",
     request_body = LabelRulesBody,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "what the rules assign", body = LabelRulesApplied))
 )]
 pub async fn preview_label_rules(
     State(s): State<AppState>,
     p: Principal,
     Json(body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LabelRulesApplied>> {
     p.require(
         &[Role::Admin, Role::Secops, Role::Netops],
         "preview label rules",
@@ -548,10 +587,11 @@ pub async fn preview_label_rules(
         serde_json::from_value(body).map_err(|e| ApiError::invalid("yaml", e.to_string()))?;
     let rules = parse_rules(&body.yaml)?;
     blocking(move || {
-        Ok(Json(serde_json::json!({
-            "rules": rules.as_ref().map(|r| r.0.len()).unwrap_or(0),
-            "assigned": derived(&s, rules.as_ref())?,
-        })))
+        Ok(Json(LabelRulesApplied {
+            changed: None,
+            rules: rules.as_ref().map(|r| r.0.len()).unwrap_or(0),
+            assigned: derived(&s, rules.as_ref())?,
+        }))
     })
     .await
 }

@@ -6,6 +6,7 @@ mod admin_api;
 pub mod agent_api;
 mod alerts;
 mod auth;
+pub mod bodies;
 mod console;
 pub mod control;
 pub mod demo;

@@ -14,7 +14,7 @@ use crate::state::{AppState, blocking, lock, policy_errors, policy_of};
 
 pub const KINDS: &[&str] = &["label_group", "ip_list", "service", "tier", "ruleset"];
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ObjectView {
     pub kind: String,
     pub name: String,
@@ -95,7 +95,7 @@ pub struct KindFilter {
     tag = "policy",
     summary = "List draft policy objects (kind=…)",
     params(("kind" = Option<String>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "draft objects", body = Vec<ObjectView>))
 )]
 pub async fn list_objects(
     State(s): State<AppState>,
@@ -118,7 +118,7 @@ pub async fn list_objects(
     tag = "policy",
     summary = "Get a draft policy object",
     params(("kind" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the object", body = ObjectView))
 )]
 pub async fn get_object(
     State(s): State<AppState>,
@@ -160,7 +160,7 @@ fn change_draft(s: &AppState, p: &Principal, change: Change, action: &str) -> Ap
     summary = "Create or replace a draft policy object",
     params(("kind" = String, Path), ("name" = String, Path)),
     request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the object", body = ObjectView))
 )]
 pub async fn put_object(
     State(s): State<AppState>,
@@ -207,13 +207,13 @@ pub async fn put_object(
     tag = "policy",
     summary = "Delete a draft policy object",
     params(("kind" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the object is deleted", body = crate::bodies::DeletedName))
 )]
 pub async fn delete_object(
     State(s): State<AppState>,
     p: Principal,
     Path((kind, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::DeletedName>> {
     check_kind(&kind)?;
     let (k, n) = (kind.clone(), name.clone());
     blocking(move || {
@@ -231,9 +231,9 @@ pub async fn delete_object(
         )
     })
     .await?;
-    Ok(Json(
-        serde_json::json!({ "deleted": format!("{kind}/{name}") }),
-    ))
+    Ok(Json(crate::bodies::DeletedName {
+        deleted: format!("{kind}/{name}"),
+    }))
 }
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
@@ -254,13 +254,13 @@ pub struct PolicyFiles {
     tag = "policy",
     summary = "Replace the draft with policy-as-code files (policy push)",
     request_body = PolicyFiles,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the draft is replaced", body = crate::bodies::DraftReplaced))
 )]
 pub async fn push_draft(
     State(s): State<AppState>,
     p: Principal,
     Json(body): Json<PolicyFiles>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::DraftReplaced>> {
     p.require(&[Role::Admin, Role::Secops], "replace the whole draft")?;
     let sources: Vec<(String, String)> = body
         .files
@@ -279,7 +279,7 @@ pub async fn push_draft(
         )
     })
     .await?;
-    Ok(Json(serde_json::json!({ "objects": count })))
+    Ok(Json(crate::bodies::DraftReplaced { objects: count }))
 }
 
 pub fn objects_of(policy: &Policy) -> Vec<DraftObject> {
@@ -359,19 +359,26 @@ pub async fn pull_draft(State(s): State<AppState>, _p: Principal) -> ApiResult<J
     path = "/api/v1/draft/diff",
     tag = "policy",
     summary = "Diff of the draft against the provisioned version",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "objects the draft changes against the provisioned version", body = Vec<bulkhead_store::control::ObjectDiff>))
 )]
-pub async fn draft_diff(State(s): State<AppState>, _p: Principal) -> ApiResult<Json<Value>> {
+pub async fn draft_diff(
+    State(s): State<AppState>,
+    _p: Principal,
+) -> ApiResult<Json<Vec<bulkhead_store::control::ObjectDiff>>> {
     blocking(move || {
         let c = lock(&s.control)?;
         let base = c.latest_version()?.map(|v| v.objects).unwrap_or_default();
         let draft = c.draft_objects()?;
-        Ok(Json(
-            serde_json::to_value(diff(&base, &draft))
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        ))
+        Ok(Json(diff(&base, &draft)))
     })
     .await
+}
+
+/// A provisioned version with its policy as files.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VersionFiles {
+    pub version: VersionMeta,
+    pub files: Vec<PolicyFile>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -464,20 +471,21 @@ pub async fn versions(
     tag = "policy",
     summary = "A version as files",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the version and its policy files", body = VersionFiles))
 )]
 pub async fn version(
     State(s): State<AppState>,
     _p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VersionFiles>> {
     blocking(move || {
         let v = lock(&s.control)?
             .version(id)?
             .ok_or_else(|| ApiError::NotFound(format!("version {id}")))?;
-        Ok(Json(
-            serde_json::json!({ "version": v.meta, "files": files_of(&v.objects).files }),
-        ))
+        Ok(Json(VersionFiles {
+            version: v.meta,
+            files: files_of(&v.objects).files,
+        }))
     })
     .await
 }
@@ -488,13 +496,13 @@ pub async fn version(
     tag = "policy",
     summary = "Diff of a version against the one before",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "objects the version changed", body = Vec<bulkhead_store::control::ObjectDiff>))
 )]
 pub async fn version_diff(
     State(s): State<AppState>,
     _p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<bulkhead_store::control::ObjectDiff>>> {
     blocking(move || {
         let c = lock(&s.control)?;
         let v = c
@@ -505,10 +513,7 @@ pub async fn version_diff(
         } else {
             Vec::new()
         };
-        Ok(Json(
-            serde_json::to_value(diff(&prev, &v.objects))
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        ))
+        Ok(Json(diff(&prev, &v.objects)))
     })
     .await
 }
@@ -519,13 +524,13 @@ pub async fn version_diff(
     tag = "policy",
     summary = "Make the draft equal to a version",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the draft equals the version", body = crate::bodies::Reverted))
 )]
 pub async fn revert(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::Reverted>> {
     p.require(&[Role::Admin, Role::Secops], "revert the draft")?;
     blocking(move || {
         crate::control::commit(
@@ -534,7 +539,9 @@ pub async fn revert(
             &p.audit("draft.revert"),
             crate::control::Mutation::Revert(id),
         )?;
-        Ok(Json(serde_json::json!({ "draft_reverted_to": id })))
+        Ok(Json(crate::bodies::Reverted {
+            draft_reverted_to: id,
+        }))
     })
     .await
 }

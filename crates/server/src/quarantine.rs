@@ -27,7 +27,7 @@ async fn set(
     p: Principal,
     name: String,
     reason: Option<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QuarantineState>> {
     p.require(&[Role::Admin, Role::Secops], "quarantine workloads")?;
     let quarantine = reason.is_some();
     let s2 = s.clone();
@@ -112,9 +112,20 @@ async fn set(
         Ok(true)
     })
     .await?;
-    Ok(Json(
-        json!({ "workload": name, "quarantined": quarantine, "changed": changed }),
-    ))
+    Ok(Json(QuarantineState {
+        workload: name,
+        quarantined: quarantine,
+        changed,
+    }))
+}
+
+/// Where a workload stands after a quarantine or a release.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct QuarantineState {
+    pub workload: String,
+    pub quarantined: bool,
+    /// False when it already was in that state (nothing written).
+    pub changed: bool,
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -130,14 +141,14 @@ pub struct QuarantineRequest {
     summary = "Quarantine a workload ({reason}): only failsafe access stays, enforced",
     params(("name" = String, Path)),
     request_body = QuarantineRequest,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "where the workload stands", body = QuarantineState))
 )]
 pub async fn quarantine(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
     Json(body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QuarantineState>> {
     let req: QuarantineRequest =
         serde_json::from_value(body).map_err(|e| ApiError::invalid("reason", e.to_string()))?;
     if req.reason.trim().is_empty() {
@@ -152,12 +163,12 @@ pub async fn quarantine(
     tag = "response",
     summary = "Release a quarantined workload",
     params(("name" = String, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "where the workload stands", body = QuarantineState))
 )]
 pub async fn release(
     State(s): State<AppState>,
     p: Principal,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QuarantineState>> {
     set(s, p, name, None).await
 }

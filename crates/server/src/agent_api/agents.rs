@@ -22,7 +22,44 @@ pub(crate) fn address_drift(
     (!unrecorded.is_empty() || !unreported.is_empty()).then_some((unrecorded, unreported))
 }
 
-fn agent_view(s: &AppState, a: &AgentRecord, now: i64) -> Value {
+/// An agent as users see it: health, policy sync, its host and what it reports.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AgentView {
+    pub id: u64,
+    pub workload: String,
+    /// Why it waits for approval; absent once let in.
+    pub pending: Option<String>,
+    pub online: bool,
+    pub enrolled_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub offline_since_ms: Option<i64>,
+    pub applied_revision: Option<String>,
+    pub desired_revision: Option<String>,
+    pub in_sync: bool,
+    #[schema(value_type = Vec<String>)]
+    pub workload_addresses: Vec<IpAddr>,
+    /// What the host reports against what its workload has; shown, never applied.
+    pub address_drift: Option<AddressDrift>,
+    /// The host's inventory as it last reported it.
+    pub host: Value,
+    /// Its counters and last problem.
+    pub status: Value,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AddressDrift {
+    #[schema(value_type = Vec<String>)]
+    pub reported_not_recorded: Vec<IpAddr>,
+    #[schema(value_type = Vec<String>)]
+    pub recorded_not_reported: Vec<IpAddr>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AgentList {
+    pub items: Vec<AgentView>,
+}
+
+fn agent_view(s: &AppState, a: &AgentRecord, now: i64) -> AgentView {
     let desired = a
         .pending
         .is_none()
@@ -43,28 +80,31 @@ fn agent_view(s: &AppState, a: &AgentRecord, now: i64) -> Value {
         .by_name(&a.workload)
         .map(|w| w.addresses.clone())
         .unwrap_or_default();
-    let drift = serde_json::from_str::<bulkhead_api::HostInfo>(&a.host_json)
+    let address_drift = serde_json::from_str::<bulkhead_api::HostInfo>(&a.host_json)
         .ok()
-        .and_then(|h| address_drift(&recorded, &h));
-    json!({
-        "id": a.id,
-        "workload": a.workload,
-        "pending": a.pending,
-        "online": online,
-        "enrolled_at_ms": a.enrolled_at_ms,
-        "last_seen_ms": a.last_seen_ms,
-        "offline_since_ms": a.offline_since_ms,
-        "applied_revision": a.applied_revision,
-        "desired_revision": desired,
-        "in_sync": desired.is_some() && desired == a.applied_revision,
-        "workload_addresses": recorded,
-        "address_drift": drift.map(|(unrecorded, unreported)| json!({
-            "reported_not_recorded": unrecorded,
-            "recorded_not_reported": unreported,
-        })),
-        "host": host,
-        "status": status["status"],
-    })
+        .and_then(|h| address_drift(&recorded, &h))
+        .map(
+            |(reported_not_recorded, recorded_not_reported)| AddressDrift {
+                reported_not_recorded,
+                recorded_not_reported,
+            },
+        );
+    AgentView {
+        id: a.id,
+        workload: a.workload.clone(),
+        pending: a.pending.clone(),
+        online,
+        enrolled_at_ms: a.enrolled_at_ms,
+        last_seen_ms: a.last_seen_ms,
+        offline_since_ms: a.offline_since_ms,
+        in_sync: desired.is_some() && desired == a.applied_revision,
+        applied_revision: a.applied_revision.clone(),
+        desired_revision: desired,
+        workload_addresses: recorded,
+        address_drift,
+        host,
+        status: status["status"].clone(),
+    }
 }
 
 /// Lets a pending agent in: the host becomes its workload as reported (an existing
@@ -76,13 +116,13 @@ fn agent_view(s: &AppState, a: &AgentRecord, now: i64) -> Value {
     tag = "agents",
     summary = "Approve a pending agent (it becomes its workload as its host reports it)",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the agent is let in", body = crate::bodies::Approved))
 )]
 pub async fn approve_agent(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::Approved>> {
     p.require(&[Role::Admin, Role::Secops], "approve agents")?;
     let audit = p.audit("agent.approve");
     let s2 = s.clone();
@@ -127,7 +167,10 @@ pub async fn approve_agent(
         })
     })
     .await?;
-    Ok(Json(json!({ "approved": id, "workload": agent.workload })))
+    Ok(Json(crate::bodies::Approved {
+        approved: id,
+        workload: agent.workload,
+    }))
 }
 
 #[utoipa::path(
@@ -135,9 +178,9 @@ pub async fn approve_agent(
     path = "/api/v1/agents",
     tag = "agents",
     summary = "List agents with their health and policy sync",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "agents, pending ones too", body = AgentList))
 )]
-pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<Json<AgentList>> {
     let items = blocking(move || {
         let agents = lock(&s.control)?.agents()?;
         let now = now_ms();
@@ -154,7 +197,7 @@ pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<J
             .collect::<Vec<_>>())
     })
     .await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(AgentList { items }))
 }
 
 #[utoipa::path(
@@ -163,20 +206,20 @@ pub async fn list_agents(State(s): State<AppState>, p: Principal) -> ApiResult<J
     tag = "agents",
     summary = "Remove an agent (its credential stops working)",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the agent is removed", body = crate::bodies::DeletedId))
 )]
 pub async fn delete_agent(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::DeletedId>> {
     p.require(&[Role::Admin, Role::Secops], "remove agents")?;
     let audit = p.audit("agent.delete");
     let done = blocking(move || Ok(lock(&s.control)?.delete_agent(id, &audit)?)).await?;
     if !done {
         return Err(ApiError::NotFound(format!("agent {id}")));
     }
-    Ok(Json(json!({ "deleted": id })))
+    Ok(Json(crate::bodies::DeletedId { deleted: id }))
 }
 
 /// Marks agents silent for longer than the configured time offline, once each, with an

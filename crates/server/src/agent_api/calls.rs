@@ -99,8 +99,8 @@ pub fn wire_policy(s: &AppState, workload: &str) -> ApiResult<Arc<WirePolicy>> {
     path = "/api/v1/agent/heartbeat",
     tag = "agent",
     summary = "Agent heartbeat (agent credential)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = bulkhead_api::Heartbeat,
+    responses((status = 200, description = "the revision to run and the last flow batch stored", body = bulkhead_api::HeartbeatResponse))
 )]
 pub async fn heartbeat(
     State(s): State<AppState>,
@@ -197,7 +197,7 @@ pub async fn heartbeat(
     path = "/api/v1/agent/policy",
     tag = "agent",
     summary = "The agent's compiled policy (agent credential)",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the workload's policy", body = bulkhead_api::WirePolicy))
 )]
 pub async fn policy(State(s): State<AppState>, a: AgentCaller) -> ApiResult<Json<WirePolicy>> {
     let workload = a.agent.workload.clone();
@@ -295,14 +295,14 @@ fn logged_summary(
     path = "/api/v1/agent/events",
     tag = "agent",
     summary = "Agent events: logged packets, tamper, rejected policy (agent credential)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = bulkhead_api::AgentEvents,
+    responses((status = 200, description = "events taken", body = crate::bodies::Accepted))
 )]
 pub async fn events(
     State(s): State<AppState>,
     a: AgentCaller,
     Json(body): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::Accepted>> {
     let batch: AgentEvents = parse_body(body)?;
     let count = batch.events.len();
     let s2 = s.clone();
@@ -398,7 +398,7 @@ pub async fn events(
     })
     .await?;
     announce(&s, &announced);
-    Ok(Json(json!({ "accepted": count })))
+    Ok(Json(crate::bodies::Accepted { accepted: count }))
 }
 
 fn observation(reporter: &Arc<str>, f: &HostFlow) -> bulkhead_flow::Observation {
@@ -430,8 +430,8 @@ fn observation(reporter: &Arc<str>, f: &HostFlow) -> bulkhead_flow::Observation 
     path = "/api/v1/agent/flows",
     tag = "agent",
     summary = "A numbered batch of the agent's flows (agent credential)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = bulkhead_api::FlowBatch,
+    responses((status = 200, description = "the highest batch stored", body = bulkhead_api::FlowBatchAck))
 )]
 pub async fn flows(
     State(s): State<AppState>,

@@ -144,8 +144,8 @@ fn strictest(a: EnforcementMode, b: EnforcementMode) -> EnforcementMode {
     path = "/api/v1/agent/enroll",
     tag = "agent",
     summary = "Enroll a host agent with a pairing key (agent listener only; 202 when it waits for approval)",
-    request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    request_body = bulkhead_api::EnrollRequest,
+    responses((status = 201, description = "enrolled", body = bulkhead_api::EnrollResponse), (status = 202, description = "enrolled, waiting for an admin's approval (pending says why)", body = bulkhead_api::EnrollResponse))
 )]
 pub async fn enroll(
     State(s): State<AppState>,

@@ -164,18 +164,18 @@ pub async fn list_pairing_profiles(
     tag = "agents",
     summary = "Revoke a pairing profile",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the profile is revoked", body = crate::bodies::RevokedId))
 )]
 pub async fn revoke_pairing_profile(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::bodies::RevokedId>> {
     p.require(&[Role::Admin, Role::Secops], "revoke pairing profiles")?;
     let audit = p.audit("pairing_profile.revoke");
     let done = blocking(move || Ok(lock(&s.control)?.revoke_pairing_profile(id, &audit)?)).await?;
     if !done {
         return Err(ApiError::NotFound(format!("pairing profile {id}")));
     }
-    Ok(Json(json!({ "revoked": id })))
+    Ok(Json(crate::bodies::RevokedId { revoked: id }))
 }

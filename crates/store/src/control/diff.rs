@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{StoredObject, StoredWorkload};
 
 /// How one object differs between two sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DiffChange {
     /// Only in the second set.
@@ -28,7 +30,7 @@ impl DiffChange {
 
 /// One policy object that differs. `before` is its text in the first set (`None` when
 /// added), `after` in the second (`None` when removed).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ObjectDiff {
     pub kind: String,
     pub name: String,
