@@ -19,8 +19,9 @@ pub struct SeenHost {
     pub reporters: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UnknownHost {
+    #[schema(value_type = String)]
     pub address: IpAddr,
     /// Inside private, shared or link-local ranges: part of the estate nobody listed.
     /// Otherwise an external peer (internet client, partner, SaaS).
@@ -35,15 +36,16 @@ pub struct UnknownHost {
     pub reporters: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QuietWorkload {
     pub name: String,
+    #[schema(value_type = Vec<String>)]
     pub addresses: Vec<IpAddr>,
     pub managed: bool,
     pub labels: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SprawlReport {
     pub window_start_ms: i64,
     pub window_end_ms: i64,

@@ -4,7 +4,17 @@ use crate::{Labels, VerdictKind};
 
 /// The width of a summary's time bucket.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Bucket {
@@ -28,7 +38,9 @@ impl Bucket {
 
 /// A verdict as stored with a summary: what it was and which rules decided
 /// (empty when the default decided).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct SummaryVerdict {
     pub verdict: VerdictKind,
     pub rules: Vec<String>,
@@ -37,15 +49,26 @@ pub struct SummaryVerdict {
 /// What identifies a summary: one consumer → provider conversation on one provider
 /// port in one time bucket.
 #[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 pub struct SummaryKey {
     pub bucket: Bucket,
     /// Unix milliseconds, aligned to the bucket.
     pub bucket_start_ms: i64,
     /// The consumer (the side that opened the connection).
+    #[schema(value_type = String)]
     pub src: IpAddr,
     /// The provider (the side that listens).
+    #[schema(value_type = String)]
     pub dst: IpAddr,
     pub proto: u8,
     /// The provider's port (ICMP: the message type).
@@ -55,7 +78,7 @@ pub struct SummaryKey {
 }
 
 /// Aggregated traffic for one [`SummaryKey`], enriched with inventory and verdicts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FlowSummary {
     #[serde(flatten)]
     pub key: SummaryKey,

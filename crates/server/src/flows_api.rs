@@ -6,7 +6,6 @@ use bulkhead_enrich::sprawl::{SeenHost, sprawl};
 use bulkhead_model::{Bucket, Labels, ServicePort, VerdictKind};
 use bulkhead_store::{FlowQuery, FlowStore};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
@@ -33,13 +32,13 @@ pub struct FlowParams {
     tag = "flows",
     summary = "Query flow summaries",
     params(("bucket" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("workload" = Option<String>, Query), ("labels" = Option<String>, Query), ("address" = Option<String>, Query), ("port" = Option<String>, Query), ("verdict" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "flow summaries, newest first", body = FlowPage))
 )]
 pub async fn query(
     State(s): State<AppState>,
     p: Principal,
     Query(f): Query<FlowParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FlowPage>> {
     let bucket = match f.bucket.as_deref() {
         None | Some("minute") => Bucket::Minute,
         Some("hour") => Bucket::Hour,
@@ -105,9 +104,19 @@ pub async fn query(
         .into_iter()
         .filter(|r| p.sees(&r.src_labels, &r.dst_labels))
         .collect();
-    Ok(Json(
-        serde_json::json!({ "from_ms": from, "to_ms": to, "items": rows }),
-    ))
+    Ok(Json(FlowPage {
+        from_ms: from,
+        to_ms: to,
+        items: rows,
+    }))
+}
+
+/// Flow summaries of a window.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FlowPage {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub items: Vec<bulkhead_model::FlowSummary>,
 }
 
 #[derive(Deserialize)]
@@ -122,13 +131,13 @@ pub struct SprawlParams {
     tag = "flows",
     summary = "The sprawl report",
     params(("hours" = Option<i64>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the sprawl report", body = bulkhead_enrich::sprawl::SprawlReport))
 )]
 pub async fn sprawl_report(
     State(s): State<AppState>,
     p: Principal,
     Query(q): Query<SprawlParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<bulkhead_enrich::sprawl::SprawlReport>> {
     p.require(
         &[Role::Admin, Role::Secops, Role::Netops],
         "read the estate-wide sprawl report",
@@ -155,8 +164,5 @@ pub async fn sprawl_report(
             reporters: a.reporters,
         })
         .collect();
-    let r = sprawl(&enricher.inventory, &hosts, start, end);
-    Ok(Json(
-        serde_json::to_value(r).map_err(|e| ApiError::Internal(e.to_string()))?,
-    ))
+    Ok(Json(sprawl(&enricher.inventory, &hosts, start, end)))
 }

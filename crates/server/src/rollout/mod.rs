@@ -126,40 +126,71 @@ fn visible(r: &Rollout, s: &AppState, p: &Principal) -> bool {
         || selected(&s.current().inventory, &r.selector).any(|w| w.labels.includes(&p.scope))
 }
 
-fn view(r: &Rollout, s: &AppState, q: &Quietness, p: &Principal) -> Value {
+/// A rollout as the API shows it: its plan and state, the workloads it moves (those
+/// the caller may see) and whether it is ready to enforce.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RolloutView {
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    pub workloads: Vec<RolloutWorkload>,
+    pub readiness: Readiness,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RolloutWorkload {
+    pub name: String,
+    pub mode: EnforcementMode,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub unresolved_potentially_blocked: usize,
+    pub last_blocked_ms: Option<i64>,
+    /// Why it is not ready, when it is not.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RolloutList {
+    pub items: Vec<RolloutView>,
+}
+
+fn view(r: &Rollout, s: &AppState, q: &Quietness, p: &Principal) -> RolloutView {
     let inventory = s.current().inventory.clone();
-    let workloads: Vec<Value> = selected(&inventory, &r.selector)
+    let workloads = selected(&inventory, &r.selector)
         .filter(|w| p.role != Role::AppOwner || w.labels.includes(&p.scope))
-        .map(|w| json!({ "name": w.name, "mode": w.mode }))
+        .map(|w| RolloutWorkload {
+            name: w.name.clone(),
+            mode: w.mode,
+        })
         .collect();
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    v["workloads"] = json!(workloads);
+    let mut rollout = r.clone();
     // An owner's webhook URL carries its secret in the path: only those who may
     // schedule rollouts see it.
-    if !matches!(p.role, Role::Admin | Role::Secops)
-        && let Some(owners) = v["owners"].as_array_mut()
-    {
-        for o in owners {
-            if o.get("webhook").is_some() {
-                o["webhook"] = json!("(hidden)");
+    if !matches!(p.role, Role::Admin | Role::Secops) {
+        for o in &mut rollout.owners {
+            if o.webhook.is_some() {
+                o.webhook = Some("(hidden)".into());
             }
         }
     }
     let ready = q.unresolved_potentially_blocked == 0;
-    v["readiness"] = json!({
-        "ready": ready,
-        "unresolved_potentially_blocked": q.unresolved_potentially_blocked,
-        "last_blocked_ms": q.last_blocked_ms,
-        "reason": if ready {
-            Value::Null
-        } else {
-            json!(format!(
-                "{} unresolved potentially-blocked alert(s) on its workloads in the last {} day(s)",
-                q.unresolved_potentially_blocked, r.readiness_days
-            ))
+    RolloutView {
+        rollout,
+        workloads,
+        readiness: Readiness {
+            ready,
+            unresolved_potentially_blocked: q.unresolved_potentially_blocked,
+            last_blocked_ms: q.last_blocked_ms,
+            reason: (!ready).then(|| {
+                format!(
+                    "{} unresolved potentially-blocked alert(s) on its workloads in the last {} day(s)",
+                    q.unresolved_potentially_blocked, r.readiness_days
+                )
+            }),
         },
-    });
-    v
+    }
 }
 
 /// Each rollout with how quiet its workloads are now.
@@ -183,13 +214,13 @@ async fn with_quietness(s: &AppState, rs: Vec<Rollout>) -> ApiResult<Vec<(Rollou
     tag = "rollout",
     summary = "Schedule a monitor → enforce rollout for a label selector",
     request_body = RolloutRequest,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 201, description = "the rollout, announced", body = RolloutView))
 )]
 pub async fn create(
     State(s): State<AppState>,
     p: Principal,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<RolloutView>)> {
     p.require(&[Role::Admin, Role::Secops], "schedule rollouts")?;
     let req: RolloutRequest =
         serde_json::from_value(body).map_err(|e| ApiError::invalid("(body)", e.to_string()))?;
@@ -237,9 +268,9 @@ async fn get_rollout(s: &AppState, id: u64) -> ApiResult<Rollout> {
     path = "/api/v1/rollouts",
     tag = "rollout",
     summary = "List rollouts with their calendar and readiness",
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "rollouts the caller may see", body = RolloutList))
 )]
-pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<RolloutList>> {
     let s2 = s.clone();
     let all = blocking(move || {
         lock(&s2.control)?
@@ -250,12 +281,12 @@ pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Val
     })
     .await?;
     let all: Vec<Rollout> = all.into_iter().filter(|r| visible(r, &s, &p)).collect();
-    let items: Vec<Value> = with_quietness(&s, all)
+    let items = with_quietness(&s, all)
         .await?
         .iter()
         .map(|(r, q)| view(r, &s, q, &p))
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(RolloutList { items }))
 }
 
 #[utoipa::path(
@@ -264,13 +295,13 @@ pub async fn list(State(s): State<AppState>, p: Principal) -> ApiResult<Json<Val
     tag = "rollout",
     summary = "Get a rollout",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the rollout", body = RolloutView))
 )]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolloutView>> {
     let r = get_rollout(&s, id).await?;
     if !visible(&r, &s, &p) {
         return Err(ApiError::NotFound(format!("rollout {id}")));
@@ -286,13 +317,13 @@ pub async fn get(
     tag = "rollout",
     summary = "Roll back what a rollout switched to enforced, in one action",
     params(("id" = u64, Path)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the rollout, rolled back", body = RolloutView))
 )]
 pub async fn rollback(
     State(s): State<AppState>,
     p: Principal,
     Path(id): Path<u64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RolloutView>> {
     p.require(&[Role::Admin, Role::Secops], "roll back rollouts")?;
     // Read and act under the rollouts lock: the scheduler cannot complete (or enforce)
     // this rollout between the check below and the rollback.
