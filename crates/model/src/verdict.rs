@@ -1,7 +1,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Allow,
@@ -18,9 +20,11 @@ impl fmt::Display for Action {
 }
 
 /// One connection attempt as policy sees it: the consumer opens it to the provider.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 pub struct Connection {
+    #[schema(value_type = String)]
     pub src: IpAddr,
+    #[schema(value_type = String)]
     pub dst: IpAddr,
     pub proto: u8,
     /// Destination port for TCP/UDP/SCTP, message type for ICMP, ignored otherwise.
@@ -30,7 +34,7 @@ pub struct Connection {
 }
 
 /// What policy says of a connection, the same at both ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Allow,
@@ -95,7 +99,7 @@ impl VerdictKind {
 }
 
 /// Which rules decided, or the default deny.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DecidedBy {
     /// The rule ids of the deciding action in the deciding tier, sorted.
@@ -106,7 +110,7 @@ pub enum DecidedBy {
     Default,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 pub struct Verdict {
     pub verdict: VerdictKind,
     pub decision: Decision,

@@ -12,8 +12,9 @@ use serde::Serialize;
 use crate::oracle::{self, selector_matches, service_matches};
 use crate::policy::Policy;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
+    #[schema(value_type = String)]
     pub address: IpAddr,
     /// None when the address is not in the inventory.
     pub workload: Option<String>,
@@ -26,7 +27,7 @@ pub struct Endpoint {
     pub enforces: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuleMatch {
     pub rule_id: String,
     pub ruleset: String,
@@ -38,7 +39,7 @@ pub struct RuleMatch {
     pub origin: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TierTrace {
     pub tier: String,
     pub matched: Vec<RuleMatch>,
@@ -47,7 +48,7 @@ pub struct TierTrace {
 }
 
 /// A rule that fails on exactly one part: usually the one the user expected to match.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NearMiss {
     pub rule_id: String,
     pub ruleset: String,
@@ -56,7 +57,7 @@ pub struct NearMiss {
     pub failed: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
     pub connection: Connection,
     pub source: Endpoint,

@@ -23,7 +23,7 @@ pub struct CoverageOptions {
 }
 
 /// Traffic that the policy denies, grouped by source group, destination group and port.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BlockedGroup {
     pub source: String,
     pub destination: String,
@@ -40,7 +40,7 @@ pub struct BlockedGroup {
 }
 
 /// Hits of one rule: the traffic it decided.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RuleHits {
     pub ruleset: String,
     pub rule: String,
@@ -52,7 +52,7 @@ pub struct RuleHits {
 }
 
 /// An allow rule whose hits use a small part of the ports it allows.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct OverBroad {
     /// `ruleset/rule`.
     pub rule: String,
@@ -71,7 +71,7 @@ pub struct OverBroad {
 pub const OVER_BROAD_FACTOR: u64 = 16;
 
 /// The coverage report.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Coverage {
     pub summaries: u64,
     pub outside_window: u64,

@@ -381,11 +381,7 @@ pub fn start_collectors(
         workers: workers.max(1),
         ..CollectorConfig::default()
     };
-    let (flows, control, dispatcher) = (
-        state.flows.clone(),
-        state.control.clone(),
-        state.dispatcher.clone(),
-    );
+    let (flows, alerting) = (state.flows.clone(), state.clone());
     let mut last_expiry = 0;
     let collector = Collector::start(&config, state.enricher.clone(), move |batch| {
         // Summaries that cannot be stored are logged with their count: nothing vanishes
@@ -402,24 +398,30 @@ pub fn start_collectors(
                 }
             }
         }
-        let announced = match control.lock() {
-            Ok(mut c) => alerts::record_from_summaries(&mut c, &batch).unwrap_or_else(|e| {
-                tracing::error!("recording alerts: {e}");
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
-        };
-        if let Some(d) = dispatcher.lock().ok().and_then(|d| d.clone()) {
-            for a in &announced {
-                d.send(alerts::event_of(a));
-            }
-        }
+        alerts_from_summaries(&alerting, &batch);
     })?;
     *state
         .collector
         .lock()
         .map_err(|_| anyhow::anyhow!("collector lock"))? = Some(collector);
     Ok(())
+}
+
+/// Records the alerts a batch of flow summaries raises (blocked and potentially blocked
+/// traffic) and announces the new ones to the alert sinks, as the collectors do.
+pub fn alerts_from_summaries(state: &AppState, batch: &[bulkhead_model::FlowSummary]) {
+    let announced = match state.control.lock() {
+        Ok(mut c) => alerts::record_from_summaries(&mut c, batch).unwrap_or_else(|e| {
+            tracing::error!("recording alerts: {e}");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
+    if let Some(d) = state.dispatcher.lock().ok().and_then(|d| d.clone()) {
+        for a in &announced {
+            d.send(alerts::event_of(a));
+        }
+    }
 }
 
 /// The addresses the collectors are bound to.

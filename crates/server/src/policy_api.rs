@@ -546,6 +546,14 @@ pub async fn revert(
     .await
 }
 
+/// Why a connection gets its verdict, and the same as text.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExplainView {
+    #[serde(flatten)]
+    pub explanation: explain::Explanation,
+    pub text: String,
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ExplainRequest {
     pub from: String,
@@ -563,13 +571,13 @@ pub struct ExplainRequest {
     tag = "policy",
     summary = "Verdict of a connection against the draft, the provisioned policy or a version",
     request_body = ExplainRequest,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the verdict, the rules that decided, near misses", body = ExplainView))
 )]
 pub async fn explain_flow(
     State(s): State<AppState>,
     p: Principal,
     Json(r): Json<ExplainRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ExplainView>> {
     let (proto, port) =
         ServicePort::parse_single(&r.port).map_err(|e| ApiError::invalid("port", e))?;
     blocking(move || {
@@ -631,10 +639,11 @@ pub async fn explain_flow(
                 p.scope
             )));
         }
-        let e = explain::explain(&policy, inv, &conn);
-        let mut v = serde_json::to_value(&e).map_err(|e| ApiError::Internal(e.to_string()))?;
-        v["text"] = Value::from(e.to_text());
-        Ok(Json(v))
+        let explanation = explain::explain(&policy, inv, &conn);
+        Ok(Json(ExplainView {
+            text: explanation.to_text(),
+            explanation,
+        }))
     })
     .await
 }

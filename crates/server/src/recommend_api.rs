@@ -211,6 +211,17 @@ pub struct CoverageParams {
     limit: Option<usize>,
 }
 
+/// Coverage of a policy over a window.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CoverageView {
+    #[serde(flatten)]
+    pub coverage: bulkhead_recommend::Coverage,
+    /// `draft`, or the version number.
+    pub version: Value,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
 /// `GET /api/v1/coverage`: how much of the observed traffic the draft (or a version)
 /// allows, what it would block, and the rules nothing used.
 #[utoipa::path(
@@ -219,13 +230,13 @@ pub struct CoverageParams {
     tag = "policy",
     summary = "Coverage of the draft or a version over observed flows",
     params(("version" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("granularity" = Option<String>, Query), ("limit" = Option<i64>, Query)),
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the allowed share, what would be blocked, unused rules", body = CoverageView))
 )]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,
     Query(q): Query<CoverageParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CoverageView>> {
     let (from, to) = window(q.from_ms, q.to_ms)?;
     let granularity = match &q.granularity {
         Some(g) => g
@@ -281,14 +292,15 @@ pub async fn get(
             c.over_broad
                 .retain(|o| o.rule.split_once('/').is_some_and(|(rs, _)| mine(rs)));
         }
-        let mut v = serde_json::to_value(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
-        v["version"] = match version {
-            None => json!("draft"),
-            Some(id) => json!(id),
-        };
-        v["from_ms"] = json!(from);
-        v["to_ms"] = json!(to);
-        Ok(Json(v))
+        Ok(Json(CoverageView {
+            coverage: c,
+            version: match version {
+                None => json!("draft"),
+                Some(id) => json!(id),
+            },
+            from_ms: from,
+            to_ms: to,
+        }))
     })
     .await
 }
