@@ -115,7 +115,9 @@ impl Default for Options {
 }
 
 /// What kind of widening.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WideningKind {
     /// A label selector (or `workloads`) covers workloads not seen on that side.
@@ -129,7 +131,7 @@ pub enum WideningKind {
 }
 
 /// One place where the proposal allows more than was observed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
 pub struct Widening {
     pub kind: WideningKind,
     /// `ruleset/rule-id` or `ip_list/name`.
@@ -151,7 +153,7 @@ impl std::fmt::Display for Widening {
 }
 
 /// What happened to the input.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub summaries: u64,
     pub outside_window: u64,

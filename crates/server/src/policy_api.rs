@@ -236,7 +236,7 @@ pub async fn delete_object(
     }))
 }
 
-#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PolicyFile {
     pub name: String,
     pub content: String,

@@ -77,6 +77,28 @@ pub struct RecommendRequest {
     internet_min_addresses: Option<usize>,
 }
 
+/// One proposed policy object, in canonical YAML.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProposedObject {
+    pub kind: String,
+    pub name: String,
+    pub yaml: String,
+}
+
+/// What the recommender proposes, and whether it went into the draft.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Proposal {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub applied: bool,
+    pub objects: Vec<ProposedObject>,
+    pub files: Vec<crate::policy_api::PolicyFile>,
+    /// Every place the proposal allows more than was observed.
+    pub widenings: Vec<bulkhead_recommend::Widening>,
+    pub stats: bulkhead_recommend::Stats,
+    pub notes: Vec<String>,
+}
+
 /// `POST /api/v1/recommendations`: proposes rules for what the flow store saw and the
 /// draft does not yet allow; writes them into the draft (audited, checked as a whole)
 /// unless `"apply": false`.
@@ -86,13 +108,13 @@ pub struct RecommendRequest {
     tag = "policy",
     summary = "Propose rules from observed flows; written into the draft unless apply is false",
     request_body = RecommendRequest,
-    responses((status = 200, description = "success", body = serde_json::Value))
+    responses((status = 200, description = "the proposal, with what it widens", body = Proposal))
 )]
 pub async fn create(
     State(s): State<AppState>,
     p: Principal,
     Json(req): Json<RecommendRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Proposal>> {
     let apply = req.apply.unwrap_or(true);
     if apply {
         p.require(
@@ -153,14 +175,18 @@ pub async fn create(
         let current = policy_of(&draft)?;
         let r = recommend(&rows, &inventory, Some(&current), &opts);
         let objects: Vec<&Object> = r.objects().collect();
-        let views: Vec<Value> = objects
+        let views = objects
             .iter()
-            .map(|o| json!({"kind": o.kind(), "name": o.name(), "yaml": format_object(o)}))
+            .map(|o| ProposedObject {
+                kind: o.kind().to_string(),
+                name: o.name().to_string(),
+                yaml: format_object(o),
+            })
             .collect();
-        let files: Vec<Value> = r
+        let files = r
             .rendered_files()
             .into_iter()
-            .map(|(name, content)| json!({"name": name, "content": content}))
+            .map(|(name, content)| crate::policy_api::PolicyFile { name, content })
             .collect();
         let mut applied = false;
         if apply && !objects.is_empty() {
@@ -185,16 +211,16 @@ pub async fn create(
             )?;
             applied = true;
         }
-        Ok(Json(json!({
-            "from_ms": from,
-            "to_ms": to,
-            "applied": applied,
-            "objects": views,
-            "files": files,
-            "widenings": r.widenings,
-            "stats": r.stats,
-            "notes": r.notes,
-        })))
+        Ok(Json(Proposal {
+            from_ms: from,
+            to_ms: to,
+            applied,
+            objects: views,
+            files,
+            widenings: r.widenings,
+            stats: r.stats,
+            notes: r.notes,
+        }))
     })
     .await
 }

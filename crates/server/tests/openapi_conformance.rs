@@ -208,6 +208,17 @@ async fn every_read_answers_what_the_document_says() {
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     check(&doc, "post", "/api/v1/explain", 200, &body);
+    let (s, body) = api
+        .call(
+            a,
+            Method::POST,
+            "/api/v1/recommendations",
+            Some(json!({"apply": false, "min_observations": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(!body["objects"].as_array().unwrap().is_empty(), "{body}");
+    check(&doc, "post", "/api/v1/recommendations", 200, &body);
     check(&doc, "post", "/api/v1/agent/enroll", 201, &enrolled);
     let (s, body) = api
         .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
