@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bulkhead_api::{
     AgentEvent, AgentEvents, EnrollRequest, FlowBatch, HostDirection, HostFlow, HostInfo,
-    Interface, LoggedPacket, WirePolicy,
+    LoggedPacket, WirePolicy,
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -78,20 +78,9 @@ impl Api {
     }
 }
 
+/// The host every test agent runs on: 10.0.0.13, the address the harness calls from.
 fn host(hostname: &str) -> HostInfo {
-    HostInfo {
-        hostname: hostname.into(),
-        os_name: "debian".into(),
-        os_version: "12".into(),
-        kernel: "6.1.0".into(),
-        machine_id: None,
-        interfaces: vec![Interface {
-            name: "eth0".into(),
-            mac: None,
-            addresses: vec!["10.0.0.13/24".parse().unwrap()],
-        }],
-        listening: vec![],
-    }
+    common::host(hostname, &["10.0.0.13/24"])
 }
 
 fn flow(now: i64, src_port: u16) -> HostFlow {

@@ -7,27 +7,11 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use bulkhead_api::{EnrollRequest, HostInfo, Interface};
+use bulkhead_api::{EnrollRequest, HostInfo};
 use serde_json::{Value, json};
 
 mod common;
-use common::Api;
-
-fn host(hostname: &str, addresses: &[&str]) -> HostInfo {
-    HostInfo {
-        hostname: hostname.into(),
-        os_name: "debian".into(),
-        os_version: "12".into(),
-        kernel: "6.1.0".into(),
-        machine_id: None,
-        interfaces: vec![Interface {
-            name: "eth0".into(),
-            mac: None,
-            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
-        }],
-        listening: vec![],
-    }
-}
+use common::{Api, host};
 
 impl Api {
     async fn ok(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Value {

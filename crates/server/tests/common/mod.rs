@@ -77,3 +77,21 @@ impl Api {
         (status, v)
     }
 }
+
+/// A host's inventory as an agent reports it: one interface with these addresses
+/// (`10.0.0.13/24` form).
+pub fn host(hostname: &str, addresses: &[&str]) -> bulkhead_api::HostInfo {
+    bulkhead_api::HostInfo {
+        hostname: hostname.into(),
+        os_name: "debian".into(),
+        os_version: "12".into(),
+        kernel: "6.1.0".into(),
+        machine_id: None,
+        interfaces: vec![bulkhead_api::Interface {
+            name: "eth0".into(),
+            mac: None,
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        }],
+        listening: vec![],
+    }
+}
