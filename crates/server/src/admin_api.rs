@@ -206,9 +206,14 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text. Any valid token may read it (scrapers use a netops token): the
-/// counts describe the estate and its defences, which is not for anonymous eyes.
-pub async fn metrics(State(s): State<AppState>, _p: Principal) -> ApiResult<impl IntoResponse> {
+/// Prometheus text, for a token that may read the whole estate (scrapers use a netops
+/// token): the counts describe the estate and its defences, which is neither for
+/// anonymous eyes nor for an app owner, who sees only its own workloads.
+pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl IntoResponse> {
+    p.require(
+        &[Role::Admin, Role::Secops, Role::Netops],
+        "read the estate-wide metrics",
+    )?;
     let m = s
         .collector
         .lock()

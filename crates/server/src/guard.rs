@@ -51,6 +51,7 @@ impl CallerSlot {
 
 pub struct Guard {
     failures: DefaultKeyedRateLimiter<IpAddr>,
+    failures_seen: AtomicU64,
     locked: Mutex<HashMap<IpAddr, Instant>>,
     audit_budget: DefaultDirectRateLimiter,
     not_audited: AtomicU64,
@@ -79,6 +80,7 @@ impl Guard {
     pub fn new(auth_failures_per_minute: u32, audited_per_minute: u32) -> Guard {
         Guard {
             failures: RateLimiter::keyed(per_minute(auth_failures_per_minute)),
+            failures_seen: AtomicU64::new(0),
             locked: Mutex::default(),
             audit_budget: RateLimiter::direct(per_minute(audited_per_minute)),
             not_audited: AtomicU64::new(0),
@@ -103,6 +105,12 @@ impl Guard {
     /// Counts one failed authentication of `ip`; past the quota it is locked out for
     /// as long as the quota says.
     fn failed(&self, ip: IpAddr) {
+        // The per-address state is forgotten once it would allow a full quota again, so
+        // many failing addresses cannot grow it for ever.
+        if self.failures_seen.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.failures.retain_recent();
+            self.failures.shrink_to_fit();
+        }
         if let Err(not_until) = self.failures.check_key(&ip) {
             let wait = not_until
                 .wait_time_from(DefaultClock::default().now())

@@ -358,10 +358,20 @@ async fn each_listener_serves_only_its_purpose() {
             "{path}"
         );
     }
-    // Metrics need a token.
+    // Metrics need a token that may read the whole estate.
     assert_eq!(
         call(people(), "/metrics", None).await,
         StatusCode::UNAUTHORIZED
+    );
+    let owner = api.token("app_owner", Some("app=payments")).await;
+    assert_eq!(
+        call(people(), "/metrics", Some(owner)).await,
+        StatusCode::FORBIDDEN
+    );
+    let netops = api.token("netops", None).await;
+    assert_eq!(
+        call(people(), "/metrics", Some(netops)).await,
+        StatusCode::OK
     );
     assert_eq!(call(people(), "/metrics", admin).await, StatusCode::OK);
 }
