@@ -248,7 +248,7 @@ pub fn commit(
             (s.writes.load(Ordering::SeqCst), snapshot(&c, &m)?)
         };
         let changes = validate(p, &m, snap)?;
-        let done = write(s, |c| {
+        let done = write_if(s, |c| {
             if s.writes.load(Ordering::SeqCst) != generation {
                 return Ok(None);
             }
@@ -268,13 +268,27 @@ pub fn commit(
 /// the write generation (snapshots taken before are stale), and recompiles and
 /// publishes outside the lock. For writes decided in one short step under the lock.
 pub fn write<T>(s: &AppState, f: impl FnOnce(&mut ControlStore) -> ApiResult<T>) -> ApiResult<T> {
+    write_if(s, |c| f(c).map(Some))?
+        .ok_or_else(|| ApiError::Internal("a write wrote nothing".into()))
+}
+
+/// As [`write`], for `f` that may decide not to write (`None`): then nothing is bumped
+/// or recompiled, and concurrent writers are not sent back to validate again.
+fn write_if<T>(
+    s: &AppState,
+    f: impl FnOnce(&mut ControlStore) -> ApiResult<Option<T>>,
+) -> ApiResult<Option<T>> {
     let out = {
         let mut c = lock(&s.control)?;
         let out = f(&mut c)?;
-        s.writes.fetch_add(1, Ordering::SeqCst);
+        if out.is_some() {
+            s.writes.fetch_add(1, Ordering::SeqCst);
+        }
         out
     };
-    s.recompile()?;
+    if out.is_some() {
+        s.recompile()?;
+    }
     Ok(out)
 }
 
