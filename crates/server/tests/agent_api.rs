@@ -5,8 +5,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use bulkhead_api::{
-    AgentEvent, AgentEvents, EnrollRequest, FlowBatch, HostDirection, HostFlow, HostInfo,
-    LoggedPacket, WirePolicy,
+    AgentEvent, AgentEvents, FlowBatch, HostDirection, HostFlow, HostInfo, LoggedPacket, WirePolicy,
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -16,16 +15,9 @@ mod common;
 use common::Api;
 
 impl Api {
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(Some(&self.admin), method, path, body).await;
-        assert!(s.is_success(), "{path}: {s} {v}");
-        v
-    }
-
     async fn pairing_key(&self, name: &str, max_uses: u32) -> String {
         let v = self
-            .admin(
-                Method::POST,
+            .admin_ok(Method::POST,
                 "/api/v1/pairing-profiles",
                 Some(json!({"name": name, "labels": {"app": "shop", "role": "db"}, "mode": "monitor", "max_uses": max_uses})),
             )
@@ -40,29 +32,19 @@ impl Api {
             body[k] = v.clone();
         }
         let v = self
-            .admin(Method::POST, "/api/v1/pairing-profiles", Some(body))
+            .admin_ok(Method::POST, "/api/v1/pairing-profiles", Some(body))
             .await;
         v["pairing_key"].as_str().unwrap().to_string()
     }
 
     async fn enroll(&self, key: &str, hostname: &str) -> (StatusCode, Value) {
-        let req = EnrollRequest {
-            pairing_key: key.into(),
-            host: host(hostname),
-        };
-        self.call(
-            None,
-            Method::POST,
-            "/api/v1/agent/enroll",
-            Some(serde_json::to_value(&req).unwrap()),
-        )
-        .await
+        self.enroll_host(key, host(hostname)).await
     }
 
     /// Allowed web → db tcp/5432 connections in the flow store.
     async fn stored_connections(&self) -> u64 {
         let v = self
-            .admin(
+            .admin_ok(
                 Method::GET,
                 "/api/v1/flows?address=10.0.0.13&limit=1000",
                 None,
@@ -106,19 +88,18 @@ const POLICY: &str = "bulkhead: v1\nkind: tier\nname: application\norder: 10\n--
 #[tokio::test]
 async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
     let api = Api::new();
-    api.admin(
-        Method::POST,
+    api.admin_ok(Method::POST,
         "/api/v1/workloads/import",
         Some(json!([{"name": "web", "kind": "vm", "managed": true, "addresses": ["10.0.0.11"], "labels": {"app": "shop", "role": "web"}, "mode": "monitor"}])),
     )
     .await;
-    api.admin(
+    api.admin_ok(
         Method::PUT,
         "/api/v1/draft/files",
         Some(json!({"files": [{"name": "shop.yaml", "content": POLICY}]})),
     )
     .await;
-    api.admin(
+    api.admin_ok(
         Method::POST,
         "/api/v1/provision",
         Some(json!({"comment": "shop"})),
@@ -132,7 +113,9 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
     assert_eq!(s, StatusCode::CREATED, "{enrolled}");
     let credential = enrolled["credential"].as_str().unwrap().to_string();
     assert!(credential.starts_with("bh_agent_"), "{enrolled}");
-    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    let w = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db", None)
+        .await;
     assert_eq!(w["labels"], json!({"app": "shop", "role": "db"}), "{w}");
     assert_eq!(w["addresses"], json!(["10.0.0.13"]), "{w}");
     let (s, v) = api.enroll(&key, "db2").await;
@@ -173,7 +156,7 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
         .await;
     assert_eq!(s, StatusCode::OK, "{hb}");
     assert_eq!(hb["revision"], json!(policy.revision));
-    let agents = api.admin(Method::GET, "/api/v1/agents", None).await;
+    let agents = api.admin_ok(Method::GET, "/api/v1/agents", None).await;
     assert_eq!(agents["items"][0]["in_sync"], json!(true), "{agents}");
     assert_eq!(agents["items"][0]["online"], json!(true), "{agents}");
 
@@ -250,7 +233,7 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let alerts = api.admin(Method::GET, "/api/v1/alerts", None).await;
+    let alerts = api.admin_ok(Method::GET, "/api/v1/alerts", None).await;
     let kinds: Vec<&str> = alerts["items"]
         .as_array()
         .unwrap()
@@ -260,7 +243,7 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
     assert!(kinds.contains(&"potentially_blocked"), "{alerts}");
     assert!(kinds.contains(&"tamper"), "{alerts}");
     let flows = api
-        .admin(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
+        .admin_ok(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
         .await;
     assert_eq!(
         flows["items"],
@@ -280,7 +263,7 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
     )
     .await;
     let flows = api
-        .admin(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
+        .admin_ok(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
         .await;
     assert_eq!(flows["items"].as_array().unwrap().len(), 1, "{flows}");
     assert_eq!(
@@ -302,7 +285,7 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
 
     // A removed agent's credential stops working.
     let id = agents["items"][0]["id"].as_u64().unwrap();
-    api.admin(Method::DELETE, &format!("/api/v1/agents/{id}"), None)
+    api.admin_ok(Method::DELETE, &format!("/api/v1/agents/{id}"), None)
         .await;
     let (s, _) = api
         .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
@@ -365,8 +348,7 @@ async fn metrics_count_agents_by_state_and_sync() {
 async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_own_traffic() {
     let api = Api::new();
     // An enforced database imported from the CMDB, and one at another address.
-    api.admin(
-        Method::POST,
+    api.admin_ok(Method::POST,
         "/api/v1/workloads/import",
         Some(json!([
             {"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay", "role": "db"}, "mode": "enforced"},
@@ -393,7 +375,7 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let w = api
-        .admin(Method::GET, "/api/v1/workloads/pay-db", None)
+        .admin_ok(Method::GET, "/api/v1/workloads/pay-db", None)
         .await;
     assert_eq!(w["addresses"], json!(["10.9.9.9"]), "{w}");
 
@@ -408,7 +390,9 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
     let (s, v) = api.enroll(&bound, "db").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let credential = v["credential"].as_str().unwrap().to_string();
-    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    let w = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db", None)
+        .await;
     assert_eq!(w["mode"], json!("enforced"), "enrolling never loosens: {w}");
     assert_eq!(w["labels"], json!({"app": "pay", "role": "db"}), "{w}");
     assert_eq!(w["addresses"], json!(["10.0.0.13"]), "{w}");
@@ -418,7 +402,7 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(v.to_string().contains("already has an agent"), "{v}");
     let profiles = api
-        .admin(Method::GET, "/api/v1/pairing-profiles", None)
+        .admin_ok(Method::GET, "/api/v1/pairing-profiles", None)
         .await;
     let uses = |name: &str| {
         profiles["items"]
@@ -432,7 +416,7 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
 
     // The waiting agent is listed with what its host reports beside what the
     // workload has, for the admin to decide on.
-    let agents = api.admin(Method::GET, "/api/v1/agents", None).await;
+    let agents = api.admin_ok(Method::GET, "/api/v1/agents", None).await;
     let waiting = agents["items"]
         .as_array()
         .unwrap()
@@ -473,7 +457,7 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
         "only the agent's own flow"
     );
     let pay = api
-        .admin(Method::GET, "/api/v1/flows?address=10.9.9.9", None)
+        .admin_ok(Method::GET, "/api/v1/flows?address=10.9.9.9", None)
         .await;
     assert_eq!(pay["items"], json!([]), "{pay}");
     let invented = AgentEvents {
@@ -509,20 +493,19 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let alerts = api.admin(Method::GET, "/api/v1/alerts", None).await;
+    let alerts = api.admin_ok(Method::GET, "/api/v1/alerts", None).await;
     assert_eq!(alerts["items"], json!([]), "{alerts}");
 }
 
 #[tokio::test]
 async fn a_quarantine_survives_edits_and_imports_until_released() {
     let api = Api::new();
-    api.admin(
-        Method::POST,
+    api.admin_ok(Method::POST,
         "/api/v1/workloads/import",
         Some(json!([{"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay"}, "mode": "monitor"}])),
     )
     .await;
-    api.admin(
+    api.admin_ok(
         Method::POST,
         "/api/v1/workloads/db/quarantine",
         Some(json!({"reason": "incident 7"})),
@@ -530,30 +513,34 @@ async fn a_quarantine_survives_edits_and_imports_until_released() {
     .await;
     let quarantined = |w: &Value| w["attributes"]["bulkhead.quarantine"] == json!("incident 7");
     // A label edit and a CMDB re-import that do not mention the quarantine keep it.
-    api.admin(
-        Method::PUT,
+    api.admin_ok(Method::PUT,
         "/api/v1/workloads/db",
         Some(json!({"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay", "role": "db"}, "mode": "monitor"})),
     )
     .await;
-    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    let w = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db", None)
+        .await;
     assert!(quarantined(&w), "{w}");
     assert_eq!(
         w["labels"]["role"],
         json!("db"),
         "the edit itself is kept: {w}"
     );
-    api.admin(
-        Method::POST,
+    api.admin_ok(Method::POST,
         "/api/v1/workloads/import",
         Some(json!([{"name": "db", "kind": "vm", "managed": true, "addresses": ["10.0.0.13"], "labels": {"app": "pay"}, "mode": "monitor"}])),
     )
     .await;
-    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    let w = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db", None)
+        .await;
     assert!(quarantined(&w), "{w}");
     // Only the release lifts it.
-    api.admin(Method::POST, "/api/v1/workloads/db/release", None)
+    api.admin_ok(Method::POST, "/api/v1/workloads/db/release", None)
         .await;
-    let w = api.admin(Method::GET, "/api/v1/workloads/db", None).await;
+    let w = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db", None)
+        .await;
     assert!(!quarantined(&w), "{w}");
 }

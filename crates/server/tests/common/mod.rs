@@ -76,6 +76,37 @@ impl Api {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
+
+    /// A call that must succeed; its body.
+    pub async fn ok(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.call(Some(token), method, path, body).await;
+        assert!(s.is_success(), "{path}: {s} {v}");
+        v
+    }
+
+    /// As [`Api::ok`], as the first admin.
+    pub async fn admin_ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.ok(&self.admin.clone(), method, path, body).await
+    }
+
+    /// An enrollment, as `bulkhead agent` sends it, on the agent listener.
+    pub async fn enroll_host(
+        &self,
+        key: &str,
+        host: bulkhead_api::HostInfo,
+    ) -> (StatusCode, Value) {
+        let req = bulkhead_api::EnrollRequest {
+            pairing_key: key.into(),
+            host,
+        };
+        self.call(
+            None,
+            Method::POST,
+            "/api/v1/agent/enroll",
+            Some(serde_json::to_value(&req).unwrap()),
+        )
+        .await
+    }
 }
 
 /// A host's inventory as an agent reports it: one interface with these addresses
