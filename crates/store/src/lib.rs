@@ -9,6 +9,7 @@
 //! calls it from a blocking task rather than pretending it is asynchronous.
 #![forbid(unsafe_code)]
 
+mod clickhouse;
 pub mod control;
 mod error;
 mod query;
@@ -17,6 +18,9 @@ mod sqlite;
 use std::net::IpAddr;
 
 pub use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryKey, SummaryVerdict, VerdictKind};
+pub use clickhouse::{
+    CLICKHOUSE_SCHEMA_VERSION, ClickHouseFlowStore, ClickHouseOptions, ClickHouseUrl,
+};
 pub use error::StoreError;
 pub use query::FlowQuery;
 pub use sqlite::SqliteFlowStore;

@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashMap;
 
 use bulkhead_store::{
-    Bucket, FlowQuery, FlowStore, FlowSummary, Labels, SqliteFlowStore, SummaryKey, VerdictKind,
+    Bucket, ClickHouseFlowStore, ClickHouseOptions, FlowQuery, FlowStore, FlowSummary, Labels,
+    SqliteFlowStore, SummaryKey, VerdictKind,
 };
 use common::*;
 use proptest::prelude::*;
@@ -152,33 +153,62 @@ fn flow_query() -> impl Strategy<Value = FlowQuery> {
         )
 }
 
+/// Writes `batches`, then holds every query's answer to the merge model's.
+fn agrees_with_merge_model(
+    store: &mut dyn FlowStore,
+    batches: &[Vec<FlowSummary>],
+    queries: &[FlowQuery],
+) -> Result<(), TestCaseError> {
+    let mut model: HashMap<SummaryKey, FlowSummary> = HashMap::new();
+    for batch in batches {
+        store.upsert(batch).unwrap();
+        for s in batch {
+            model
+                .entry(s.key.clone())
+                .and_modify(|m| m.merge(s))
+                .or_insert_with(|| s.clone());
+        }
+    }
+    let model: Vec<FlowSummary> = model.into_values().collect();
+    for bucket in [Bucket::Minute, Bucket::Hour] {
+        let mut all = all_minutes();
+        all.bucket = bucket;
+        prop_assert_eq!(store.query(&all).unwrap(), expected(&model, &all));
+    }
+    for q in queries {
+        prop_assert_eq!(store.query(q).unwrap(), expected(&model, q), "{:?}", q);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn store_agrees_with_merge_model(
+    fn sqlite_agrees_with_merge_model(
         batches in prop::collection::vec(prop::collection::vec(flow_summary(), 0..30), 1..4),
         queries in prop::collection::vec(flow_query(), 1..8),
     ) {
         let mut store = SqliteFlowStore::in_memory().unwrap();
-        let mut model: HashMap<SummaryKey, FlowSummary> = HashMap::new();
-        for batch in &batches {
-            store.upsert(batch).unwrap();
-            for s in batch {
-                model
-                    .entry(s.key.clone())
-                    .and_modify(|m| m.merge(s))
-                    .or_insert_with(|| s.clone());
-            }
-        }
-        let model: Vec<FlowSummary> = model.into_values().collect();
-        for bucket in [Bucket::Minute, Bucket::Hour] {
-            let mut all = all_minutes();
-            all.bucket = bucket;
-            prop_assert_eq!(store.query(&all).unwrap(), expected(&model, &all));
-        }
-        for q in &queries {
-            prop_assert_eq!(store.query(q).unwrap(), expected(&model, q), "{:?}", q);
-        }
+        agrees_with_merge_model(&mut store, &batches, &queries)?;
+    }
+}
+
+proptest! {
+    // Fewer: each case is a new database on the server.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn clickhouse_agrees_with_merge_model(
+        batches in prop::collection::vec(prop::collection::vec(flow_summary(), 0..30), 1..4),
+        queries in prop::collection::vec(flow_query(), 1..8),
+    ) {
+        let url = bulkhead_testkit::clickhouse::clickhouse().fresh_url();
+        let mut store = ClickHouseFlowStore::connect_with(
+            &url,
+            ClickHouseOptions { hour_rollup: false },
+        )
+        .unwrap();
+        agrees_with_merge_model(&mut store, &batches, &queries)?;
     }
 }

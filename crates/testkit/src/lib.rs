@@ -50,3 +50,5 @@ impl TestPki {
         }
     }
 }
+
+pub mod clickhouse;

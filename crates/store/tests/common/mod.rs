@@ -71,3 +71,58 @@ pub fn expected(model: &[FlowSummary], q: &FlowQuery) -> Vec<FlowSummary> {
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out.into_iter().skip(q.offset).take(q.limit).collect()
 }
+
+/// A small estate where each summary is tagged by its `packets` so that tests can
+/// name what a filter should return.
+pub fn estate() -> Vec<FlowSummary> {
+    let mut v = Vec::new();
+    let web = labels("app=shop,env=prod,role=web");
+    let db = labels("app=shop,env=prod,role=db");
+    let dev_db = labels("app=shop,env=dev,role=db");
+
+    let mut s = summary(0, "10.0.0.1", "10.0.0.2", 6, 5432);
+    s.packets = 1;
+    s.src_workload = Some("web-1".into());
+    s.dst_workload = Some("db-1".into());
+    s.src_labels = web.clone();
+    s.dst_labels = db.clone();
+    s.provisioned = verdict(VerdictKind::Allowed, &["web-db"]);
+    v.push(s);
+
+    let mut s = summary(0, "10.0.0.3", "10.0.0.1", 6, 443);
+    s.packets = 2;
+    s.dst_workload = Some("web-1".into());
+    s.dst_labels = web.clone();
+    s.provisioned = verdict(VerdictKind::PotentiallyBlocked, &[]);
+    v.push(s);
+
+    let mut s = summary(1, "10.0.0.2", "10.9.9.9", 17, 53);
+    s.packets = 3;
+    s.src_workload = Some("db-1".into());
+    s.src_labels = db.clone();
+    s.provisioned = verdict(VerdictKind::Blocked, &["no-dns"]);
+    s.draft = verdict(VerdictKind::Allowed, &["dns"]);
+    v.push(s);
+
+    let mut s = summary(2, "2001:db8::5", "10.0.0.4", 6, 5432);
+    s.packets = 4;
+    s.dst_workload = Some("db-dev".into());
+    s.dst_labels = dev_db;
+    s.draft = verdict(VerdictKind::Blocked, &[]);
+    v.push(s);
+
+    let mut s = summary(3, "10.0.0.1", "2001:db8::5", 6, 22);
+    s.packets = 5;
+    s.key.process = Some("sshd".into());
+    s.src_workload = Some("web-1".into());
+    s.src_labels = web;
+    s.provisioned = verdict(VerdictKind::Allowed, &["ssh"]);
+    v.push(s);
+
+    let mut s = summary(60, "10.0.0.1", "10.0.0.2", 6, 5432);
+    s.packets = 6;
+    s.key.bucket = Bucket::Hour;
+    s.key.bucket_start_ms = T0;
+    v.push(s);
+    v
+}

@@ -1,0 +1,582 @@
+//! The ClickHouse backend of [`FlowStore`], for estates that outgrow one SQLite file.
+//! The schema and why it is shaped so are in [`schema`].
+//!
+//! The trait is synchronous and the `clickhouse` crate is not, so the store owns a small
+//! runtime of its own and waits on it; called from inside another runtime (a blocking
+//! task of the server), it waits on a scoped thread so that runtimes never nest.
+
+mod rows;
+mod schema;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bulkhead_model::{Bucket, FlowSummary};
+
+use crate::{BucketStats, FlowQuery, FlowStore, SeenAddress, StoreError, StoreStats};
+use rows::{OutRow, SeenRow, StatsRow, addr_bytes, bucket_code, hex, in_row, opt_name};
+
+pub use schema::SCHEMA_VERSION as CLICKHOUSE_SCHEMA_VERSION;
+
+/// Past this, a statement is abandoned and reported as failed.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How the store treats hour summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClickHouseOptions {
+    /// ClickHouse derives hour summaries from the minute ones it receives, and the hour
+    /// summaries writers send are ignored (they would count the traffic twice). Off,
+    /// both widths are stored as written, like the SQLite store.
+    pub hour_rollup: bool,
+}
+
+impl Default for ClickHouseOptions {
+    fn default() -> Self {
+        Self { hour_rollup: true }
+    }
+}
+
+/// Where a ClickHouse flow store lives, parsed from
+/// `clickhouse://[user[:password]@]host[:port]/database` (HTTP; port 8123 by default).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClickHouseUrl {
+    pub http_url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ClickHouseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.target())
+    }
+}
+
+impl ClickHouseUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("{e}"))?;
+        if url.scheme() != "clickhouse" {
+            return Err(format!(
+                "the scheme is {:?}; a ClickHouse flow store is clickhouse://host:port/database",
+                url.scheme()
+            ));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL names no host")?;
+        let port = url.port().unwrap_or(8123);
+        let database = url.path().trim_start_matches('/').to_string();
+        if database.is_empty()
+            || !database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "the database {database:?} must be a name of letters, digits and '_' \
+                 (clickhouse://host:port/database)"
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("the URL takes no query or fragment".into());
+        }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| "the user or password is not UTF-8 once decoded".to_string())
+        };
+        let user = Some(url.username())
+            .filter(|u| !u.is_empty())
+            .map(decode)
+            .transpose()?;
+        let password = url.password().map(decode).transpose()?;
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Ok(Self {
+            http_url: format!("http://{host}:{port}"),
+            database,
+            user,
+            password,
+        })
+    }
+
+    /// The URL without credentials, for messages.
+    pub fn target(&self) -> String {
+        format!(
+            "{}/{}",
+            self.http_url.replacen("http://", "clickhouse://", 1),
+            self.database
+        )
+    }
+}
+
+/// Flow summaries in a ClickHouse database.
+pub struct ClickHouseFlowStore {
+    client: clickhouse::Client,
+    runtime: tokio::runtime::Runtime,
+    url: ClickHouseUrl,
+    options: ClickHouseOptions,
+    /// The last sequence number given to a written row: later rows win "latest" columns.
+    last_seq: u64,
+}
+
+impl std::fmt::Debug for ClickHouseFlowStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseFlowStore")
+            .field("url", &self.url)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend<E: std::error::Error + Send + Sync + 'static>(
+    context: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    StoreError::backend(context)
+}
+
+impl ClickHouseFlowStore {
+    /// Connects to the database at `url` (creating it and its tables when missing), with
+    /// hours rolled up in ClickHouse.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, ClickHouseOptions::default())
+    }
+
+    pub fn connect_with(url: &str, options: ClickHouseOptions) -> Result<Self, StoreError> {
+        let parsed = ClickHouseUrl::parse(url).map_err(|what| StoreError::Connect {
+            target: "the ClickHouse flow store".into(),
+            source: format!("{what} (in --flows)").into(),
+        })?;
+        let connect_err = |source: crate::error::BackendError| StoreError::Connect {
+            target: parsed.target(),
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| connect_err(Box::new(e)))?;
+        let mut server = clickhouse::Client::default()
+            .with_url(&parsed.http_url)
+            // The crate checks rows against DESCRIBE output with settings that 18.16
+            // does not know; our rows are checked by the store's own tests instead.
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
+        if let Some(u) = &parsed.user {
+            server = server.with_user(u);
+        }
+        if let Some(p) = &parsed.password {
+            server = server.with_password(p);
+        }
+        let client = server.clone().with_database(&parsed.database);
+        let mut store = Self {
+            client,
+            runtime,
+            url: parsed.clone(),
+            options,
+            last_seq: 0,
+        };
+        let database = parsed.database.clone();
+        store
+            .run(async move {
+                server
+                    .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+                    .execute()
+                    .await
+            })
+            .map_err(|e| connect_err(e.into()))?;
+        store.migrate().map_err(|e| match e {
+            StoreError::Backend { source, .. } => connect_err(source),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Where the store is, without credentials.
+    pub fn target(&self) -> String {
+        self.url.target()
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let client = self.client.clone();
+        let found: Vec<i64> = self
+            .run(async move {
+                client
+                    .query("CREATE TABLE IF NOT EXISTS schema_version (version Int64) ENGINE = TinyLog")
+                    .execute()
+                    .await?;
+                client.query("SELECT version FROM schema_version").fetch_all::<i64>().await
+            })
+            .map_err(backend("reading the schema version"))?;
+        let found = found.into_iter().max().unwrap_or(0);
+        if found > schema::SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: schema::SCHEMA_VERSION,
+            });
+        }
+        let client = self.client.clone();
+        self.run(async move {
+            for sql in schema::create_statements() {
+                client.query(&sql).execute().await?;
+            }
+            if found < schema::SCHEMA_VERSION {
+                client
+                    .query("INSERT INTO schema_version (version) VALUES (?)")
+                    .bind(schema::SCHEMA_VERSION)
+                    .execute()
+                    .await?;
+            }
+            Ok::<_, clickhouse::error::Error>(())
+        })
+        .map_err(|e| StoreError::Migrate {
+            version: schema::SCHEMA_VERSION,
+            source: Box::new(e),
+        })
+    }
+
+    /// Runs `f` to completion on the store's runtime, with the statement timeout.
+    fn run<T: Send>(
+        &self,
+        f: impl Future<Output = Result<T, clickhouse::error::Error>> + Send,
+    ) -> Result<T, clickhouse::error::Error> {
+        let bounded = async {
+            tokio::time::timeout(STATEMENT_TIMEOUT, f)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(clickhouse::error::Error::Custom(format!(
+                        "no answer in {} s",
+                        STATEMENT_TIMEOUT.as_secs()
+                    )))
+                })
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(|| self.runtime.block_on(bounded))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+        } else {
+            self.runtime.block_on(bounded)
+        }
+    }
+
+    /// Sequence numbers for `n` rows, after every number given before: the wall clock in
+    /// nanoseconds, so that rows of several writers order by when they were written.
+    fn next_seqs(&mut self, n: usize) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let first = now.max(self.last_seq.saturating_add(1));
+        self.last_seq = first.saturating_add(n as u64);
+        first
+    }
+
+    fn fetch<R>(&self, sql: String, binds: Vec<Bind>) -> Result<Vec<R>, clickhouse::error::Error>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead + Send,
+    {
+        let client = self.client.clone();
+        self.run(async move {
+            let mut q = client.query(&sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(t),
+                    Bind::Texts(t) => q.bind(t),
+                };
+            }
+            q.fetch_all::<R>().await
+        })
+    }
+
+    fn execute(&self, sql: String) -> Result<(), clickhouse::error::Error> {
+        let client = self.client.clone();
+        self.run(async move { client.query(&sql).execute().await })
+    }
+
+    /// Waits until no mutation of `summary` is pending.
+    fn wait_for_mutations(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + STATEMENT_TIMEOUT;
+        loop {
+            let pending: Vec<u64> = self
+                .fetch(
+                    "SELECT count() FROM system.mutations
+                     WHERE database = ? AND table = 'summary' AND is_done = 0"
+                        .into(),
+                    vec![Bind::Text(self.url.database.clone())],
+                )
+                .map_err(backend("waiting for expired summaries to be deleted"))?;
+            if pending.first().copied().unwrap_or(0) == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Backend {
+                    context: "waiting for expired summaries to be deleted",
+                    source: format!(
+                        "the deletion is still running after {} s",
+                        STATEMENT_TIMEOUT.as_secs()
+                    )
+                    .into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A value bound to a `?` of a statement (the crate escapes it).
+enum Bind {
+    Text(String),
+    Texts(Vec<String>),
+}
+
+fn corrupt(row: String) -> impl FnOnce(String) -> StoreError {
+    move |what| StoreError::Corrupt { row, what }
+}
+
+impl FlowStore for ClickHouseFlowStore {
+    fn upsert(&mut self, summaries: &[FlowSummary]) -> Result<(), StoreError> {
+        let rollup = self.options.hour_rollup;
+        let kept: Vec<&FlowSummary> = summaries
+            .iter()
+            .filter(|s| !(rollup && s.key.bucket == Bucket::Hour))
+            .collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let first_seq = self.next_seqs(kept.len());
+        let addresses: Vec<(Vec<u8>, Vec<u8>)> = kept
+            .iter()
+            .map(|s| (addr_bytes(s.key.src), addr_bytes(s.key.dst)))
+            .collect();
+        let rows: Vec<rows::InRow<'_>> = kept
+            .iter()
+            .zip(&addresses)
+            .zip(first_seq..)
+            .map(|((s, (src, dst)), seq)| in_row(s, src, dst, seq, rollup))
+            .collect();
+        let client = self.client.clone();
+        self.run(async move {
+            let mut insert = client.insert::<rows::InRow<'_>>("summary_in").await?;
+            for row in &rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        })
+        .map_err(backend("writing flow summaries to ClickHouse"))
+    }
+
+    fn query(&self, q: &FlowQuery) -> Result<Vec<FlowSummary>, StoreError> {
+        if q.limit == 0 || q.from_ms >= q.to_ms {
+            return Ok(Vec::new());
+        }
+        let mut binds = Vec::new();
+        let mut filter = format!(
+            "WHERE bucket = {} AND bucket_start >= {} AND bucket_start < {}",
+            bucket_code(q.bucket),
+            q.from_ms,
+            q.to_ms
+        );
+        if let Some(a) = q.address {
+            let a = hex(&addr_bytes(a));
+            filter += &format!(" AND (src = unhex('{a}') OR dst = unhex('{a}'))");
+        }
+        if let Some(p) = q.proto {
+            filter += &format!(" AND proto = {p}");
+        }
+        if let Some(p) = q.port {
+            filter += &format!(" AND port = {p}");
+        }
+        let mut having = Vec::new();
+        if let Some(w) = &q.workload {
+            having.push("(src_workload = ? OR dst_workload = ?)".to_string());
+            binds.push(Bind::Text(opt_name(Some(w))));
+            binds.push(Bind::Text(opt_name(Some(w))));
+        }
+        let label_list = |l: &bulkhead_model::Labels| -> Vec<String> {
+            l.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        };
+        if let Some(l) = q.labels.as_ref().filter(|l| !l.is_empty()) {
+            having.push(
+                "(hasAll(splitByChar(',', src_labels), ?) \
+                  OR hasAll(splitByChar(',', dst_labels), ?))"
+                    .into(),
+            );
+            binds.push(Bind::Texts(label_list(l)));
+            binds.push(Bind::Texts(label_list(l)));
+        }
+        if let Some(l) = q.src_labels.as_ref().filter(|l| !l.is_empty()) {
+            having.push("hasAll(splitByChar(',', src_labels), ?)".into());
+            binds.push(Bind::Texts(label_list(l)));
+        }
+        if let Some(l) = q.dst_labels.as_ref().filter(|l| !l.is_empty()) {
+            having.push("hasAll(splitByChar(',', dst_labels), ?)".into());
+            binds.push(Bind::Texts(label_list(l)));
+        }
+        if let Some(v) = q.verdict {
+            having.push(format!("prov_verdict = {}", rows::verdict_code(v)));
+        }
+        let having = if having.is_empty() {
+            String::new()
+        } else {
+            format!("HAVING {}", having.join(" AND "))
+        };
+        // ClickHouse adds offset and limit in 64 bits; a page no reader could hold is as
+        // good as no limit.
+        let limit = q.limit.min(1 << 40);
+        let sql = format!(
+            "{} ORDER BY bucket_start, src, dst, proto, port, process LIMIT {}, {limit}",
+            schema::merged(&filter, &having),
+            q.offset.min(1 << 40),
+        );
+        let rows: Vec<OutRow> = self
+            .fetch(sql, binds)
+            .map_err(backend("reading flow summaries from ClickHouse"))?;
+        rows.into_iter()
+            .map(|r| {
+                let row = r.describe();
+                r.decode().map_err(corrupt(row))
+            })
+            .collect()
+    }
+
+    fn expire(&mut self, older_than_ms: i64) -> Result<u64, StoreError> {
+        // A bucket ends at start + width (exclusive), so it is wholly past when
+        // start + width <= older_than.
+        let expired = format!(
+            "(bucket = 0 AND bucket_start <= {}) OR (bucket = 1 AND bucket_start <= {})",
+            older_than_ms.saturating_sub(Bucket::Minute.millis()),
+            older_than_ms.saturating_sub(Bucket::Hour.millis()),
+        );
+        let counted: Vec<u64> = self
+            .fetch(
+                format!(
+                    "SELECT count() FROM (SELECT 1 FROM summary WHERE {expired} \
+                     GROUP BY {})",
+                    schema::KEY
+                ),
+                Vec::new(),
+            )
+            .map_err(backend("counting expired flow summaries"))?;
+        let deleted = counted.first().copied().unwrap_or(0);
+        if deleted == 0 {
+            return Ok(0);
+        }
+        // Whole days first: dropping a partition costs nothing, and the rest is at most
+        // the boundary day.
+        let partitions: Vec<String> = self
+            .fetch(
+                "SELECT DISTINCT partition FROM system.parts
+                 WHERE database = ? AND table = 'summary' AND active"
+                    .into(),
+                vec![Bind::Text(self.url.database.clone())],
+            )
+            .map_err(backend("listing flow summary partitions"))?;
+        for p in partitions {
+            let Ok(day) = p.trim().parse::<i64>() else {
+                continue;
+            };
+            // `intDiv` truncates toward zero: day 0 holds (-1 day, +1 day), a negative
+            // day d holds ((d - 1) days, d days].
+            let last_start = if day >= 0 {
+                (day + 1).saturating_mul(schema::PARTITION_MS) - 1
+            } else {
+                day.saturating_mul(schema::PARTITION_MS)
+            };
+            if last_start.saturating_add(Bucket::Hour.millis()) <= older_than_ms {
+                self.execute(format!("ALTER TABLE summary DROP PARTITION {day}"))
+                    .map_err(backend("dropping an expired day of flow summaries"))?;
+            }
+        }
+        let left: Vec<u64> = self
+            .fetch(
+                format!("SELECT count() FROM summary WHERE {expired}"),
+                Vec::new(),
+            )
+            .map_err(backend("counting expired flow summaries"))?;
+        if left.first().copied().unwrap_or(0) > 0 {
+            self.execute(format!("ALTER TABLE summary DELETE WHERE {expired}"))
+                .map_err(backend("deleting expired flow summaries"))?;
+            self.wait_for_mutations()?;
+        }
+        Ok(deleted)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let rows: Vec<StatsRow> = self
+            .fetch(
+                format!(
+                    "SELECT bucket, count() AS rows, min(bucket_start) AS oldest,
+                        max(bucket_start) AS newest
+                     FROM (SELECT bucket, bucket_start FROM summary GROUP BY {})
+                     GROUP BY bucket ORDER BY bucket",
+                    schema::KEY
+                ),
+                Vec::new(),
+            )
+            .map_err(backend("counting flow summaries"))?;
+        let mut stats = StoreStats::default();
+        for r in rows {
+            let bucket = rows::bucket_from_code(r.bucket)
+                .map_err(corrupt(format!("group of bucket {}", r.bucket)))?;
+            let s = BucketStats {
+                rows: r.rows,
+                oldest_start_ms: Some(r.oldest),
+                newest_start_ms: Some(r.newest),
+            };
+            match bucket {
+                Bucket::Minute => stats.minute = s,
+                Bucket::Hour => stats.hour = s,
+            }
+        }
+        Ok(stats)
+    }
+
+    fn seen_addresses(
+        &self,
+        bucket: Bucket,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeenAddress>, StoreError> {
+        // Each summary counts once for each of its two ends; the provider end also
+        // records the port it served (-1 on the consumer end).
+        let merged = schema::merged(
+            &format!(
+                "WHERE bucket = {} AND bucket_start >= {from_ms} AND bucket_start < {to_ms}",
+                bucket_code(bucket)
+            ),
+            "",
+        );
+        let sql = format!(
+            "SELECT tupleElement(end, 1) AS addr,
+                min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+                if(sum(toFloat64(bytes)) >= 1.8e19, toUInt64(18446744073709551615),
+                   sum(bytes)) AS bytes,
+                if(sum(toFloat64(connections)) >= 1.8e19, toUInt64(18446744073709551615),
+                   sum(connections)) AS connections,
+                uniqExact(tupleElement(end, 2)) AS peers,
+                groupUniqArrayIf(tupleElement(end, 3), tupleElement(end, 3) >= 0) AS served,
+                groupUniqArrayIf(reporter, reporter != '') AS reporters,
+                groupUniqArrayIf(tupleElement(end, 4), tupleElement(end, 4) != '')
+                    AS workloads
+             FROM ({merged})
+             ARRAY JOIN [(src, dst, toInt32(-1), src_workload),
+                         (dst, src, toInt32(proto * 65536 + port), dst_workload)]
+                 AS end
+             GROUP BY addr ORDER BY addr"
+        );
+        let rows: Vec<SeenRow> = self
+            .fetch(sql, Vec::new())
+            .map_err(backend("aggregating addresses in ClickHouse"))?;
+        rows.into_iter()
+            .map(|r| {
+                let row = format!("address {}", hex(&r.addr));
+                r.decode().map_err(corrupt(row))
+            })
+            .collect()
+    }
+}
