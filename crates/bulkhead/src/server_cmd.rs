@@ -10,7 +10,7 @@ use clap::Args;
 /// file (--config), then defaults.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// A YAML config file with any of: data, database, listen, collect,
+    /// A YAML config file with any of: data, database, flows, listen, collect,
     /// collector_workers, webhook, webhook_secret, webhook_secret_file, syslog, syslog_tcp,
     /// syslog_cef.
     #[arg(long, env = "BULKHEAD_CONFIG")]
@@ -24,6 +24,11 @@ pub struct ServerArgs {
     /// (a Unix socket directory as host: postgresql://user@%2Frun%2Fpostgresql/db).
     #[arg(long, env = "BULKHEAD_DATABASE")]
     pub database: Option<String>,
+    /// Where flow summaries live: `sqlite` (data/flows.sqlite, the default) or a
+    /// ClickHouse database, clickhouse://[user[:password]@]host[:port]/database (HTTP,
+    /// port 8123 by default; created when missing). See docs/scale.md.
+    #[arg(long, env = "BULKHEAD_FLOWS")]
+    pub flows: Option<String>,
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "BULKHEAD_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -67,6 +72,7 @@ pub struct AgentListenArgs {
 struct ConfigFile {
     data: Option<PathBuf>,
     database: Option<String>,
+    flows: Option<String>,
     listen: Option<SocketAddr>,
     #[serde(default)]
     collect: Vec<SocketAddr>,
@@ -131,6 +137,17 @@ impl ServerArgs {
                      `database:` in the config file instead"
                 );
             }
+        }
+        self.flows = self.flows.or(file.flows);
+        if let Some(url) = &self.flows
+            && typed("--flows")
+            && crate::redact_url(url) != url.as_str()
+        {
+            eprintln!(
+                "warning: the password in --flows is visible to every user of this host in \
+                 the process list; give the URL in BULKHEAD_FLOWS or as `flows:` in the \
+                 config file instead"
+            );
         }
         self.listen = Some(
             self.listen
@@ -383,7 +400,11 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
     let a = a.resolve()?;
     let data = a.data.clone().expect("resolved");
     let listen = a.listen.expect("resolved");
-    let mut state = bulkhead_server::open_with(&data, a.database.as_deref())?;
+    let flows = bulkhead_store::FlowLocation::parse(a.flows.as_deref(), &data).map_err(|e| {
+        eprintln!("error: --flows: {e}");
+        crate::Reported(crate::EXIT_INVALID)
+    })?;
+    let mut state = bulkhead_server::open_with(&data, a.database.as_deref(), Some(&flows))?;
     if let Some(token) = bulkhead_server::bootstrap_admin(&state)? {
         outln!("first start: admin token (shown once, store it now): {token}");
     }

@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bulkhead_model::Labels;
-use bulkhead_store::FlowStore;
 use bulkhead_store::control::{AuditContext, NewToken};
 use serde::Deserialize;
 

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use bulkhead_enrich::sprawl::{SeenHost, sprawl};
 use bulkhead_model::{Bucket, Labels, ServicePort, VerdictKind};
-use bulkhead_store::{FlowQuery, FlowStore};
+use bulkhead_store::FlowQuery;
 use serde::Deserialize;
 
 use crate::auth::{Principal, Role};

@@ -31,7 +31,7 @@ use axum::Router;
 use axum::routing::get;
 use bulkhead_collector::{Collector, CollectorConfig};
 use bulkhead_store::control::{AuditContext, ControlStore};
-use bulkhead_store::{FlowStore, Retention, SqliteFlowStore};
+use bulkhead_store::{FlowLocation, Retention, SqliteFlowStore};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use admin_api::TokenRequest;
@@ -183,20 +183,27 @@ fn with_limits(app: Router<AppState>, state: AppState) -> Router {
 
 /// Opens (or creates) both stores under `data` and compiles the current policy.
 pub fn open(data: &std::path::Path) -> anyhow::Result<AppState> {
-    open_with(data, None)
+    open_with(data, None, None)
 }
 
 /// As [`open`], with the control-plane state in the PostgreSQL database at `database`
-/// (a `postgres://` URL) when given. Flow summaries stay in `data/flows.sqlite` either
-/// way. Call it outside the runtime or from a blocking task: the PostgreSQL client is
-/// blocking.
-pub fn open_with(data: &std::path::Path, database: Option<&str>) -> anyhow::Result<AppState> {
+/// (a `postgres://` URL) when given, and flow summaries where `flows` says (by default
+/// `data/flows.sqlite`). Call it outside the runtime or from a blocking task: both
+/// clients block.
+pub fn open_with(
+    data: &std::path::Path,
+    database: Option<&str>,
+    flows: Option<&FlowLocation>,
+) -> anyhow::Result<AppState> {
     private_data_dir(data)?;
     let control = match database {
         None => ControlStore::open(data.join("control.sqlite"))?,
         Some(url) => ControlStore::connect_postgres(url)?,
     };
-    let flows = SqliteFlowStore::open(data.join("flows.sqlite"))?;
+    let flows = match flows {
+        None => Box::new(SqliteFlowStore::open(data.join("flows.sqlite"))?),
+        Some(location) => location.open()?,
+    };
     let state = AppState {
         control: Arc::new(Mutex::new(control)),
         flows: Arc::new(Mutex::new(flows)),

@@ -6,8 +6,8 @@ use axum::extract::{Query, State};
 use bulkhead_model::{Bucket, FlowSummary, Labels};
 use bulkhead_policy::{CompiledPolicy, Object, format::format_object};
 use bulkhead_recommend::{CoverageOptions, Granularity, Options, coverage, recommend};
+use bulkhead_store::FlowQuery;
 use bulkhead_store::control::Change;
-use bulkhead_store::{FlowQuery, FlowStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bulkhead_enrich::Enricher;
 use bulkhead_model::Inventory;
 use bulkhead_policy::{CompiledPolicy, Policy, PolicyErrors};
-use bulkhead_store::SqliteFlowStore;
+use bulkhead_store::BoxedFlowStore;
 use bulkhead_store::control::{ControlStore, StoredObject, StoredWorkload};
 
 use crate::error::{ApiError, FieldError};
@@ -21,7 +21,7 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct AppState {
     pub control: Arc<Mutex<ControlStore>>,
-    pub flows: Arc<Mutex<SqliteFlowStore>>,
+    pub flows: Arc<Mutex<BoxedFlowStore>>,
     pub enricher: Arc<RwLock<Arc<Enricher>>>,
     /// The collectors running inside the server, if any.
     pub collector: Arc<Mutex<Option<bulkhead_collector::Collector>>>,

@@ -21,7 +21,7 @@ use bulkhead_enrich::{Aggregator, Observation};
 use bulkhead_model::{Bucket, FlowSummary, VerdictKind};
 use bulkhead_server::AppState;
 use bulkhead_sim::{Estate, FlowKind, IpfixEncoder, SCAN_PORTS, SimConfig, SimFlow};
-use bulkhead_store::{FlowQuery, FlowStore};
+use bulkhead_store::FlowQuery;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;

@@ -5,7 +5,6 @@
 
 use axum::http::{Method, StatusCode};
 use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryKey, SummaryVerdict, VerdictKind};
-use bulkhead_store::FlowStore as _;
 use serde_json::{Value, json};
 
 mod common;

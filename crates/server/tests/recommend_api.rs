@@ -4,7 +4,6 @@
 
 use axum::http::{Method, StatusCode};
 use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryKey};
-use bulkhead_store::FlowStore;
 use serde_json::json;
 
 mod common;

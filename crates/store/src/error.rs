@@ -12,8 +12,10 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
-    #[error("cannot connect to the control store at {target}: {source}")]
+    #[error("cannot connect to the {store} at {target}: {source}")]
     Connect {
+        /// Which store: "control store" or "flow store".
+        store: &'static str,
         /// The database, without credentials.
         target: String,
         #[source]

@@ -136,3 +136,58 @@ pub struct SeenAddress {
     /// inventory does not know.
     pub workloads: Vec<String>,
 }
+
+/// A flow store of either backend, as the server and collectors hold it.
+pub type BoxedFlowStore = Box<dyn FlowStore + Send>;
+
+/// Where flow summaries live: the embedded SQLite file (the default) or a ClickHouse
+/// database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowLocation {
+    Sqlite(std::path::PathBuf),
+    ClickHouse(ClickHouseUrl),
+}
+
+impl FlowLocation {
+    /// Reads `--flows`: absent or `sqlite` is `data_dir/flows.sqlite`; otherwise a
+    /// `clickhouse://` URL. The error says what was expected.
+    pub fn parse(spec: Option<&str>, data_dir: &std::path::Path) -> Result<Self, String> {
+        match spec {
+            None | Some("sqlite") => Ok(Self::Sqlite(data_dir.join("flows.sqlite"))),
+            Some(url) if url.starts_with("clickhouse://") => {
+                ClickHouseUrl::parse(url).map(Self::ClickHouse)
+            }
+            Some(other) => Err(format!(
+                "{:?} is neither `sqlite` nor a clickhouse://host:port/database URL",
+                redact_credentials(other)
+            )),
+        }
+    }
+
+    /// Opens (creating or migrating) the store.
+    pub fn open(&self) -> Result<BoxedFlowStore, StoreError> {
+        Ok(match self {
+            Self::Sqlite(path) => Box::new(SqliteFlowStore::open(path)?),
+            Self::ClickHouse(url) => Box::new(ClickHouseFlowStore::connect_url(url.clone())?),
+        })
+    }
+
+    /// For messages: the file, or the URL without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::ClickHouse(url) => url.target(),
+        }
+    }
+}
+
+/// `text` with anything between `//` and `@` replaced, so that a password never reaches
+/// a message.
+fn redact_credentials(text: &str) -> String {
+    match (text.find("//"), text.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            format!("{}//…@{}", &text[..start], &text[at + 1..])
+        }
+        _ => text.to_string(),
+    }
+}

@@ -18,7 +18,6 @@ use bulkhead_api::{
     HeartbeatResponse, HostFlow, LoggedPacket, WirePolicy,
 };
 use bulkhead_model::{Bucket, EnforcementMode, Labels, SummaryKey, SummaryVerdict, VerdictKind};
-use bulkhead_store::FlowStore as _;
 use bulkhead_store::control::{
     AgentRecord, AlertObservation, AlertRecord, AlertRecorded, AuditContext, Change, NewAgent,
     NewPairingProfile,

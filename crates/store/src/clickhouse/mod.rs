@@ -117,7 +117,7 @@ impl ClickHouseUrl {
 /// Flow summaries in a ClickHouse database.
 pub struct ClickHouseFlowStore {
     client: clickhouse::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: OwnRuntime,
     url: ClickHouseUrl,
     options: ClickHouseOptions,
     /// The last sequence number given to a written row: later rows win "latest" columns.
@@ -148,10 +148,24 @@ impl ClickHouseFlowStore {
 
     pub fn connect_with(url: &str, options: ClickHouseOptions) -> Result<Self, StoreError> {
         let parsed = ClickHouseUrl::parse(url).map_err(|what| StoreError::Connect {
-            target: "the ClickHouse flow store".into(),
+            store: "flow store",
+            target: "ClickHouse".into(),
             source: format!("{what} (in --flows)").into(),
         })?;
+        Self::connect_parsed(parsed, options)
+    }
+
+    /// As [`Self::connect`], with the URL already parsed.
+    pub fn connect_url(url: ClickHouseUrl) -> Result<Self, StoreError> {
+        Self::connect_parsed(url, ClickHouseOptions::default())
+    }
+
+    fn connect_parsed(
+        parsed: ClickHouseUrl,
+        options: ClickHouseOptions,
+    ) -> Result<Self, StoreError> {
         let connect_err = |source: crate::error::BackendError| StoreError::Connect {
+            store: "flow store",
             target: parsed.target(),
             source,
         };
@@ -174,7 +188,7 @@ impl ClickHouseFlowStore {
         let client = server.clone().with_database(&parsed.database);
         let mut store = Self {
             client,
-            runtime,
+            runtime: OwnRuntime(Some(runtime)),
             url: parsed.clone(),
             options,
             last_seq: 0,
@@ -253,14 +267,15 @@ impl ClickHouseFlowStore {
                     )))
                 })
         };
+        let runtime = self.runtime.get();
         if tokio::runtime::Handle::try_current().is_ok() {
             std::thread::scope(|s| {
-                s.spawn(|| self.runtime.block_on(bounded))
+                s.spawn(|| runtime.block_on(bounded))
                     .join()
                     .unwrap_or_else(|p| std::panic::resume_unwind(p))
             })
         } else {
-            self.runtime.block_on(bounded)
+            runtime.block_on(bounded)
         }
     }
 
@@ -324,6 +339,24 @@ impl ClickHouseFlowStore {
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The store's runtime, shut down without waiting when the store is dropped: the store
+/// may be dropped inside another runtime, where waiting would panic.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }

@@ -245,6 +245,7 @@ impl PgConn {
     /// calls the store from blocking tasks and plain threads).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let config = postgres::Config::from_str(url).map_err(|e| StoreError::Connect {
+            store: "control store",
             target: "the given PostgreSQL URL".into(),
             source: pg_err(e),
         })?;
@@ -258,6 +259,7 @@ impl PgConn {
                 .unwrap_or_else(|_| Err("connecting panicked".into()))
         })
         .map_err(|source| StoreError::Connect {
+            store: "control store",
             target: target.clone(),
             source,
         })?;

@@ -1,0 +1,127 @@
+//! The server on a ClickHouse flow store answers as it does on SQLite. The demo's hour
+//! of traffic goes through the real collector into SQLite; its minute summaries are then
+//! written to ClickHouse, which rolls the hours up itself. Hours, flow pages and the
+//! sprawl report must agree: the roll-up in ClickHouse is checked against the
+//! collector's own aggregation on the same traffic.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bulkhead_server::demo::{self, DemoOptions};
+use bulkhead_store::{Bucket, FlowLocation, FlowQuery, FlowSummary};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn get(state: &bulkhead_server::AppState, token: &str, path: &str) -> Value {
+    let req = Request::builder()
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = bulkhead_server::router(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, StatusCode::OK, "{path}: {v}");
+    v
+}
+
+fn everything(state: &bulkhead_server::AppState, bucket: Bucket) -> Vec<FlowSummary> {
+    let mut q = FlowQuery::new(bucket, i64::MIN, i64::MAX);
+    q.limit = usize::MAX;
+    state.flows.lock().unwrap().query(&q).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_rolls_up_and_answers_like_sqlite() {
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite = bulkhead_server::open(sqlite_dir.path()).unwrap();
+    let sqlite_token = bulkhead_server::bootstrap_admin(&sqlite).unwrap().unwrap();
+    let opts = DemoOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        collect: "127.0.0.1:0".parse().unwrap(),
+        data: sqlite_dir.path().to_path_buf(),
+        apps: 2,
+        seed: 11,
+    };
+    assert!(demo::load(&sqlite, &opts).unwrap());
+    bulkhead_server::start_collectors(&sqlite, vec!["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+    let collect = bulkhead_server::collector_addrs(&sqlite)[0];
+    let stream_opts = DemoOptions {
+        collect,
+        ..opts.clone()
+    };
+    tokio::task::spawn_blocking(move || {
+        demo::stream(&stream_opts, Arc::new(AtomicBool::new(true)))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s2 = sqlite.clone();
+    // Stopping flushes every open bucket, hours included.
+    tokio::task::spawn_blocking(move || bulkhead_server::stop_collectors(&s2))
+        .await
+        .unwrap();
+    let minutes = everything(&sqlite, Bucket::Minute);
+    let hours = everything(&sqlite, Bucket::Hour);
+    assert!(
+        minutes.len() > 100,
+        "the demo hour made {} minutes",
+        minutes.len()
+    );
+    assert!(!hours.is_empty());
+
+    // The same control state and minutes on ClickHouse (writers' hours are ignored).
+    let ch_dir = tempfile::tempdir().unwrap();
+    let url = bulkhead_testkit::clickhouse::clickhouse().fresh_url();
+    let location = FlowLocation::parse(Some(&url), ch_dir.path()).unwrap();
+    let ch_path = ch_dir.path().to_path_buf();
+    let (clickhouse, ch_token) = tokio::task::spawn_blocking(move || {
+        let state = bulkhead_server::open_with(&ch_path, None, Some(&location)).unwrap();
+        let token = bulkhead_server::bootstrap_admin(&state).unwrap().unwrap();
+        (state, token)
+    })
+    .await
+    .unwrap();
+    let opts_ch = opts.clone();
+    let ch = clickhouse.clone();
+    tokio::task::spawn_blocking(move || {
+        demo::load(&ch, &opts_ch).unwrap();
+        let mut all = minutes.clone();
+        all.extend(hours.clone());
+        ch.flows.lock().unwrap().upsert(&all).unwrap();
+        assert_eq!(everything(&ch, Bucket::Minute), minutes);
+        assert_eq!(
+            everything(&ch, Bucket::Hour),
+            hours,
+            "ClickHouse's hours differ from the collector's"
+        );
+    })
+    .await
+    .unwrap();
+
+    let window = format!("from_ms={}&to_ms={}", i64::MIN + 1, i64::MAX);
+    for query in [
+        "bucket=minute&limit=10000".to_string(),
+        "bucket=hour&limit=10000".to_string(),
+        "bucket=minute&verdict=potentially_blocked&limit=50&offset=5".to_string(),
+        "bucket=hour&labels=role%3Ddb&limit=10000".to_string(),
+    ] {
+        let path = format!("/api/v1/flows?{query}&{window}");
+        let a = get(&sqlite, &sqlite_token, &path).await;
+        let b = get(&clickhouse, &ch_token, &path).await;
+        assert!(!a["items"].as_array().unwrap().is_empty(), "{path}");
+        assert_eq!(a["items"], b["items"], "{path}");
+    }
+    let a = get(&sqlite, &sqlite_token, "/api/v1/reports/sprawl?hours=48").await;
+    let b = get(&clickhouse, &ch_token, "/api/v1/reports/sprawl?hours=48").await;
+    assert_eq!(a, b);
+}
