@@ -185,3 +185,42 @@ fn a_failed_batch_leaves_nothing_and_forgets_its_ids() {
     q.workload = Some("brand-new".into());
     assert_eq!(store.query(&q).unwrap(), vec![fresh]);
 }
+
+#[test]
+fn queries_by_workload_and_address_seek_by_hour() {
+    let mut model = Vec::new();
+    for hour in 0..48 {
+        let mut s = summary(hour * 60, "10.0.0.1", "10.0.0.2", 6, 80);
+        s.src_workload = Some("web".into());
+        s.dst_workload = Some("db".into());
+        model.push(s);
+    }
+    let mut store = SqliteFlowStore::in_memory().unwrap();
+    store.upsert(&model).unwrap();
+    let mut q = all_minutes();
+    q.from_ms = T0 + 10 * HOUR;
+    q.to_ms = T0 + 20 * HOUR;
+    q.workload = Some("db".into());
+    let plan = store.query_plan(&q).unwrap().join("\n");
+    assert!(plan.contains("MULTI-INDEX OR"), "{plan}");
+    for index in [
+        "summary_src_workload (hour=? AND src_workload=?",
+        "summary_dst_workload (hour=? AND dst_workload=?",
+    ] {
+        assert!(plan.contains(index), "no seek on {index}:\n{plan}");
+    }
+    assert!(!plan.contains("SCAN s"), "{plan}");
+    assert_eq!(store.query(&q).unwrap(), expected(&model, &q));
+
+    q.workload = None;
+    q.address = Some(ip("10.0.0.2"));
+    let plan = store.query_plan(&q).unwrap().join("\n");
+    for index in [
+        "summary_src (hour=? AND src=?",
+        "summary_dst (hour=? AND dst=?",
+    ] {
+        assert!(plan.contains(index), "no seek on {index}:\n{plan}");
+    }
+    assert!(!plan.contains("SCAN s"), "{plan}");
+    assert_eq!(store.query(&q).unwrap(), expected(&model, &q));
+}
