@@ -43,7 +43,8 @@ export interface FlowSet {
 
 let cache: { key: WindowKey; set: FlowSet } | null = null;
 
-/** Every summary in the window (up to MAX_ROWS); hour windows use hourly summaries. */
+/** Every summary in the window, newest first, up to MAX_ROWS: past that the oldest part
+ * of the window is left out and `truncated` says so. Hour windows use hourly summaries. */
 export async function loadFlows(win: WindowKey, fresh = false, progress?: (n: number) => void): Promise<FlowSet> {
   if (!fresh && cache && cache.key === win && Date.now() - cache.set.loadedAt < 60_000) return cache.set;
   const [span, bucket] = SPAN[win];
@@ -52,12 +53,12 @@ export async function loadFlows(win: WindowKey, fresh = false, progress?: (n: nu
   const items: Flow[] = [];
   let truncated = false;
   for (let offset = 0; ; offset += PAGE) {
-    const page = await get<{ items: Flow[] }>(
-      `/flows${query({ bucket, from_ms: fromMs, to_ms: toMs, limit: PAGE, offset })}`,
+    const page = await get<{ items: Flow[]; more: boolean }>(
+      `/flows${query({ bucket, from_ms: fromMs, to_ms: toMs, order: "newest", limit: PAGE, offset })}`,
     );
     items.push(...page.items);
     progress?.(items.length);
-    if (page.items.length < PAGE) break;
+    if (!page.more) break;
     if (items.length >= MAX_ROWS) {
       truncated = true;
       break;

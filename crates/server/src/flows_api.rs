@@ -22,6 +22,8 @@ pub struct FlowParams {
     address: Option<String>,
     port: Option<String>,
     verdict: Option<String>,
+    /// `oldest` (the default) or `newest` bucket first.
+    order: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -31,8 +33,8 @@ pub struct FlowParams {
     path = "/api/v1/flows",
     tag = "flows",
     summary = "Query flow summaries",
-    params(("bucket" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("workload" = Option<String>, Query), ("labels" = Option<String>, Query), ("address" = Option<String>, Query), ("port" = Option<String>, Query), ("verdict" = Option<String>, Query), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, description = "flow summaries, newest first", body = FlowPage))
+    params(("bucket" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("workload" = Option<String>, Query), ("labels" = Option<String>, Query), ("address" = Option<String>, Query), ("port" = Option<String>, Query), ("verdict" = Option<String>, Query), ("order" = Option<String>, Query, description = "oldest (default) or newest bucket first: with newest, a limit keeps the newest part of the window"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, description = "flow summaries in bucket order; `more` says whether the limit left any out", body = FlowPage))
 )]
 pub async fn query(
     State(s): State<AppState>,
@@ -61,6 +63,16 @@ pub async fn query(
         return Err(ApiError::invalid("limit", "at most 10000"));
     }
     q.offset = f.offset.unwrap_or(0);
+    q.newest_first = match f.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "order",
+                format!("{other:?} is not oldest or newest"),
+            ));
+        }
+    };
     if let Some(l) = f.labels {
         q.labels =
             Some(Labels::parse_list(&l).map_err(|e| ApiError::invalid("labels", e.to_string()))?);
@@ -99,7 +111,12 @@ pub async fn query(
             }
         });
     }
-    let rows = blocking(move || Ok(lock(&s.flows)?.query(&q)?)).await?;
+    // One row past the page says whether the limit left anything out.
+    let limit = q.limit;
+    q.limit = limit.saturating_add(1);
+    let mut rows = blocking(move || Ok(lock(&s.flows)?.query(&q)?)).await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
     let rows: Vec<_> = rows
         .into_iter()
         .filter(|r| p.sees(&r.src_labels, &r.dst_labels))
@@ -108,6 +125,7 @@ pub async fn query(
         from_ms: from,
         to_ms: to,
         items: rows,
+        more,
     }))
 }
 
@@ -117,6 +135,9 @@ pub struct FlowPage {
     pub from_ms: i64,
     pub to_ms: i64,
     pub items: Vec<bulkhead_model::FlowSummary>,
+    /// Summaries matching the query lie past this page (at `offset + limit`): a
+    /// limit left them out.
+    pub more: bool,
 }
 
 #[derive(Deserialize)]

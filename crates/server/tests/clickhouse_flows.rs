@@ -91,6 +91,8 @@ async fn clickhouse_rolls_up_and_answers_like_sqlite() {
     })
     .await
     .unwrap();
+    let newest_start = minutes.iter().map(|m| m.key.bucket_start_ms).max().unwrap();
+    let minute_count = minutes.len();
     let opts_ch = opts.clone();
     let ch = clickhouse.clone();
     tokio::task::spawn_blocking(move || {
@@ -121,6 +123,20 @@ async fn clickhouse_rolls_up_and_answers_like_sqlite() {
         assert!(!a["items"].as_array().unwrap().is_empty(), "{path}");
         assert_eq!(a["items"], b["items"], "{path}");
     }
+    // With a limit, the newest bucket comes first and the page says what it left out.
+    let path = format!("/api/v1/flows?bucket=minute&order=newest&limit=10&{window}");
+    let newest = get(&sqlite, &sqlite_token, &path).await;
+    assert_eq!(newest["items"][0]["bucket_start_ms"], newest_start);
+    assert_eq!(newest["more"], true);
+    assert_eq!(newest, get(&clickhouse, &ch_token, &path).await);
+    let last = format!(
+        "/api/v1/flows?bucket=minute&offset={}&limit=1&{window}",
+        minute_count - 1
+    );
+    let page = get(&sqlite, &sqlite_token, &last).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["more"], false, "nothing lies past the last summary");
+
     let a = get(&sqlite, &sqlite_token, "/api/v1/reports/sprawl?hours=48").await;
     let b = get(&clickhouse, &ch_token, "/api/v1/reports/sprawl?hours=48").await;
     assert_eq!(a, b);

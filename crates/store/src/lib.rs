@@ -40,7 +40,8 @@ pub trait FlowStore {
     fn upsert(&mut self, summaries: &[FlowSummary]) -> Result<(), StoreError>;
 
     /// The summaries matching `q`, ordered by (bucket start, src, dst, proto, port,
-    /// process) with `None` before any process, then `offset`/`limit` applied.
+    /// process) with `None` before any process (bucket start descending when
+    /// `q.newest_first`), then `offset`/`limit` applied.
     /// [`FlowQuery::matches`] states what matches.
     fn query(&self, q: &FlowQuery) -> Result<Vec<FlowSummary>, StoreError>;
 

@@ -25,6 +25,9 @@ pub struct FlowQuery {
     pub port: Option<u16>,
     /// The verdict against the provisioned policy; summaries without one never match.
     pub verdict: Option<VerdictKind>,
+    /// Newest bucket first (the rest of the order unchanged), so that a page that
+    /// cannot hold the whole window holds its newest part.
+    pub newest_first: bool,
     pub limit: usize,
     pub offset: usize,
 }
@@ -48,6 +51,7 @@ impl FlowQuery {
             proto: None,
             port: None,
             verdict: None,
+            newest_first: false,
             limit: Self::DEFAULT_LIMIT,
             offset: 0,
         }

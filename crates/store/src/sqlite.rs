@@ -472,8 +472,9 @@ impl SqliteFlowStore {
         };
         let sql = format!(
             "{with}{SELECT_SUMMARY}{filters} \
-             ORDER BY s.bucket_start, s.src, s.dst, s.proto, s.port, p.text \
+             ORDER BY s.bucket_start {}, s.src, s.dst, s.proto, s.port, p.text \
              LIMIT {} OFFSET {}",
+            if q.newest_first { "DESC" } else { "ASC" },
             b.arg(i64::try_from(q.limit).unwrap_or(i64::MAX)),
             b.arg(i64::try_from(q.offset).unwrap_or(i64::MAX)),
         );

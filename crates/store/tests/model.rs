@@ -122,7 +122,7 @@ fn flow_query() -> impl Strategy<Value = FlowQuery> {
             prop::option::of(prop::sample::select(vec![22u16, 443, 80])),
             prop::option::of(verdict_kind()),
         ),
-        (0usize..40, 0usize..10),
+        (0usize..40, 0usize..10, prop::bool::ANY),
     )
         .prop_map(
             |(
@@ -130,7 +130,7 @@ fn flow_query() -> impl Strategy<Value = FlowQuery> {
                 (workload, labels, src_labels),
                 (dst_labels, address),
                 (proto, port, verdict),
-                (limit, offset),
+                (limit, offset, newest_first),
             )| {
                 let bucket = if hour { Bucket::Hour } else { Bucket::Minute };
                 let from_ms = T0 + from * bucket.millis();
@@ -146,6 +146,7 @@ fn flow_query() -> impl Strategy<Value = FlowQuery> {
                     proto,
                     port,
                     verdict,
+                    newest_first,
                     limit,
                     offset,
                 }

@@ -339,7 +339,7 @@ export function MapPage({ params }: PageProps) {
               </span>
             </div>
             <p class="muted" style={{ margin: "10px 0 0", fontSize: 12.5 }}>
-              {flows.data ? `${fmtNum(flows.data.items.length)} ${flows.data.bucket} summaries${flows.data.truncated ? " (the first ones only)" : ""}. ` : ""}
+              {flows.data ? `${fmtNum(flows.data.items.length)} ${flows.data.bucket} summaries${flows.data.truncated ? " (the newest ones: older summaries in this window are left out)" : ""}. ` : ""}
               {basis === "draft" || compare ? `${changed} connection${changed === 1 ? "" : "s"} change verdict in the draft (dashed). ` : ""}
               Edge width follows connections.
             </p>

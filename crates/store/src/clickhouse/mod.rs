@@ -462,8 +462,9 @@ impl FlowStore for ClickHouseFlowStore {
         // good as no limit.
         let limit = q.limit.min(1 << 40);
         let sql = format!(
-            "{} ORDER BY bucket_start, src, dst, proto, port, process LIMIT {}, {limit}",
+            "{} ORDER BY bucket_start {}, src, dst, proto, port, process LIMIT {}, {limit}",
             schema::merged(&filter, &having),
+            if q.newest_first { "DESC" } else { "ASC" },
             q.offset.min(1 << 40),
         );
         let rows: Vec<OutRow> = self

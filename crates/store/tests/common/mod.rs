@@ -69,6 +69,10 @@ pub fn all_minutes() -> FlowQuery {
 pub fn expected(model: &[FlowSummary], q: &FlowQuery) -> Vec<FlowSummary> {
     let mut out: Vec<FlowSummary> = model.iter().filter(|s| q.matches(s)).cloned().collect();
     out.sort_by(|a, b| a.key.cmp(&b.key));
+    if q.newest_first {
+        // Stable: within a bucket start the key order stays.
+        out.sort_by_key(|s| std::cmp::Reverse(s.key.bucket_start_ms));
+    }
     out.into_iter().skip(q.offset).take(q.limit).collect()
 }
 
