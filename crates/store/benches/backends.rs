@@ -131,6 +131,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// Builds the `i`th query of one kind.
+type QueryMaker = Box<dyn Fn(u64) -> FlowQuery>;
+
 struct Backend {
     name: &'static str,
     open: Box<dyn Fn() -> Box<dyn FlowStore + Send> + Send + Sync>,
@@ -171,7 +174,7 @@ fn run(backend: &Backend, estate: &Arc<Estate>, data: &[FlowSummary], days: i64,
         })
     };
     let end = T0 + days * 24 * HOUR;
-    let kinds: Vec<(&str, Box<dyn Fn(u64) -> FlowQuery>)> = vec![
+    let kinds: Vec<(&str, QueryMaker)> = vec![
         (
             "workload, 24 h of hours",
             Box::new(move |i| {
