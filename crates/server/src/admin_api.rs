@@ -306,6 +306,31 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         "Minute summaries stored.",
         stats.minute.rows.to_string(),
     );
+    let w = &s.flow_writes;
+    metric(
+        "bulkhead_flow_store_held_summaries",
+        "gauge",
+        "Summaries waiting for the flow store, which refused them (bounded).",
+        w.held
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
+    metric(
+        "bulkhead_flow_store_dropped_summaries_total",
+        "counter",
+        "Summaries dropped because the flow store refused writes past the bound.",
+        w.dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
+    metric(
+        "bulkhead_flow_store_write_failures_total",
+        "counter",
+        "Writes the flow store refused.",
+        w.failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
     metric(
         "bulkhead_alerts_open",
         "gauge",

@@ -11,6 +11,7 @@ mod console;
 pub mod control;
 pub mod demo;
 mod error;
+pub mod flow_writer;
 mod flows_api;
 pub mod guard;
 mod inventory_api;
@@ -219,6 +220,7 @@ pub fn open_with(
         guard: Default::default(),
         connections: Default::default(),
         writes: Default::default(),
+        flow_writes: Default::default(),
     };
     state
         .recompile()
@@ -389,14 +391,16 @@ pub fn start_collectors(
         ..CollectorConfig::default()
     };
     let (flows, alerting) = (state.flows.clone(), state.clone());
+    let counters = state.flow_writes.clone();
+    let mut backlog = flow_writer::FlowBacklog::default();
     let mut last_expiry = 0;
     let collector = Collector::start(&config, state.enricher.clone(), move |batch| {
-        // Summaries that cannot be stored are logged with their count: nothing vanishes
-        // silently.
+        // Alerts first: they go to the control store, whatever the flow store does.
+        alerts_from_summaries(&alerting, &batch);
+        // Summaries the store refuses are held (bounded, counted) and written with the
+        // next batch: nothing vanishes silently.
         if let Ok(mut f) = flows.lock() {
-            if let Err(e) = f.upsert(&batch) {
-                tracing::error!("storing {} summaries: {e}", batch.len());
-            }
+            backlog.write(&mut **f, batch, &counters);
             let now = now_ms();
             if now - last_expiry > 60_000 {
                 last_expiry = now;
@@ -405,7 +409,6 @@ pub fn start_collectors(
                 }
             }
         }
-        alerts_from_summaries(&alerting, &batch);
     })?;
     *state
         .collector

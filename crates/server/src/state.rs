@@ -45,6 +45,8 @@ pub struct AppState {
     /// Bumped by every write through the control service (under the store's lock): a
     /// validation made on an older snapshot is stale.
     pub writes: Arc<std::sync::atomic::AtomicU64>,
+    /// What the collectors' writer to the flow store did (stored, held, dropped).
+    pub flow_writes: Arc<crate::flow_writer::FlowWriteCounters>,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and

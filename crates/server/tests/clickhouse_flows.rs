@@ -141,3 +141,78 @@ async fn clickhouse_rolls_up_and_answers_like_sqlite() {
     let b = get(&clickhouse, &ch_token, "/api/v1/reports/sprawl?hours=48").await;
     assert_eq!(a, b);
 }
+
+fn minute(n: i64) -> FlowSummary {
+    let start = 1_704_067_200_000 + n * 60_000;
+    FlowSummary {
+        key: bulkhead_store::SummaryKey {
+            bucket: Bucket::Minute,
+            bucket_start_ms: start,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            proto: 6,
+            port: 443,
+            process: None,
+        },
+        packets: 1,
+        bytes: 100,
+        connections: 1,
+        first_seen_ms: start,
+        last_seen_ms: start + 1,
+        reporter: None,
+        src_workload: None,
+        dst_workload: None,
+        src_labels: Default::default(),
+        dst_labels: Default::default(),
+        provisioned: None,
+        draft: None,
+    }
+}
+
+#[test]
+fn summaries_wait_for_a_refusing_clickhouse_bounded_and_counted() {
+    use bulkhead_server::flow_writer::{FlowBacklog, FlowWriteCounters};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let server = bulkhead_testkit::clickhouse::clickhouse();
+    let url = server.fresh_url();
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let mut store = bulkhead_store::ClickHouseFlowStore::connect(&url).unwrap();
+    let counters = FlowWriteCounters::default();
+    let mut backlog = FlowBacklog::with_limit(3);
+
+    assert!(backlog.write(&mut store, vec![minute(0)], &counters));
+    // The server refuses writes: the table they go to is gone for a while.
+    server
+        .query(&format!("DETACH TABLE {database}.summary_in"))
+        .unwrap();
+    assert!(!backlog.write(&mut store, vec![minute(1)], &counters));
+    assert!(!backlog.write(&mut store, vec![minute(2), minute(3)], &counters));
+    assert_eq!(backlog.held(), 3);
+    assert_eq!(counters.held.load(Relaxed), 3);
+    // Past the bound the oldest batch goes, counted.
+    assert!(!backlog.write(&mut store, vec![minute(4)], &counters));
+    assert_eq!(counters.dropped.load(Relaxed), 1);
+    assert_eq!(backlog.held(), 3);
+    assert!(counters.failures.load(Relaxed) >= 3);
+
+    server
+        .query(&format!("ATTACH TABLE {database}.summary_in"))
+        .unwrap();
+    assert!(backlog.write(&mut store, Vec::new(), &counters));
+    assert_eq!(backlog.held(), 0);
+    assert_eq!(counters.held.load(Relaxed), 0);
+    assert_eq!(counters.stored.load(Relaxed), 4);
+    let mut q = FlowQuery::new(Bucket::Minute, i64::MIN, i64::MAX);
+    q.limit = 100;
+    let starts: Vec<i64> = bulkhead_store::FlowStore::query(&store, &q)
+        .unwrap()
+        .iter()
+        .map(|s| (s.key.bucket_start_ms - 1_704_067_200_000) / 60_000)
+        .collect();
+    assert_eq!(
+        starts,
+        vec![0, 2, 3, 4],
+        "the held ones in order, minus the dropped one"
+    );
+}
