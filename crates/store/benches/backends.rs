@@ -2,7 +2,8 @@
 //! rate, then flow-query and aggregation latency (p50/p99) while a second writer keeps
 //! ingesting. Run by bench/flowstore.sh; sizes from the environment:
 //! `BENCH_WORKLOADS` (1000), `BENCH_DAYS` of hour summaries (30), `BENCH_QUERIES` per
-//! kind (200). The ClickHouse server is a throwaway one on loopback (the test kit's).
+//! kind (200). The ClickHouse server is a throwaway one on loopback (the test kit's),
+//! unless `BENCH_CLICKHOUSE_URL` names one; `BENCH_ONLY=sqlite|clickhouse` runs one.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -282,8 +283,13 @@ fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flows.sqlite");
-    let clickhouse = bulkhead_testkit::clickhouse::ClickHouse::start();
-    let url = clickhouse.fresh_url();
+    // BENCH_CLICKHOUSE_URL measures a server of your own instead of a throwaway one.
+    let own = std::env::var("BENCH_CLICKHOUSE_URL").ok();
+    let clickhouse = own
+        .is_none()
+        .then(bulkhead_testkit::clickhouse::ClickHouse::start);
+    let url = own.unwrap_or_else(|| clickhouse.as_ref().expect("started").fresh_url());
+    let only = std::env::var("BENCH_ONLY").ok();
     let backends = [
         Backend {
             name: "sqlite",
@@ -302,7 +308,10 @@ fn main() {
             }),
         },
     ];
-    for b in &backends {
+    for b in backends
+        .iter()
+        .filter(|b| only.as_deref().is_none_or(|o| o == b.name))
+    {
         run(b, &estate, &data, days, queries);
     }
 }

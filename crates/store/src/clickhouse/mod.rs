@@ -320,7 +320,8 @@ impl ClickHouseFlowStore {
             let pending: Vec<u64> = self
                 .fetch(
                     "SELECT count() FROM system.mutations
-                     WHERE database = ? AND table = 'summary' AND is_done = 0"
+                     WHERE database = ? AND table IN ('summary', 'summary_terms')
+                         AND is_done = 0"
                         .into(),
                     vec![Bind::Text(self.url.database.clone())],
                 )
@@ -359,6 +360,12 @@ impl Drop for OwnRuntime {
             rt.shutdown_background();
         }
     }
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct PartitionRow {
+    table: String,
+    partition: String,
 }
 
 /// A value bound to a `?` of a statement (the crate escapes it).
@@ -423,6 +430,35 @@ impl FlowStore for ClickHouseFlowStore {
         }
         if let Some(p) = q.port {
             filter += &format!(" AND port = {p}");
+        }
+        // The most selective term of the filters, if any, narrows the keys to merge.
+        let first_label = |l: &Option<bulkhead_model::Labels>| {
+            l.as_ref()
+                .and_then(|l| l.iter().next().map(|(k, v)| format!("{k}={v}")))
+        };
+        let terms: Vec<String> = if let Some(w) = &q.workload {
+            vec![format!("w:{}", opt_name(Some(w)))]
+        } else if let Some(l) = first_label(&q.src_labels) {
+            vec![format!("s:{l}")]
+        } else if let Some(l) = first_label(&q.dst_labels) {
+            vec![format!("d:{l}")]
+        } else if let Some(l) = first_label(&q.labels) {
+            vec![format!("s:{l}"), format!("d:{l}")]
+        } else {
+            Vec::new()
+        };
+        if !terms.is_empty() {
+            let placeholders = vec!["?"; terms.len()].join(", ");
+            filter += &format!(
+                " AND (bucket_start, src, dst, proto, port, process) IN (
+                    SELECT bucket_start, src, dst, proto, port, process FROM summary_terms
+                    WHERE term IN ({placeholders}) AND bucket = {}
+                        AND bucket_start >= {} AND bucket_start < {})",
+                bucket_code(q.bucket),
+                q.from_ms,
+                q.to_ms
+            );
+            binds.extend(terms.into_iter().map(Bind::Text));
         }
         let mut having = Vec::new();
         if let Some(w) = &q.workload {
@@ -502,16 +538,16 @@ impl FlowStore for ClickHouseFlowStore {
         }
         // Whole days first: dropping a partition costs nothing, and the rest is at most
         // the boundary day.
-        let partitions: Vec<String> = self
+        let partitions: Vec<PartitionRow> = self
             .fetch(
-                "SELECT DISTINCT partition FROM system.parts
-                 WHERE database = ? AND table = 'summary' AND active"
+                "SELECT DISTINCT table, partition FROM system.parts
+                 WHERE database = ? AND table IN ('summary', 'summary_terms') AND active"
                     .into(),
                 vec![Bind::Text(self.url.database.clone())],
             )
             .map_err(backend("listing flow summary partitions"))?;
-        for p in partitions {
-            let Ok(day) = p.trim().parse::<i64>() else {
+        for PartitionRow { table, partition } in partitions {
+            let Ok(day) = partition.trim().parse::<i64>() else {
                 continue;
             };
             // `intDiv` truncates toward zero: day 0 holds (-1 day, +1 day), a negative
@@ -522,21 +558,23 @@ impl FlowStore for ClickHouseFlowStore {
                 day.saturating_mul(schema::PARTITION_MS)
             };
             if last_start.saturating_add(Bucket::Hour.millis()) <= older_than_ms {
-                self.execute(format!("ALTER TABLE summary DROP PARTITION {day}"))
+                self.execute(format!("ALTER TABLE {table} DROP PARTITION {day}"))
                     .map_err(backend("dropping an expired day of flow summaries"))?;
             }
         }
-        let left: Vec<u64> = self
-            .fetch(
-                format!("SELECT count() FROM summary WHERE {expired}"),
-                Vec::new(),
-            )
-            .map_err(backend("counting expired flow summaries"))?;
-        if left.first().copied().unwrap_or(0) > 0 {
-            self.execute(format!("ALTER TABLE summary DELETE WHERE {expired}"))
-                .map_err(backend("deleting expired flow summaries"))?;
-            self.wait_for_mutations()?;
+        for table in ["summary", "summary_terms"] {
+            let left: Vec<u64> = self
+                .fetch(
+                    format!("SELECT count() FROM {table} WHERE {expired}"),
+                    Vec::new(),
+                )
+                .map_err(backend("counting expired flow summaries"))?;
+            if left.first().copied().unwrap_or(0) > 0 {
+                self.execute(format!("ALTER TABLE {table} DELETE WHERE {expired}"))
+                    .map_err(backend("deleting expired flow summaries"))?;
+            }
         }
+        self.wait_for_mutations()?;
         Ok(deleted)
     }
 

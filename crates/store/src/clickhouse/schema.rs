@@ -18,6 +18,15 @@
 //! Rows are partitioned by day of their bucket start, so that retention drops whole
 //! partitions; the boundary day is deleted with a mutation.
 //!
+//! Filters on enrichment (workload, labels) can only be decided on merged states, and the
+//! rows of one workload are spread over every granule of a time window, so such a query
+//! would merge the whole window. `summary_terms` is an inverted index beside it, ordered
+//! by term: one row per (term, key) for each workload (`w:+name`, either side) and label
+//! (`s:k=v` on the consumer, `d:k=v` on the provider) a key was ever written with. A
+//! filtered query first reads the keys of its term (a narrow range), then merges only
+//! those; the exact filter still runs on the merged values, since the index is a
+//! superset (a key relabelled later keeps its old terms).
+//!
 //! [`FlowSummary::merge`]: bulkhead_model::FlowSummary::merge
 
 /// The schema version this build writes. `schema_version` holds it.
@@ -41,6 +50,12 @@ const STATES: &str = "sumState(packets) AS packets_sum,
         argMaxState((src_workload, dst_workload, src_labels, dst_labels,
                      prov_verdict, prov_rules, draft_verdict, draft_rules), seq)
             AS enrichment_last";
+
+/// The index terms of an inserted row; see the module comment.
+const TERMS: &str = "arrayConcat(
+        [concat('w:', src_workload), concat('w:', dst_workload)],
+        arrayMap(l -> concat('s:', l), splitByChar(',', src_labels)),
+        arrayMap(l -> concat('d:', l), splitByChar(',', dst_labels)))";
 
 /// The statements that create schema version 1, in order; each is idempotent.
 pub fn create_statements() -> Vec<String> {
@@ -78,6 +93,24 @@ pub fn create_statements() -> Vec<String> {
         format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS summary_fold TO summary AS
             SELECT {KEY}, {STATES} FROM summary_in GROUP BY {KEY}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS summary_terms (
+            term String, bucket UInt8, bucket_start Int64, src String, dst String,
+            proto UInt8, port UInt16, process String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY intDiv(bucket_start, {PARTITION_MS})
+        ORDER BY (term, {KEY})"
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS summary_terms_fold TO summary_terms AS
+            SELECT term, {KEY} FROM summary_in ARRAY JOIN {TERMS} AS term"
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS summary_terms_hours TO summary_terms AS
+            SELECT term, toUInt8(1) AS bucket, hour_start AS bucket_start, src, dst, proto,
+                port, process
+            FROM summary_in ARRAY JOIN {TERMS} AS term WHERE derive_hour = 1"
         ),
         // `hour_start` comes from the writer: an alias computed here from `bucket_start`
         // would shadow the column it is computed from.
