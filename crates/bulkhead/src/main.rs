@@ -30,6 +30,7 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod agent_cmd;
+mod collector_cmd;
 mod estate;
 mod files;
 mod flows_cmd;
@@ -72,6 +73,9 @@ enum Command {
     Report(report_cmd::ReportCommand),
     /// Run the control plane: REST API, stores, collectors, alerts.
     Server(server_cmd::ServerArgs),
+    /// Flow collectors as a process of their own, beside the servers: policy from the
+    /// control store, summaries to the flow store (docs/scale.md).
+    Collector(collector_cmd::CollectorArgs),
     /// The server on 127.0.0.1 with a synthetic estate streaming into it, until Ctrl-C.
     Demo(server_cmd::DemoArgs),
     /// Generate a synthetic estate: inventory, policy and its IPFIX traffic.
@@ -144,7 +148,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Server(_) | Command::Demo(_) | Command::Agent(_)
+        Command::Server(_) | Command::Demo(_) | Command::Agent(_) | Command::Collector(_)
     ) {
         init_logging();
     }
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Command::Recommend(a) => recommend_cmd::run(a),
         Command::Server(a) => server_cmd::server(a),
         Command::Demo(a) => server_cmd::demo(a),
+        Command::Collector(a) => collector_cmd::run(a),
         Command::Agent(a) => agent_cmd::run(a),
         Command::Rollout(c) => rollout_cmd::run(c),
         Command::Quarantine(a) => rollout_cmd::quarantine(a),

@@ -472,6 +472,10 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
             st.clone(),
             std::time::Duration::from_secs(30),
         ));
+        tokio::spawn(bulkhead_server::watch_changes(
+            st.clone(),
+            std::time::Duration::from_secs(1),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         bulkhead_server::serve(st, listener, ctrl_c(stop)).await
     })?;

@@ -482,3 +482,32 @@ pub async fn serve_agents(
     )
     .await
 }
+
+/// Follows changes other writers make to the control store (other server replicas,
+/// `bulkhead collector` processes, the CLI): every `every`, reads the head of the audit
+/// log, which every change appends to, and recompiles when it moved. Polling the
+/// append-only head is one indexed read and cannot miss a change, where a notification
+/// channel loses what is sent while its connection is down.
+pub async fn watch_changes(s: AppState, every: std::time::Duration) {
+    let head = |s: &AppState| -> Result<u64, error::ApiError> {
+        Ok(state::lock(&s.control)?.audit_head()?)
+    };
+    let s2 = s.clone();
+    let mut seen = state::blocking(move || head(&s2)).await.unwrap_or(0);
+    loop {
+        tokio::time::sleep(every).await;
+        let s2 = s.clone();
+        let result = state::blocking(move || {
+            let now = head(&s2)?;
+            if now != seen {
+                s2.recompile()?;
+            }
+            Ok(now)
+        })
+        .await;
+        match result {
+            Ok(now) => seen = now,
+            Err(e) => tracing::warn!("following changes to the control store: {e}"),
+        }
+    }
+}

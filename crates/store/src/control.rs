@@ -670,6 +670,17 @@ impl ControlStore {
         })
     }
 
+    /// The id of the newest audit entry (0 when there is none). Every change to the
+    /// store writes one, so a server that sees the head move knows another writer (a
+    /// replica, a collector's alerts, a CLI) changed something.
+    pub fn audit_head(&self) -> Result<u64, StoreError> {
+        let ctx = "reading the head of the audit log";
+        self.query(ctx, |db| {
+            sql::int(db, ctx, "SELECT coalesce(max(id), 0) FROM audit", args![])
+        })
+        .map(|id| u64::try_from(id).unwrap_or(0))
+    }
+
     /// Appends an entry for an action that changes nothing else (a failed sign-in, an
     /// explain query…).
     pub fn append_audit(
