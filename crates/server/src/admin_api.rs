@@ -306,6 +306,12 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         "Minute summaries stored.",
         stats.minute.rows.to_string(),
     );
+    metric(
+        "bulkhead_leader",
+        "gauge",
+        "1 when this server runs the singletons (rollout scheduler, offline watch).",
+        u8::from(s.leading.load(std::sync::atomic::Ordering::Relaxed)).to_string(),
+    );
     let w = &s.flow_writes;
     metric(
         "bulkhead_flow_store_held_summaries",

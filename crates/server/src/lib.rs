@@ -221,6 +221,7 @@ pub fn open_with(
         connections: Default::default(),
         writes: Default::default(),
         flow_writes: Default::default(),
+        leading: Default::default(),
     };
     state
         .recompile()

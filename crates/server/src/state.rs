@@ -47,6 +47,9 @@ pub struct AppState {
     pub writes: Arc<std::sync::atomic::AtomicU64>,
     /// What the collectors' writer to the flow store did (stored, held, dropped).
     pub flow_writes: Arc<crate::flow_writer::FlowWriteCounters>,
+    /// Whether this server led at its singletons' last round (several servers on one
+    /// PostgreSQL elect one; see `ControlStore::lead`).
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and

@@ -170,6 +170,14 @@ pub struct TokenMeta {
 /// in a PostgreSQL database.
 pub struct ControlStore {
     db: Backend,
+    /// Set inside [`ControlStore::fenced`]: writes check the leadership first.
+    fence: Option<Lease>,
+}
+
+/// The leadership of several servers on one database, as [`ControlStore::lead`] took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    session: u64,
 }
 
 impl fmt::Debug for ControlStore {
@@ -239,7 +247,7 @@ impl ControlStore {
         // In a write transaction: two processes opening a new database at once must not
         // both migrate it.
         db.write("migrating the control schema", schema::migrate)?;
-        Ok(Self { db })
+        Ok(Self { db, fence: None })
     }
 
     /// Which database this is: `sqlite` or `postgres`.
@@ -265,7 +273,33 @@ impl ControlStore {
         context: &'static str,
         f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.db.write(context, f)
+        match self.fence {
+            Some(lease) => self.db.write_fenced(context, lease.session, f),
+            None => self.db.write(context, f),
+        }
+    }
+
+    /// Takes the leadership among the servers sharing this database, or confirms it is
+    /// still held; `None` when another server holds it. Singletons (the rollout
+    /// scheduler, the agent-offline watch) run only on the leader, and write through
+    /// [`ControlStore::fenced`]. On PostgreSQL it is a session-level advisory lock, given
+    /// up when the session ends; a SQLite database belongs to one server, always leader.
+    pub fn lead(&mut self) -> Result<Option<Lease>, StoreError> {
+        Ok(self.db.lead()?.map(|session| Lease { session }))
+    }
+
+    /// Runs `f` with every write it makes fenced by `lease`: a write after the
+    /// leadership was lost (the session that took it ended, so another server may have
+    /// taken it) fails with [`StoreError::Fenced`] and writes nothing.
+    pub fn fenced<T>(
+        &mut self,
+        lease: Lease,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let outer = self.fence.replace(lease);
+        let out = f(self);
+        self.fence = outer;
+        out
     }
 
     /// Runs reads that must see one snapshot.

@@ -50,6 +50,10 @@ pub enum StoreError {
     /// twice in one replacement.
     #[error("invalid request: {what}")]
     Invalid { what: String },
+    /// A singleton's write after this server lost the leadership to another: nothing
+    /// was written.
+    #[error("this server is no longer the leader; the write was refused")]
+    Fenced,
     /// The request conflicts with what is stored (a token hash already in use).
     #[error("conflict: {what}")]
     Conflict { what: String },

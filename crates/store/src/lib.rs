@@ -27,8 +27,8 @@ pub use sqlite::SqliteFlowStore;
 
 pub use control::{
     AlertFilter, AlertObservation, AlertRecord, AlertRecorded, AlertState, AuditContext,
-    AuditEntry, Change, ControlStore, DiffChange, DraftObject, NewToken, ObjectDiff, StoredObject,
-    StoredWorkload, TokenMeta, Version, VersionMeta, WorkloadDiff,
+    AuditEntry, Change, ControlStore, DiffChange, DraftObject, Lease, NewToken, ObjectDiff,
+    StoredObject, StoredWorkload, TokenMeta, Version, VersionMeta, WorkloadDiff,
 };
 
 /// A store of [`FlowSummary`] rows, one per [`SummaryKey`].

@@ -514,6 +514,64 @@ fn a_postgres_store_reconnects_after_the_database_restarts() {
 }
 
 #[test]
+fn one_server_leads_and_a_deposed_leader_writes_nothing() {
+    let conninfo = pg::cluster().fresh_database();
+    let mut a = ControlStore::connect_postgres(&conninfo).unwrap();
+    let mut b = ControlStore::connect_postgres(&conninfo).unwrap();
+    let lease = a.lead().unwrap().expect("the first to ask leads");
+    assert_eq!(a.lead().unwrap(), Some(lease), "asking again keeps it");
+    assert_eq!(b.lead().unwrap(), None, "one leader at a time");
+    a.fenced(lease, |c| {
+        c.apply(&[put("ruleset", "by-leader", "1")], &alice())
+    })
+    .unwrap();
+
+    // A's session ends (a network cut, a paused process whose connection timed out):
+    // PostgreSQL releases the lock and B takes over.
+    pg::cluster()
+        .raw(&conninfo)
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND objid::bigint = 1751474533 AND classid::bigint = 1651862635",
+        )
+        .unwrap();
+    // The backend ends shortly after it is told to.
+    let started = std::time::Instant::now();
+    while b.lead().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the lock never went with A's session"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A wakes up and acts on its old lease: refused, whether or not the failing call
+    // that finds its session gone comes first.
+    let mut refused = 0;
+    for _ in 0..2 {
+        match a.fenced(lease, |c| {
+            c.apply(&[put("ruleset", "by-old-leader", "1")], &alice())
+        }) {
+            Err(StoreError::Fenced) => refused += 1,
+            Err(StoreError::Backend { .. }) => {}
+            other => panic!("a deposed leader wrote: {other:?}"),
+        }
+    }
+    assert!(refused >= 1);
+    assert_eq!(a.lead().unwrap(), None, "B leads now");
+    // Unfenced writes (API calls) still work on A.
+    a.apply(&[put("ruleset", "by-api", "1")], &alice()).unwrap();
+    let names: Vec<String> = b
+        .draft_objects()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["by-api", "by-leader"]);
+}
+
+#[test]
 fn a_postgres_url_that_cannot_connect_names_the_database_not_the_password() {
     let err = ControlStore::connect_postgres(
         "postgresql://bulkhead:s3cret@%2Fnonexistent-bulkhead-dir/control",

@@ -233,6 +233,14 @@ pub async fn watch_offline(s: AppState) {
         let s2 = s.clone();
         let result = blocking(move || {
             let mut c = lock(&s2.control)?;
+            // With several servers on one database, only the leader watches, and marks
+            // an agent offline only while it still leads.
+            let lease = c.lead()?;
+            s2.leading
+                .store(lease.is_some(), std::sync::atomic::Ordering::Relaxed);
+            let Some(lease) = lease else {
+                return Ok(Vec::new());
+            };
             let now = now_ms();
             let mut announced = Vec::new();
             for a in c.agents()? {
@@ -241,7 +249,7 @@ pub async fn watch_offline(s: AppState) {
                 {
                     continue;
                 }
-                if c.mark_agent_offline(a.id, a.last_seen_ms)? {
+                if c.fenced(lease, |c| c.mark_agent_offline(a.id, a.last_seen_ms))? {
                     tracing::warn!("agent {} ({}) is offline", a.id, a.workload);
                     announced.extend(record(
                         &mut c,

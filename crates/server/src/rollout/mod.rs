@@ -515,6 +515,11 @@ pub async fn run_once(s: &AppState, now_ms: i64) -> ApiResult<Vec<String>> {
     let _one_at_a_time = s.rollouts.lock().await;
     let s2 = s.clone();
     let (done, outgoing) = blocking(move || {
+        // With several servers on one database, only the leader runs the calendar, and
+        // a step's record is written only while it still leads.
+        let Some(lease) = lock(&s2.control)?.lead()? else {
+            return Ok((Vec::new(), Vec::new()));
+        };
         let stored = lock(&s2.control)?.rollouts()?;
         let mut done = Vec::new();
         let mut outgoing = Vec::new();
@@ -592,11 +597,10 @@ pub async fn run_once(s: &AppState, now_ms: i64) -> ApiResult<Vec<String>> {
                     }
                 }
             }
-            lock(&s2.control)?.update_rollout(
-                r.id,
-                &to_json(&r)?,
-                &audit_as(&r, "rollout.update"),
-            )?;
+            let json = to_json(&r)?;
+            lock(&s2.control)?.fenced(lease, |c| {
+                c.update_rollout(r.id, &json, &audit_as(&r, "rollout.update"))
+            })?;
         }
         Ok((done, outgoing))
     })

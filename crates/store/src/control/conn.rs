@@ -42,6 +42,17 @@ impl fmt::Debug for Backend {
 /// commit. Any fixed number works; this one spells "bulkhead" in ASCII.
 const WRITE_LOCK: i64 = 0x6275_6c6b_6865_6164;
 
+/// The session-level advisory lock the leader of several servers holds: whoever holds
+/// it runs the singletons (rollout scheduler, agent-offline watch). PostgreSQL releases
+/// it when the session ends, so a leader that dies or loses its connection is replaced.
+const LEADER_LOCK: i64 = WRITE_LOCK + 1;
+
+/// Whether this session holds [`LEADER_LOCK`] (a bigint advisory key is stored as
+/// classid = high 32 bits, objid = low 32 bits).
+const HOLDS_LEADER_LOCK: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+      AND ((classid::bigint << 32) | objid::bigint) = $1)";
+
 impl Backend {
     pub fn dialect(&self) -> Dialect {
         match self {
@@ -85,6 +96,76 @@ impl Backend {
                 Ok(out)
             }
         }
+    }
+
+    /// Takes or keeps the leadership; returns the session it is held on (always `Some`
+    /// on SQLite, whose file belongs to one server).
+    pub fn lead(&mut self) -> Result<Option<u64>, StoreError> {
+        let fail = |source: BackendError| StoreError::Backend {
+            context: "taking the leadership",
+            source,
+        };
+        match self {
+            Backend::Sqlite(_) => Ok(Some(0)),
+            Backend::Postgres(pg) => {
+                let pg = pg.get_mut().map_err(|_| fail(POISONED.into()))?;
+                pg.reconnect_if_closed().map_err(fail)?;
+                let session = pg.session_no;
+                let client = pg.client.get().map_err(fail)?;
+                let held: bool = client
+                    .query_one(HOLDS_LEADER_LOCK, &[&LEADER_LOCK])
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| fail(pg_err(e)))?;
+                if held {
+                    return Ok(Some(session));
+                }
+                let taken: bool = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| fail(pg_err(e)))?;
+                Ok(taken.then_some(session))
+            }
+        }
+    }
+
+    /// As [`Backend::write`], only while the leadership taken on session `lease` is
+    /// still held: checked inside the transaction, so that a leader that lost its lock
+    /// (its session ended, another server took over) writes nothing.
+    pub fn write_fenced<T>(
+        &mut self,
+        context: &'static str,
+        lease: u64,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Backend::Postgres(pg) = self else {
+            return self.write(context, f);
+        };
+        {
+            let pg = pg.get_mut().map_err(|_| StoreError::Backend {
+                context,
+                source: POISONED.into(),
+            })?;
+            pg.reconnect_if_closed()
+                .map_err(|source| StoreError::Backend { context, source })?;
+            if pg.session_no != lease {
+                return Err(StoreError::Fenced);
+            }
+        }
+        self.write(context, |db| {
+            let held = super::sql::int(
+                db,
+                context,
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks
+                    WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+                      AND ((classid::bigint << 32) | objid::bigint) = ?1)
+                 THEN 1 ELSE 0 END",
+                &[Val::Int(LEADER_LOCK)],
+            )?;
+            if held != 1 {
+                return Err(StoreError::Fenced);
+            }
+            f(db)
+        })
     }
 
     /// Runs reads that see one snapshot.
@@ -232,6 +313,9 @@ pub(crate) struct PgConn {
     client: Session,
     /// Prepared statements by their `?N` text; prepared once per session.
     stmts: HashMap<String, Statement>,
+    /// Which session this is: bumped by every reconnection, so that a leadership taken
+    /// on an earlier session is known to be gone.
+    session_no: u64,
     /// What to call the database in messages: hosts and database name, no password.
     pub target: String,
 }
@@ -267,6 +351,7 @@ impl PgConn {
             config,
             client,
             stmts: HashMap::new(),
+            session_no: 0,
             target,
         })
     }
@@ -299,6 +384,7 @@ impl PgConn {
         if self.client.get()?.is_closed() {
             self.client = Self::session(&self.config)?;
             self.stmts.clear();
+            self.session_no += 1;
         }
         Ok(())
     }
