@@ -258,10 +258,21 @@ pub async fn run(
     Ok(())
 }
 
-/// The addresses the server's URL resolves to, which every table keeps reachable. A
-/// name that does not resolve now (DNS down at boot) gives none: the restored table
-/// then holds what the policy says, and the next policy from the server adds them.
-async fn control_plane(server: &str) -> Vec<std::net::SocketAddr> {
+/// The addresses the servers' URLs (a comma-separated list) resolve to, which every
+/// table keeps reachable. A name that does not resolve now (DNS down at boot) gives
+/// none: the restored table then holds what the policy says, and the next policy from
+/// the server adds them.
+async fn control_plane(servers: &str) -> Vec<std::net::SocketAddr> {
+    let mut all = Vec::new();
+    for server in crate::client::server_urls(servers) {
+        all.extend(server_addresses(server).await);
+    }
+    all.sort();
+    all.dedup();
+    all
+}
+
+async fn server_addresses(server: &str) -> Vec<std::net::SocketAddr> {
     let Ok(url) = reqwest::Url::parse(server) else {
         return Vec::new();
     };

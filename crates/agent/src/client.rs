@@ -116,19 +116,54 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-/// One server, one pinned CA, and (after enrollment) the agent's credential.
+/// The servers (replicas sharing one CA), one pinned CA, and (after enrollment) the
+/// agent's credential.
 #[derive(Clone)]
 pub struct Client {
-    base: reqwest::Url,
-    authority: String,
+    servers: Arc<Vec<Server>>,
+    /// The server that answered last: calls go there first.
+    current: Arc<std::sync::atomic::AtomicUsize>,
     http: reqwest::Client,
     credential: Option<String>,
 }
 
+#[derive(Debug)]
+struct Server {
+    base: reqwest::Url,
+    authority: String,
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Client({})", self.authority)
+        write!(f, "Client({})", self.authority())
     }
+}
+
+/// The server URLs of a comma-separated list, each `https://HOST:PORT`.
+pub fn server_urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+fn parse_server(url: &str) -> Result<Server, ClientError> {
+    let base = reqwest::Url::parse(url).map_err(|e| ClientError::Url(url.into(), e.to_string()))?;
+    if base.scheme() != "https" {
+        return Err(ClientError::Url(
+            url.into(),
+            "must start with https:// (agents only talk TLS)".into(),
+        ));
+    }
+    let host = base
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ClientError::Url(url.into(), "no host".into()))?;
+    let authority = match base.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok(Server { base, authority })
 }
 
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
@@ -143,23 +178,17 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Client {
+    /// A client of the server at `url`, or of the replicas in a comma-separated list
+    /// of URLs (they must present certificates of the same CA): a call that cannot
+    /// reach one goes to the next.
     pub fn new(url: &str, ca_fingerprint: &str) -> Result<Client, ClientError> {
-        let base =
-            reqwest::Url::parse(url).map_err(|e| ClientError::Url(url.into(), e.to_string()))?;
-        if base.scheme() != "https" {
-            return Err(ClientError::Url(
-                url.into(),
-                "must start with https:// (agents only talk TLS)".into(),
-            ));
+        let servers = server_urls(url)
+            .into_iter()
+            .map(parse_server)
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(ClientError::Url(url.into(), "no server URL".into()));
         }
-        let host = base
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| ClientError::Url(url.into(), "no host".into()))?;
-        let authority = match base.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = PinnedCa {
             fingerprint: parse_fingerprint(ca_fingerprint)?,
@@ -182,8 +211,8 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Protocol("TLS".into(), e.to_string()))?;
         Ok(Client {
-            base,
-            authority,
+            servers: Arc::new(servers),
+            current: Arc::default(),
             http,
             credential: None,
         })
@@ -194,18 +223,56 @@ impl Client {
         self
     }
 
+    /// The server calls go to first (the one that answered last).
     pub fn authority(&self) -> &str {
-        &self.authority
+        &self.servers[self.first()].authority
     }
 
+    fn first(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed) % self.servers.len()
+    }
+
+    /// Calls the server that answered last, then, while a server cannot be reached
+    /// (refused, timed out), the next ones in the list; the first to answer is kept.
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, ClientError> {
+        let first = self.first();
+        let mut last = None;
+        for i in 0..self.servers.len() {
+            let index = (first + i) % self.servers.len();
+            match self
+                .call_one(&self.servers[index], method.clone(), path, body.clone())
+                .await
+            {
+                Err(e @ (ClientError::Connect(..) | ClientError::Timeout(_))) => {
+                    if self.servers.len() > 1 {
+                        tracing::warn!("{e}; trying the next server");
+                    }
+                    last = Some(e);
+                }
+                answered => {
+                    self.current
+                        .store(index, std::sync::atomic::Ordering::Relaxed);
+                    return answered;
+                }
+            }
+        }
+        Err(last.expect("at least one server"))
+    }
+
+    async fn call_one(
+        &self,
+        server: &Server,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, ClientError> {
         let what = format!("{method} {path}");
-        let url = self
+        let url = server
             .base
             .join(path)
             .map_err(|e| ClientError::Protocol(what.clone(), e.to_string()))?;
@@ -221,7 +288,7 @@ impl Client {
             if e.is_timeout() {
                 ClientError::Timeout(what.clone())
             } else if e.is_connect() {
-                ClientError::Connect(self.authority.clone(), chain(&e))
+                ClientError::Connect(server.authority.clone(), chain(&e))
             } else {
                 ClientError::Protocol(what.clone(), chain(&e))
             }
@@ -293,5 +360,9 @@ mod tests {
         let c = Client::new("https://10.0.0.1:8443", &fp).unwrap();
         assert_eq!(c.authority(), "10.0.0.1:8443");
         assert!(Client::new("https://[fd00::1]:8443", &fp).is_ok());
+        let two = Client::new("https://10.0.0.1:8443, https://10.0.0.2:8443", &fp).unwrap();
+        assert_eq!(two.authority(), "10.0.0.1:8443");
+        assert!(Client::new("https://10.0.0.1:8443,http://10.0.0.2:8443", &fp).is_err());
+        assert!(Client::new(" , ", &fp).is_err());
     }
 }

@@ -70,3 +70,44 @@ async fn only_the_pinned_ca_is_trusted() {
         "nothing sent to the unpinned server"
     );
 }
+
+#[tokio::test]
+async fn a_list_of_servers_fails_over_to_one_that_answers() {
+    let pki = TestPki::for_loopback();
+    let (url, requests) = server(&pki).await;
+    // A replica that is down: a loopback port nobody listens on.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("https://{}", down.local_addr().unwrap());
+    drop(down);
+
+    let client = Client::new(&format!("{down_url},{url}"), &pki.ca_fingerprint).unwrap();
+    assert_eq!(client.authority(), down_url.trim_start_matches("https://"));
+    let v: serde_json::Value = client
+        .json(reqwest::Method::GET, "/api/v1/agent/policy", None::<&()>)
+        .await
+        .unwrap();
+    assert_eq!(v, serde_json::json!({"ok": true}));
+    assert_eq!(
+        client.authority(),
+        url.trim_start_matches("https://"),
+        "the one that answered is asked first from now on"
+    );
+    client
+        .json::<serde_json::Value>(reqwest::Method::GET, "/api/v1/agent/policy", None::<&()>)
+        .await
+        .unwrap();
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A pin the server does not match is not a reason to try the next one: refused.
+    let other = TestPki::for_loopback();
+    let wrong = Client::new(&format!("{url},{down_url}"), &other.ca_fingerprint).unwrap();
+    let err = wrong
+        .json::<serde_json::Value>(reqwest::Method::GET, "/api/v1/agent/policy", None::<&()>)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "{err}"
+    );
+}

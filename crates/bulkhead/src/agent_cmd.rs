@@ -9,8 +9,10 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The server's agent listener, https://HOST:PORT (its --agent-listen). Needed to
-    /// enroll; afterwards the enrolled server is used unless this is given.
+    /// The server's agent listener, https://HOST:PORT (its --agent-listen), or a
+    /// comma-separated list of replicas sharing one CA (a call that cannot reach one
+    /// goes to the next). Needed to enroll; afterwards the enrolled servers are used
+    /// unless this is given.
     #[arg(long, env = "BULKHEAD_SERVER")]
     pub server: Option<String>,
     /// The pairing key as the server printed it (`KEY:CA_FINGERPRINT`). Used once, to
