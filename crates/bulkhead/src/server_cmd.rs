@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Collector worker threads per address (default: one per core).
     #[arg(long, env = "BULKHEAD_COLLECTOR_WORKERS")]
     pub collector_workers: Option<usize>,
+    /// Seconds between rounds of the rollout calendar (on the leader only, when several
+    /// servers share a database).
+    #[arg(long, env = "BULKHEAD_ROLLOUT_EVERY", default_value_t = 30)]
+    pub rollout_every: u64,
     /// Failed authentications one address may make per minute before it gets 429.
     #[arg(long, env = "BULKHEAD_AUTH_FAILURES_PER_MINUTE", default_value_t = bulkhead_server::guard::AUTH_FAILURES_PER_MINUTE)]
     pub auth_failures_per_minute: u32,
@@ -446,6 +450,7 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         eprintln!("collecting flows on udp {addr}");
     }
     let st = state.clone();
+    let rollout_every = a.rollout_every;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         eprintln!(
@@ -470,7 +475,7 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         tokio::spawn(bulkhead_server::agent_api::watch_offline(st.clone()));
         tokio::spawn(bulkhead_server::rollout::scheduler(
             st.clone(),
-            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(rollout_every.max(1)),
         ));
         tokio::spawn(bulkhead_server::watch_changes(
             st.clone(),

@@ -170,3 +170,219 @@ fn two_servers_and_a_collector_share_postgres_and_clickhouse() {
     assert!(found(&a), "both servers read the same flow store");
     drop(collector);
 }
+
+/// `bulkhead_leader` from a server's /metrics (None when it does not answer).
+fn leads(server: &Server, token: &str) -> Option<bool> {
+    let (code, body) = get(server, token, "/metrics");
+    (code == 200).then(|| body.lines().any(|l| l == "bulkhead_leader 1"))
+}
+
+fn kill_9(server: &mut Server) {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+fn post(server: &Server, token: &str, path: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "60",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("{}{path}", server.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match text.rsplit_once('\n') {
+        Some((body, code)) => (code.parse().unwrap_or(0), body.to_string()),
+        None => (0, text),
+    }
+}
+
+/// Two replicas with a fast rollout calendar and offline watch, so that leadership and
+/// its hand-over show within seconds.
+fn replicas(database: &str, flows: &str) -> (Server, Server, String, Vec<tempfile::TempDir>) {
+    let env = [
+        ("BULKHEAD_DATABASE", database),
+        ("BULKHEAD_FLOWS", flows),
+        ("BULKHEAD_ROLLOUT_EVERY", "1"),
+        ("BULKHEAD_AGENT_OFFLINE_AFTER", "2"),
+    ];
+    let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (a, token) = start_with(dirs[0].path(), true, &env);
+    let (b, _) = start_with(dirs[1].path(), false, &env);
+    (a, b, token.unwrap(), dirs)
+}
+
+#[test]
+fn killing_a_replica_loses_no_acknowledged_provision_and_hands_over_the_singletons() {
+    let cluster = pg::Cluster::start();
+    let database = cluster.url("postgres");
+    let flows = bulkhead_testkit::clickhouse::clickhouse().fresh_url();
+    let (mut a, b, token, _dirs) = replicas(&database, &flows);
+    curl(
+        &a,
+        &token,
+        "PUT",
+        "/api/v1/workloads/web-1",
+        r#"{"name":"web-1","kind":"vm","addresses":["10.78.0.1"],"labels":{"app":"shop"}}"#,
+    );
+
+    // Exactly one leader, whichever asked first.
+    eventually("one replica leads", || {
+        leads(&a, &token) == Some(true) || leads(&b, &token) == Some(true)
+    });
+    assert!(
+        !(leads(&a, &token) == Some(true) && leads(&b, &token) == Some(true)),
+        "two leaders"
+    );
+
+    // Provisions through A, one after the other, while A is killed: every one A
+    // acknowledged is a whole version B serves afterwards.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let writer = {
+        let (url, token, acked) = (a.url.clone(), token.clone(), acknowledged.clone());
+        std::thread::spawn(move || {
+            let a = Server {
+                child: Command::new("true").spawn().unwrap(),
+                url,
+            };
+            for i in 0..200 {
+                let (code, body) = post(
+                    &a,
+                    &token,
+                    "/api/v1/provision",
+                    &format!(r#"{{"comment":"round {i}","confirm":true}}"#),
+                );
+                if code != 200 {
+                    break;
+                }
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                acked.lock().unwrap().push(v["id"].as_u64().unwrap());
+            }
+        })
+    };
+    eventually("a few provisions acknowledged", || {
+        acknowledged.lock().unwrap().len() >= 3
+    });
+    kill_9(&mut a);
+    writer.join().unwrap();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let (code, body) = get(&b, &token, "/api/v1/versions");
+    assert_eq!(code, 200, "{body}");
+    let versions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stored: Vec<u64> = versions
+        .as_array()
+        .or(versions["items"].as_array())
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    for id in &acknowledged {
+        assert!(stored.contains(id), "acknowledged version {id} lost");
+        let (code, body) = get(&b, &token, &format!("/api/v1/versions/{id}"));
+        assert_eq!(code, 200, "version {id} is not whole: {body}");
+    }
+    eprintln!(
+        "{} provisions acknowledged before the kill, {} versions stored",
+        acknowledged.len(),
+        stored.len()
+    );
+
+    // The survivor leads within seconds of the kill (the lock went with A's session).
+    let took = eventually("B leads after A's kill", || leads(&b, &token) == Some(true));
+    eprintln!("B took over the singletons {took:?} after A was killed");
+}
+
+#[test]
+fn a_rollout_step_runs_once_across_replicas_and_survives_the_leaders_death() {
+    let cluster = pg::Cluster::start();
+    let database = cluster.url("postgres");
+    let flows = bulkhead_testkit::clickhouse::clickhouse().fresh_url();
+    let (mut a, mut b, token, _dirs) = replicas(&database, &flows);
+    for (name, address) in [("pay-1", "10.79.0.1"), ("pay-2", "10.79.0.2")] {
+        curl(
+            &a,
+            &token,
+            "PUT",
+            &format!("/api/v1/workloads/{name}"),
+            &format!(
+                r#"{{"name":"{name}","kind":"vm","managed":true,"mode":"monitor","addresses":["{address}"],"labels":{{"app":"pay"}}}}"#
+            ),
+        );
+    }
+    eventually("one replica leads", || {
+        leads(&a, &token) == Some(true) || leads(&b, &token) == Some(true)
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Created through the replica that does not lead: the leader announces it.
+    let (leader, follower) = if leads(&a, &token) == Some(true) {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let (code, body) = post(
+        follower,
+        &token,
+        "/api/v1/rollouts",
+        &format!(
+            r#"{{"name":"pay-enforce","selector":"app=pay","enforce_at_ms":{},"readiness_days":1,"watch_days":1}}"#,
+            now + 6_000
+        ),
+    );
+    assert_eq!(code, 201, "{body}");
+    let announced = |s: &Server| {
+        let (_, body) = get(s, &token, "/api/v1/alerts?kind=rollout&limit=100");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["title"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    eventually("the announcement", || !announced(follower).is_empty());
+    // The leader dies before the enforcement date; the other replica takes over.
+    kill_9(leader);
+    let survivor = follower;
+    eventually("the survivor leads", || {
+        leads(survivor, &token) == Some(true)
+    });
+    eventually("both workloads enforced", || {
+        ["pay-1", "pay-2"].iter().all(|w| {
+            let (_, body) = get(survivor, &token, &format!("/api/v1/workloads/{w}"));
+            body.contains(r#""mode":"enforced""#)
+        })
+    });
+    // Rounds keep running every second; no notice may come twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let titles = announced(survivor);
+    let mut unique = titles.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        titles.len(),
+        "a notice went out twice: {titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.contains("enforce")),
+        "no enforcement notice: {titles:?}"
+    );
+}
