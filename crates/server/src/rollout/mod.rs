@@ -517,7 +517,10 @@ pub async fn run_once(s: &AppState, now_ms: i64) -> ApiResult<Vec<String>> {
     let (done, outgoing) = blocking(move || {
         // With several servers on one database, only the leader runs the calendar, and
         // a step's record is written only while it still leads.
-        let Some(lease) = lock(&s2.control)?.lead()? else {
+        let lease = lock(&s2.control)?.lead()?;
+        s2.leading
+            .store(lease.is_some(), std::sync::atomic::Ordering::Relaxed);
+        let Some(lease) = lease else {
             return Ok((Vec::new(), Vec::new()));
         };
         let stored = lock(&s2.control)?.rollouts()?;
