@@ -1,7 +1,7 @@
 // Flow summaries for a time window, and their grouping by labels for the map:
 // application → role → workload.
 import { get, query } from "./api";
-import type { Flow, Verdict } from "./types";
+import type { Flow, FlowGroup, Verdict } from "./types";
 import { fmtService } from "./ui";
 
 export type WindowKey = "15m" | "1h" | "6h" | "24h" | "7d";
@@ -69,6 +69,52 @@ export async function loadFlows(win: WindowKey, fresh = false, progress?: (n: nu
   return set;
 }
 
+/** What the map needs of a flow: a summary, or a group of them from /flows/groups. */
+export type MapFlow = Pick<
+  Flow,
+  "src" | "dst" | "proto" | "port" | "bytes" | "connections" | "src_workload" | "dst_workload" | "src_labels" | "dst_labels" | "provisioned" | "draft"
+> & { summaries?: number };
+
+export interface GroupSet {
+  items: MapFlow[];
+  /** Summaries folded into the groups. */
+  summaries: number;
+  truncated: boolean;
+  bucket: "minute" | "hour";
+  loadedAt: number;
+}
+
+let groupCache: { key: WindowKey; set: GroupSet } | null = null;
+
+/** The window's traffic folded by the server (ends, service, verdicts): what the map
+ * draws, without a row per minute. Past the server's limit the least recently seen
+ * groups are left out and `truncated` says so. */
+export async function loadGroups(win: WindowKey, fresh = false): Promise<GroupSet> {
+  if (!fresh && groupCache && groupCache.key === win && Date.now() - groupCache.set.loadedAt < 60_000) return groupCache.set;
+  const [span, bucket] = SPAN[win];
+  const toMs = Date.now();
+  const page = await get<{ items: FlowGroup[]; more: boolean }>(`/flows/groups${query({ bucket, from_ms: toMs - span, to_ms: toMs })}`);
+  const verdict = (v: Verdict | null | undefined) => (v ? { verdict: v, rules: [] } : null);
+  const items: MapFlow[] = page.items.map((g) => ({
+    src: g.src ?? "",
+    dst: g.dst ?? "",
+    proto: g.proto,
+    port: g.port,
+    bytes: g.bytes,
+    connections: g.connections,
+    src_workload: g.src_workload,
+    dst_workload: g.dst_workload,
+    src_labels: g.src_labels,
+    dst_labels: g.dst_labels,
+    provisioned: verdict(g.provisioned),
+    draft: verdict(g.draft),
+    summaries: g.summaries,
+  }));
+  const set = { items, summaries: page.items.reduce((n, g) => n + g.summaries, 0), truncated: page.more, bucket, loadedAt: Date.now() };
+  groupCache = { key: win, set };
+  return set;
+}
+
 export type Level = "app" | "role" | "workload";
 export type Basis = "provisioned" | "draft";
 
@@ -87,7 +133,7 @@ function isInternal(ip: string): boolean {
   return a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127) || a === 127;
 }
 
-export function endOf(f: Flow, side: "src" | "dst", level: Level): End {
+export function endOf(f: MapFlow, side: "src" | "dst", level: Level): End {
   const labels = side === "src" ? f.src_labels : f.dst_labels;
   const wl = side === "src" ? f.src_workload : f.dst_workload;
   const addr = side === "src" ? f.src : f.dst;
@@ -138,11 +184,11 @@ export interface Graph {
 }
 
 /** Whether a flow touches the application `focus` (either end). */
-export function touches(f: Flow, focus: string | null): boolean {
+export function touches(f: MapFlow, focus: string | null): boolean {
   return !focus || f.src_labels.app === focus || f.dst_labels.app === focus;
 }
 
-export function buildGraph(flows: Flow[], level: Level, basis: Basis, focus: string | null): Graph {
+export function buildGraph(flows: MapFlow[], level: Level, basis: Basis, focus: string | null): Graph {
   const nodes: Graph["nodes"] = new Map();
   const edges = new Map<string, Edge & { svc: Map<string, ServiceStat> }>();
   for (const f of flows) {
@@ -164,7 +210,7 @@ export function buildGraph(flows: Flow[], level: Level, basis: Basis, focus: str
     }
     edge.connections += f.connections;
     edge.bytes += f.bytes;
-    edge.flows += 1;
+    edge.flows += f.summaries ?? 1;
     const pv = f.provisioned?.verdict;
     const dv = f.draft?.verdict;
     edge.provisioned = worst(edge.provisioned, pv);

@@ -42,6 +42,26 @@ export interface Flow {
   draft?: SummaryVerdict | null;
 }
 
+/** The traffic of a window between two ends on one service (GET /flows/groups). */
+export interface FlowGroup {
+  src?: string | null;
+  dst?: string | null;
+  src_workload?: string | null;
+  dst_workload?: string | null;
+  src_labels: Labels;
+  dst_labels: Labels;
+  proto: number;
+  port: number;
+  provisioned?: Verdict | null;
+  draft?: Verdict | null;
+  packets: number;
+  bytes: number;
+  connections: number;
+  summaries: number;
+  first_seen_ms: number;
+  last_seen_ms: number;
+}
+
 export interface Alert {
   id: number;
   kind: string;

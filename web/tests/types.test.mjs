@@ -20,6 +20,7 @@ const PAIRS = {
   Workload: "Workload",
   SummaryVerdict: "SummaryVerdict",
   Flow: "FlowSummary",
+  FlowGroup: "FlowGroup",
   Alert: "AlertView",
   PolicyObject: "ObjectView",
   Change: "ObjectDiff",

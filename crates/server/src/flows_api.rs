@@ -141,6 +141,80 @@ pub struct FlowPage {
 }
 
 #[derive(Deserialize)]
+pub struct GroupParams {
+    bucket: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// At most this many groups per answer.
+const MAX_GROUPS: usize = 100_000;
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows/groups",
+    tag = "flows",
+    summary = "Flow summaries of a window folded by ends, service and verdicts (what the map draws)",
+    params(("bucket" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query), ("limit" = Option<i64>, Query, description = "at most this many groups, the most recently seen first (default and maximum 100000)")),
+    responses((status = 200, description = "the groups, newest first; `more` says the limit left some out", body = GroupPage))
+)]
+pub async fn groups(
+    State(s): State<AppState>,
+    p: Principal,
+    Query(f): Query<GroupParams>,
+) -> ApiResult<Json<GroupPage>> {
+    let bucket = match f.bucket.as_deref() {
+        None | Some("minute") => Bucket::Minute,
+        Some("hour") => Bucket::Hour,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "bucket",
+                format!("{other:?} is not minute or hour"),
+            ));
+        }
+    };
+    let to = f.to_ms.unwrap_or_else(now_ms);
+    let from = f.from_ms.unwrap_or(to.saturating_sub(3_600_000));
+    if from > to {
+        return Err(ApiError::invalid("from_ms", "after to_ms"));
+    }
+    let limit = f.limit.unwrap_or(MAX_GROUPS);
+    if limit > MAX_GROUPS {
+        return Err(ApiError::invalid("limit", format!("at most {MAX_GROUPS}")));
+    }
+    let q = bulkhead_store::GroupQuery {
+        bucket,
+        from_ms: from,
+        to_ms: to,
+        limit,
+    };
+    let page = blocking(move || Ok(lock(&s.flows)?.groups(&q)?)).await?;
+    // App owners see the groups touching their scope, as they see flows.
+    let items = page
+        .items
+        .into_iter()
+        .filter(|g| p.sees(&g.src_labels, &g.dst_labels))
+        .collect();
+    Ok(Json(GroupPage {
+        from_ms: from,
+        to_ms: to,
+        items,
+        more: page.more,
+    }))
+}
+
+/// Flow groups of a window.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct GroupPage {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub items: Vec<bulkhead_store::FlowGroup>,
+    /// Groups seen less recently were left out by the limit.
+    pub more: bool,
+}
+
+#[derive(Deserialize)]
 pub struct SprawlParams {
     /// Window in hours back from now; default 168 (7 days).
     hours: Option<i64>,

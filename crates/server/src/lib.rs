@@ -90,6 +90,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(recommend_api::create))
         .routes(routes!(recommend_api::get))
         .routes(routes!(flows_api::query))
+        .routes(routes!(flows_api::groups))
         .routes(routes!(flows_api::sprawl_report))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(alerts::resolve))

@@ -61,6 +61,12 @@ pub trait FlowStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<SeenAddress>, StoreError>;
+
+    /// The summaries of a window folded into [`FlowGroup`]s, computed where the data
+    /// is: the `limit` most recently seen groups (among groups last seen at the same
+    /// millisecond, any), and whether the limit left some out. Counters saturate at
+    /// `u64::MAX`.
+    fn groups(&self, q: &GroupQuery) -> Result<GroupPage, StoreError>;
 }
 
 /// How long summaries are kept.
@@ -190,5 +196,114 @@ fn redact_credentials(text: &str) -> String {
             format!("{}//…@{}", &text[..start], &text[at + 1..])
         }
         _ => text.to_string(),
+    }
+}
+
+/// Which summaries [`FlowStore::groups`] folds together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupQuery {
+    pub bucket: Bucket,
+    /// Bucket starts in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// At most this many groups, the most recently seen first.
+    pub limit: usize,
+}
+
+/// The traffic of a window between two ends on one service with one pair of verdicts:
+/// what a map draws, without a row per minute, per client port or per process. An end
+/// with a workload is the workload (with its labels); an end without one keeps its
+/// address, which tells an unknown internal host from the internet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FlowGroup {
+    /// The consumer's address, when no workload has it.
+    #[schema(value_type = Option<String>)]
+    pub src: Option<IpAddr>,
+    #[schema(value_type = Option<String>)]
+    pub dst: Option<IpAddr>,
+    pub src_workload: Option<String>,
+    pub dst_workload: Option<String>,
+    pub src_labels: Labels,
+    pub dst_labels: Labels,
+    pub proto: u8,
+    pub port: u16,
+    /// The verdicts against the provisioned policy and the draft.
+    pub provisioned: Option<VerdictKind>,
+    pub draft: Option<VerdictKind>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    /// How many summaries it folds.
+    pub summaries: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// What [`FlowStore::groups`] answers: the groups, and whether the limit left any out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPage {
+    pub items: Vec<FlowGroup>,
+    pub more: bool,
+}
+
+impl FlowGroup {
+    /// The group `s` falls in, holding only `s` (the reference the backends agree with).
+    pub fn of(s: &FlowSummary) -> FlowGroup {
+        FlowGroup {
+            src: s.src_workload.is_none().then_some(s.key.src),
+            dst: s.dst_workload.is_none().then_some(s.key.dst),
+            src_workload: s.src_workload.clone(),
+            dst_workload: s.dst_workload.clone(),
+            src_labels: s.src_labels.clone(),
+            dst_labels: s.dst_labels.clone(),
+            proto: s.key.proto,
+            port: s.key.port,
+            provisioned: s.provisioned.as_ref().map(|v| v.verdict),
+            draft: s.draft.as_ref().map(|v| v.verdict),
+            packets: s.packets,
+            bytes: s.bytes,
+            connections: s.connections,
+            summaries: 1,
+            first_seen_ms: s.first_seen_ms,
+            last_seen_ms: s.last_seen_ms,
+        }
+    }
+
+    /// Whether `s` falls in this group.
+    pub fn holds(&self, s: &FlowSummary) -> bool {
+        let g = FlowGroup::of(s);
+        (
+            &g.src,
+            &g.dst,
+            &g.src_workload,
+            &g.dst_workload,
+            &g.src_labels,
+            &g.dst_labels,
+            g.proto,
+            g.port,
+            g.provisioned,
+            g.draft,
+        ) == (
+            &self.src,
+            &self.dst,
+            &self.src_workload,
+            &self.dst_workload,
+            &self.src_labels,
+            &self.dst_labels,
+            self.proto,
+            self.port,
+            self.provisioned,
+            self.draft,
+        )
+    }
+
+    /// Folds `s` (of this group) in; counters saturate.
+    pub fn add(&mut self, s: &FlowSummary) {
+        self.packets = self.packets.saturating_add(s.packets);
+        self.bytes = self.bytes.saturating_add(s.bytes);
+        self.connections = self.connections.saturating_add(s.connections);
+        self.summaries += 1;
+        self.first_seen_ms = self.first_seen_ms.min(s.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(s.last_seen_ms);
     }
 }

@@ -740,6 +740,10 @@ impl FlowStore for SqliteFlowStore {
         Ok(stats)
     }
 
+    fn groups(&self, q: &crate::GroupQuery) -> Result<crate::GroupPage, StoreError> {
+        self.groups_in(q)
+    }
+
     fn seen_addresses(
         &self,
         bucket: Bucket,
@@ -785,6 +789,85 @@ impl FlowStore for SqliteFlowStore {
         }
         Ok(out)
     }
+}
+
+impl SqliteFlowStore {
+    fn groups_in(&self, q: &crate::GroupQuery) -> Result<crate::GroupPage, StoreError> {
+        if q.limit == 0 || q.from_ms >= q.to_ms {
+            return Ok(crate::GroupPage {
+                items: Vec::new(),
+                more: false,
+            });
+        }
+        // Sums split in 32-bit halves, as in `seen_addresses`: SQLite's sum() fails on
+        // 64-bit overflow.
+        const SQL: &str = "SELECT
+                CASE WHEN src_workload IS NULL THEN src END,
+                CASE WHEN dst_workload IS NULL THEN dst END,
+                src_workload, dst_workload, src_labels, dst_labels, proto, port,
+                prov_verdict, draft_verdict,
+                sum(packets >> 32), sum(packets & 4294967295),
+                sum(bytes >> 32), sum(bytes & 4294967295),
+                sum(connections >> 32), sum(connections & 4294967295),
+                count(*), min(first_seen), max(last_seen)
+            FROM summary WHERE bucket = ?1 AND bucket_start >= ?2 AND bucket_start < ?3
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+            ORDER BY max(last_seen) DESC LIMIT ?4";
+        let err = || StoreError::backend("grouping flow summaries");
+        let mut stmt = self.conn.prepare_cached(SQL).map_err(err())?;
+        let fetch = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![bucket_code(q.bucket), q.from_ms, q.to_ms, fetch])
+            .map_err(err())?;
+        let mut resolver = Resolver::new(&self.conn);
+        let mut items = Vec::new();
+        while let Some(row) = rows.next().map_err(err())? {
+            let group = decode_group(row, &mut resolver).map_err(|what| StoreError::Corrupt {
+                row: format!("group {}", describe_row(row)),
+                what,
+            })?;
+            items.push(group);
+        }
+        let more = items.len() > q.limit;
+        items.truncate(q.limit);
+        Ok(crate::GroupPage { items, more })
+    }
+}
+
+fn decode_group(row: &Row<'_>, r: &mut Resolver<'_>) -> Result<crate::FlowGroup, String> {
+    let opt_addr = |i: usize, col: &str| match row.get_ref(i) {
+        Ok(ValueRef::Null) => Ok(None),
+        _ => addr(row, i, col).map(Some),
+    };
+    let joined = |hi: usize, lo: usize, col: &str| -> Result<u64, String> {
+        let hi = u128::from(ranged::<u64>(row, hi, col)?);
+        let lo = u128::from(ranged::<u64>(row, lo, col)?);
+        Ok(u64::try_from((hi << 32) + lo).unwrap_or(u64::MAX))
+    };
+    let opt_name = |r: &mut Resolver<'_>, i: usize, col: &str| -> Result<Option<String>, String> {
+        opt_int(row, i, col)?.map(|id| r.name(id, col)).transpose()
+    };
+    let verdict = |i: usize, col: &str| -> Result<Option<VerdictKind>, String> {
+        opt_int(row, i, col)?.map(verdict_from_code).transpose()
+    };
+    Ok(crate::FlowGroup {
+        src: opt_addr(0, "src")?,
+        dst: opt_addr(1, "dst")?,
+        src_workload: opt_name(r, 2, "src_workload")?,
+        dst_workload: opt_name(r, 3, "dst_workload")?,
+        src_labels: r.labels(int(row, 4, "src_labels")?, "src_labels")?,
+        dst_labels: r.labels(int(row, 5, "dst_labels")?, "dst_labels")?,
+        proto: ranged(row, 6, "proto")?,
+        port: ranged(row, 7, "port")?,
+        provisioned: verdict(8, "prov_verdict")?,
+        draft: verdict(9, "draft_verdict")?,
+        packets: joined(10, 11, "packets")?,
+        bytes: joined(12, 13, "bytes")?,
+        connections: joined(14, 15, "connections")?,
+        summaries: ranged(row, 16, "count")?,
+        first_seen_ms: int(row, 17, "first_seen")?,
+        last_seen_ms: int(row, 18, "last_seen")?,
+    })
 }
 
 #[derive(Default)]

@@ -179,6 +179,20 @@ fn agrees_with_merge_model(
     for q in queries {
         prop_assert_eq!(store.query(q).unwrap(), expected(&model, q), "{:?}", q);
     }
+    for bucket in [Bucket::Minute, Bucket::Hour] {
+        let q = bulkhead_store::GroupQuery {
+            bucket,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            limit: usize::MAX,
+        };
+        let page = store.groups(&q).unwrap();
+        prop_assert!(!page.more);
+        prop_assert_eq!(
+            canonical(page.items),
+            expected_groups(&model, bucket, i64::MIN, i64::MAX)
+        );
+    }
     Ok(())
 }
 

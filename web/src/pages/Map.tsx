@@ -1,7 +1,7 @@
 import cytoscape from "cytoscape";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { PageProps } from ".";
-import { type Basis, type Edge, type Level, WINDOWS, buildGraph, keyLabel, loadFlows, verdictOf, windowOf } from "../flows";
+import { type Basis, type Edge, type Level, WINDOWS, buildGraph, keyLabel, loadGroups, verdictOf, windowOf } from "../flows";
 import { enc } from "../api";
 import { navigate, setParams } from "../router";
 import type { Verdict } from "../types";
@@ -40,9 +40,8 @@ export function MapPage({ params }: PageProps) {
   const basis: Basis = params.get("basis") === "draft" ? "draft" : "provisioned";
   const focus = params.get("focus");
   const hideAllowed = params.get("hide") === "allowed";
-  const [progress, setProgress] = useState(0);
   const [refresh, setRefresh] = useState(0);
-  const flows = useAsync(() => loadFlows(win, refresh > 0, setProgress), [win, refresh]);
+  const flows = useAsync(() => loadGroups(win, refresh > 0), [win, refresh]);
   const container = useRef<HTMLDivElement>(null);
   const container2 = useRef<HTMLDivElement>(null);
   const tip2 = useRef<HTMLDivElement>(null);
@@ -307,7 +306,7 @@ export function MapPage({ params }: PageProps) {
           <div ref={tip} class="map-tip" style={{ display: "none" }} />
           {flows.loading && (
             <div style={{ position: "absolute", left: 16, top: 8 }}>
-              <Loading what={`Loading flows (${fmtNum(progress)})`} />
+              <Loading what="Loading flows" />
             </div>
           )}
           {graph && graph.edges.length === 0 && !flows.loading && <div class="empty" style={{ position: "absolute", inset: 0, display: "grid", placeItems: "center" }}>No traffic in this window.</div>}
@@ -339,7 +338,7 @@ export function MapPage({ params }: PageProps) {
               </span>
             </div>
             <p class="muted" style={{ margin: "10px 0 0", fontSize: 12.5 }}>
-              {flows.data ? `${fmtNum(flows.data.items.length)} ${flows.data.bucket} summaries${flows.data.truncated ? " (the newest ones: older summaries in this window are left out)" : ""}. ` : ""}
+              {flows.data ? `${fmtNum(flows.data.summaries)} ${flows.data.bucket} summaries in ${fmtNum(flows.data.items.length)} groups${flows.data.truncated ? " (the most recently seen: older traffic in this window is left out)" : ""}. ` : ""}
               {basis === "draft" || compare ? `${changed} connection${changed === 1 ? "" : "s"} change verdict in the draft (dashed). ` : ""}
               Edge width follows connections.
             </p>

@@ -608,6 +608,58 @@ impl FlowStore for ClickHouseFlowStore {
         Ok(stats)
     }
 
+    fn groups(&self, q: &crate::GroupQuery) -> Result<crate::GroupPage, StoreError> {
+        if q.limit == 0 || q.from_ms >= q.to_ms {
+            return Ok(crate::GroupPage {
+                items: Vec::new(),
+                more: false,
+            });
+        }
+        let merged = schema::merged(
+            &format!(
+                "WHERE bucket = {} AND bucket_start >= {} AND bucket_start < {}",
+                bucket_code(q.bucket),
+                q.from_ms,
+                q.to_ms
+            ),
+            "",
+        );
+        let total = |c: &str| {
+            format!(
+                "if(sum(toFloat64({c})) >= 1.8e19, toUInt64(18446744073709551615), \
+                 sum({c})) AS {c}_total"
+            )
+        };
+        let sql = format!(
+            "SELECT if(src_workload = '', src, '') AS src_end,
+                if(dst_workload = '', dst, '') AS dst_end,
+                src_workload, dst_workload, src_labels, dst_labels, proto, port,
+                prov_verdict, draft_verdict, {}, {}, {},
+                count() AS summaries, min(first_seen) AS first, max(last_seen) AS last
+             FROM ({merged})
+             GROUP BY src_end, dst_end, src_workload, dst_workload, src_labels, dst_labels,
+                proto, port, prov_verdict, draft_verdict
+             ORDER BY last DESC LIMIT {}",
+            total("packets"),
+            total("bytes"),
+            total("connections"),
+            q.limit.saturating_add(1).min(1 << 40),
+        );
+        let rows: Vec<rows::GroupRow> = self
+            .fetch(sql, Vec::new())
+            .map_err(backend("grouping flow summaries in ClickHouse"))?;
+        let mut items = rows
+            .into_iter()
+            .map(|r| {
+                let row = format!("group {}→{}", r.src_workload, r.dst_workload);
+                r.decode().map_err(corrupt(row))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() > q.limit;
+        items.truncate(q.limit);
+        Ok(crate::GroupPage { items, more })
+    }
+
     fn seen_addresses(
         &self,
         bucket: Bucket,

@@ -302,3 +302,53 @@ impl SeenRow {
         })
     }
 }
+
+#[derive(clickhouse::Row, Deserialize)]
+pub struct GroupRow {
+    pub src_end: Vec<u8>,
+    pub dst_end: Vec<u8>,
+    pub src_workload: String,
+    pub dst_workload: String,
+    pub src_labels: String,
+    pub dst_labels: String,
+    pub proto: u8,
+    pub port: u16,
+    pub prov_verdict: u8,
+    pub draft_verdict: u8,
+    pub packets_total: u64,
+    pub bytes_total: u64,
+    pub connections_total: u64,
+    pub summaries: u64,
+    pub first: i64,
+    pub last: i64,
+}
+
+impl GroupRow {
+    pub fn decode(self) -> Result<crate::FlowGroup, String> {
+        let end = |b: &[u8], column: &str| -> Result<Option<IpAddr>, String> {
+            if b.is_empty() {
+                Ok(None)
+            } else {
+                addr_from(b, column).map(Some)
+            }
+        };
+        Ok(crate::FlowGroup {
+            src: end(&self.src_end, "src")?,
+            dst: end(&self.dst_end, "dst")?,
+            src_workload: name_from(&self.src_workload, "src_workload")?,
+            dst_workload: name_from(&self.dst_workload, "dst_workload")?,
+            src_labels: labels_from(&self.src_labels, "src_labels")?,
+            dst_labels: labels_from(&self.dst_labels, "dst_labels")?,
+            proto: self.proto,
+            port: self.port,
+            provisioned: verdict_from_code(self.prov_verdict)?,
+            draft: verdict_from_code(self.draft_verdict)?,
+            packets: self.packets_total,
+            bytes: self.bytes_total,
+            connections: self.connections_total,
+            summaries: self.summaries,
+            first_seen_ms: self.first,
+            last_seen_ms: self.last,
+        })
+    }
+}

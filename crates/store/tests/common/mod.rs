@@ -130,3 +130,33 @@ pub fn estate() -> Vec<FlowSummary> {
     v.push(s);
     v
 }
+
+/// What a correct store's `groups` holds: the model's summaries of the window folded by
+/// `FlowGroup`, in a canonical order (the store's order among equal last-seen times is
+/// free, so tests compare after sorting).
+pub fn expected_groups(
+    model: &[FlowSummary],
+    bucket: Bucket,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<bulkhead_store::FlowGroup> {
+    let mut groups: Vec<bulkhead_store::FlowGroup> = Vec::new();
+    for s in model {
+        if s.key.bucket != bucket
+            || s.key.bucket_start_ms < from_ms
+            || s.key.bucket_start_ms >= to_ms
+        {
+            continue;
+        }
+        match groups.iter_mut().find(|g| g.holds(s)) {
+            Some(g) => g.add(s),
+            None => groups.push(bulkhead_store::FlowGroup::of(s)),
+        }
+    }
+    canonical(groups)
+}
+
+pub fn canonical(mut groups: Vec<bulkhead_store::FlowGroup>) -> Vec<bulkhead_store::FlowGroup> {
+    groups.sort_by_key(|g| format!("{g:?}"));
+    groups
+}

@@ -450,3 +450,51 @@ fn address_and_workload_filters_hold_across_hours_and_before_1970() {
     q.address = Some(ip("10.0.0.2"));
     assert_eq!(store.query(&q).unwrap().len(), 4);
 }
+
+#[test]
+fn groups_fold_a_window_and_keep_the_most_recent_under_a_limit() {
+    let mut model = estate();
+    // The same pair over several minutes folds into one group; an address without a
+    // workload stays an end of its own.
+    for m in 0..5 {
+        let mut s = summary(m, "10.0.0.1", "10.0.0.2", 6, 443);
+        s.src_workload = Some("web".into());
+        s.dst_workload = Some("db".into());
+        s.last_seen_ms += m;
+        model.push(s);
+    }
+    let store = store_with(&model);
+    let (from, to) = (T0 - HOUR, T0 + HOUR);
+    let all = store
+        .groups(&bulkhead_store::GroupQuery {
+            bucket: Bucket::Minute,
+            from_ms: from,
+            to_ms: to,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    assert!(!all.more);
+    let want = expected_groups(&model, Bucket::Minute, from, to);
+    assert!(want.iter().any(|g| g.summaries == 5 && g.src.is_none()));
+    assert!(want.iter().any(|g| g.src.is_some()), "an end without a workload");
+    assert_eq!(canonical(all.items.clone()), want);
+    // Newest first, and a limit keeps the newest.
+    let lasts: Vec<i64> = all.items.iter().map(|g| g.last_seen_ms).collect();
+    assert!(lasts.windows(2).all(|w| w[0] >= w[1]), "{lasts:?}");
+    let two = store
+        .groups(&bulkhead_store::GroupQuery {
+            bucket: Bucket::Minute,
+            from_ms: from,
+            to_ms: to,
+            limit: 2,
+        })
+        .unwrap();
+    assert!(two.more);
+    assert_eq!(two.items.len(), 2);
+    let mut newest = lasts.clone();
+    newest.truncate(2);
+    assert_eq!(
+        two.items.iter().map(|g| g.last_seen_ms).collect::<Vec<_>>(),
+        newest
+    );
+}
