@@ -34,6 +34,7 @@ mod collector_cmd;
 mod estate;
 mod files;
 mod flows_cmd;
+mod migrate_cmd;
 mod pcap;
 mod policy_cmd;
 mod recommend_cmd;
@@ -73,6 +74,8 @@ enum Command {
     Report(report_cmd::ReportCommand),
     /// Run the control plane: REST API, stores, collectors, alerts.
     Server(server_cmd::ServerArgs),
+    /// Move a SQLite deployment onto PostgreSQL (control) and ClickHouse (flows).
+    Migrate(migrate_cmd::MigrateArgs),
     /// Flow collectors as a process of their own, beside the servers: policy from the
     /// control store, summaries to the flow store (docs/scale.md).
     Collector(collector_cmd::CollectorArgs),
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
         Command::Server(a) => server_cmd::server(a),
         Command::Demo(a) => server_cmd::demo(a),
         Command::Collector(a) => collector_cmd::run(a),
+        Command::Migrate(a) => migrate_cmd::run(a),
         Command::Agent(a) => agent_cmd::run(a),
         Command::Rollout(c) => rollout_cmd::run(c),
         Command::Quarantine(a) => rollout_cmd::quarantine(a),

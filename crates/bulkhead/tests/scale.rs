@@ -386,3 +386,149 @@ fn a_rollout_step_runs_once_across_replicas_and_survives_the_leaders_death() {
         "no enforcement notice: {titles:?}"
     );
 }
+
+#[test]
+fn a_sqlite_deployment_migrates_to_postgres_and_clickhouse() {
+    use bulkhead_store::{Bucket, FlowQuery, FlowStore, SqliteFlowStore};
+
+    let data = tempfile::tempdir().unwrap();
+    let (old, token) = start_with(data.path(), true, &[]);
+    let token = token.unwrap();
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/estate/policy");
+    let push = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(["policy", "push", policy.to_str().unwrap()])
+        .env("BULKHEAD_SERVER", &old.url)
+        .env("BULKHEAD_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let (code, body) = post(
+        &old,
+        &token,
+        "/api/v1/provision",
+        r#"{"comment":"before the move"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    curl(
+        &old,
+        &token,
+        "PUT",
+        "/api/v1/workloads/web-1",
+        r#"{"name":"web-1","kind":"vm","addresses":["10.80.0.1"],"labels":{"app":"shop"}}"#,
+    );
+    let (_, audit_before) = get(&old, &token, "/api/v1/audit?limit=1000");
+    drop(old);
+
+    // Flow summaries of two days, both widths.
+    let t0 = 1_704_067_200_000i64;
+    let mut summaries = Vec::new();
+    for (i, start) in [t0, t0 + 60_000, t0 + 86_400_000].into_iter().enumerate() {
+        for bucket in [Bucket::Minute, Bucket::Hour] {
+            summaries.push(bulkhead_store::FlowSummary {
+                key: bulkhead_store::SummaryKey {
+                    bucket,
+                    bucket_start_ms: bucket.start_of(start),
+                    src: "10.80.0.1".parse().unwrap(),
+                    dst: "10.80.0.2".parse().unwrap(),
+                    proto: 6,
+                    port: 443,
+                    process: None,
+                },
+                packets: 3,
+                bytes: 300 + i as u64,
+                connections: 1,
+                first_seen_ms: start,
+                last_seen_ms: start + 1,
+                reporter: Some("ipfix 192.0.2.1/0".into()),
+                src_workload: Some("web-1".into()),
+                dst_workload: None,
+                src_labels: bulkhead_store::Labels::parse_list("app=shop").unwrap(),
+                dst_labels: Default::default(),
+                provisioned: None,
+                draft: None,
+            });
+        }
+    }
+    let mut flows = SqliteFlowStore::open(data.path().join("flows.sqlite")).unwrap();
+    flows.upsert(&summaries).unwrap();
+    let everything = |store: &dyn FlowStore| {
+        let mut all = Vec::new();
+        for bucket in [Bucket::Minute, Bucket::Hour] {
+            let mut q = FlowQuery::new(bucket, i64::MIN, i64::MAX);
+            q.limit = usize::MAX;
+            all.extend(store.query(&q).unwrap());
+        }
+        all
+    };
+    let want = everything(&flows);
+    drop(flows);
+
+    let cluster = pg::Cluster::start();
+    let database = cluster.url("postgres");
+    let flows_url = bulkhead_testkit::clickhouse::clickhouse().fresh_url();
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args(["migrate", "--data", data.path().to_str().unwrap()])
+            .args(["--database", &database, "--flows", &flows_url])
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("control store: copied"), "{stdout}");
+    assert!(
+        stdout.contains("flow store: copied 5 summaries"),
+        "{stdout}"
+    );
+    // A second run finds the targets full and writes nothing.
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("empty database"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A server on the new stores: the same token, versions, workloads, audit and flows.
+    let fresh = tempfile::tempdir().unwrap();
+    let env = [
+        ("BULKHEAD_DATABASE", database.as_str()),
+        ("BULKHEAD_FLOWS", flows_url.as_str()),
+    ];
+    let (new, none) = start_with(fresh.path(), false, &env);
+    assert!(none.is_none(), "the admin token came along, so no new one");
+    let (code, body) = get(&new, &token, "/api/v1/workloads/web-1");
+    assert_eq!(code, 200, "{body}");
+    let (_, versions) = get(&new, &token, "/api/v1/versions");
+    assert!(versions.contains("before the move"), "{versions}");
+    let (_, audit_after) = get(&new, &token, "/api/v1/audit?limit=1000");
+    let entries = |text: &str| {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v.as_array().or(v["items"].as_array()).unwrap().len()
+    };
+    assert!(entries(&audit_after) >= entries(&audit_before));
+    let store = bulkhead_store::ClickHouseFlowStore::connect_with(
+        &flows_url,
+        bulkhead_store::ClickHouseOptions { hour_rollup: false },
+    )
+    .unwrap();
+    assert_eq!(everything(&store), want);
+    // New writes after the move get ids after the copied ones.
+    curl(
+        &new,
+        &token,
+        "PUT",
+        "/api/v1/workloads/web-2",
+        r#"{"name":"web-2","kind":"vm","addresses":["10.80.0.3"],"labels":{"app":"shop"}}"#,
+    );
+}

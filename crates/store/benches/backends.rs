@@ -67,11 +67,15 @@ impl Estate {
         Self { workloads, labels }
     }
 
+    /// Summary `n` of the bucket at `start`: the same `n` is the same pair, service and
+    /// verdict in every bucket (estates talk to the same peers all day), with counters
+    /// that vary.
     fn summary(&self, bucket: Bucket, start: i64, n: u64) -> FlowSummary {
+        let pair = mix(n);
         let r = mix(n ^ start.cast_unsigned());
-        let src = r % self.workloads;
-        let dst = (src + 1 + mix(r) % (self.workloads - 1)) % self.workloads;
-        let verdict = match r % 10 {
+        let src = pair % self.workloads;
+        let dst = (src + 1 + mix(pair) % (self.workloads - 1)) % self.workloads;
+        let verdict = match pair % 10 {
             0 => VerdictKind::PotentiallyBlocked,
             1 => VerdictKind::Blocked,
             _ => VerdictKind::Allowed,
@@ -99,7 +103,7 @@ impl Estate {
             provisioned: Some(SummaryVerdict {
                 verdict,
                 rules: if verdict == VerdictKind::Allowed {
-                    vec![format!("app{}/r{}", dst / 10, r % 5)]
+                    vec![format!("app{}/r{}", dst / 10, pair % 5)]
                 } else {
                     Vec::new()
                 },
@@ -228,6 +232,34 @@ fn run(backend: &Backend, estate: &Arc<Estate>, data: &[FlowSummary], days: i64,
         times.sort();
         println!(
             "{:<10} query {name:<30} p50 {:>7.1} ms  p99 {:>7.1} ms",
+            backend.name,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    for (name, bucket, span) in [
+        ("map groups, last hour of minutes", Bucket::Minute, HOUR),
+        ("map groups, 24 h of hours", Bucket::Hour, 24 * HOUR),
+    ] {
+        let mut groups = 0;
+        let mut times: Vec<Duration> = (0..queries)
+            .map(|_| {
+                let t = Instant::now();
+                let page = store
+                    .groups(&bulkhead_store::GroupQuery {
+                        bucket,
+                        from_ms: end - span,
+                        to_ms: end,
+                        limit: 100_000,
+                    })
+                    .unwrap();
+                groups = page.items.len();
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        println!(
+            "{:<10} {name:<36} p50 {:>7.1} ms  p99 {:>7.1} ms  ({groups} groups)",
             backend.name,
             percentile(&times, 0.5),
             percentile(&times, 0.99)

@@ -18,6 +18,7 @@
 mod agents;
 mod alerts;
 mod conn;
+mod copy;
 mod diff;
 mod label_rules;
 mod rollouts;
@@ -30,6 +31,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use conn::{Backend, PgConn};
+pub use copy::CopyReport;
 use sql::{Db, Row, RowError, Val, all, args, exec, int, one};
 
 use crate::StoreError;
