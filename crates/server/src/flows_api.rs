@@ -28,6 +28,31 @@ pub struct FlowParams {
     offset: Option<usize>,
 }
 
+/// The bucket width and `[from, to)` window of a flow request: minute buckets and the
+/// last hour unless it says otherwise.
+fn window(
+    bucket: Option<&str>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+) -> ApiResult<(Bucket, i64, i64)> {
+    let bucket = match bucket {
+        None | Some("minute") => Bucket::Minute,
+        Some("hour") => Bucket::Hour,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "bucket",
+                format!("{other:?} is not minute or hour"),
+            ));
+        }
+    };
+    let to = to_ms.unwrap_or_else(now_ms);
+    let from = from_ms.unwrap_or(to.saturating_sub(3_600_000));
+    if from > to {
+        return Err(ApiError::invalid("from_ms", "after to_ms"));
+    }
+    Ok((bucket, from, to))
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/flows",
@@ -41,21 +66,7 @@ pub async fn query(
     p: Principal,
     Query(f): Query<FlowParams>,
 ) -> ApiResult<Json<FlowPage>> {
-    let bucket = match f.bucket.as_deref() {
-        None | Some("minute") => Bucket::Minute,
-        Some("hour") => Bucket::Hour,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "bucket",
-                format!("{other:?} is not minute or hour"),
-            ));
-        }
-    };
-    let to = f.to_ms.unwrap_or_else(now_ms);
-    let from = f.from_ms.unwrap_or(to.saturating_sub(3_600_000));
-    if from > to {
-        return Err(ApiError::invalid("from_ms", "after to_ms"));
-    }
+    let (bucket, from, to) = window(f.bucket.as_deref(), f.from_ms, f.to_ms)?;
     let mut q = FlowQuery::new(bucket, from, to);
     q.workload = f.workload;
     q.limit = f.limit.unwrap_or(100);
@@ -164,21 +175,7 @@ pub async fn groups(
     p: Principal,
     Query(f): Query<GroupParams>,
 ) -> ApiResult<Json<GroupPage>> {
-    let bucket = match f.bucket.as_deref() {
-        None | Some("minute") => Bucket::Minute,
-        Some("hour") => Bucket::Hour,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "bucket",
-                format!("{other:?} is not minute or hour"),
-            ));
-        }
-    };
-    let to = f.to_ms.unwrap_or_else(now_ms);
-    let from = f.from_ms.unwrap_or(to.saturating_sub(3_600_000));
-    if from > to {
-        return Err(ApiError::invalid("from_ms", "after to_ms"));
-    }
+    let (bucket, from, to) = window(f.bucket.as_deref(), f.from_ms, f.to_ms)?;
     let limit = f.limit.unwrap_or(MAX_GROUPS);
     if limit > MAX_GROUPS {
         return Err(ApiError::invalid("limit", format!("at most {MAX_GROUPS}")));
