@@ -183,6 +183,11 @@ fn kill_9(server: &mut Server) {
 }
 
 fn post(server: &Server, token: &str, path: &str, body: &str) -> (u16, String) {
+    post_to(&server.url, token, path, body)
+}
+
+/// As [`post`], to a server known by its URL (from another thread).
+fn post_to(base: &str, token: &str, path: &str, body: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -202,7 +207,7 @@ fn post(server: &Server, token: &str, path: &str, body: &str) -> (u16, String) {
             "--data-binary",
             body,
         ])
-        .arg(format!("{}{path}", server.url))
+        .arg(format!("{base}{path}"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -256,13 +261,9 @@ fn killing_a_replica_loses_no_acknowledged_provision_and_hands_over_the_singleto
     let writer = {
         let (url, token, acked) = (a.url.clone(), token.clone(), acknowledged.clone());
         std::thread::spawn(move || {
-            let a = Server {
-                child: Command::new("true").spawn().unwrap(),
-                url,
-            };
             for i in 0..200 {
-                let (code, body) = post(
-                    &a,
+                let (code, body) = post_to(
+                    &url,
                     &token,
                     "/api/v1/provision",
                     &format!(r#"{{"comment":"round {i}","confirm":true}}"#),

@@ -32,6 +32,9 @@ pub const AUDITED_REFUSALS_PER_MINUTE: u32 = 120;
 /// At most this many addresses are remembered as locked out; the oldest go first.
 const MAX_LOCKED: usize = 100_000;
 
+/// The audit action of a refused request (it changes nothing).
+pub const REFUSED_ACTION: &str = "request.refused";
+
 /// Who made a request, filled in by whichever extractor established it, so that the
 /// refusal audit can name the caller the handler saw.
 #[derive(Debug, Clone, Default)]
@@ -246,7 +249,7 @@ fn audit_refusal(
         actor: who.unwrap_or_else(|| "anonymous".into()),
         source,
         at_ms: now_ms(),
-        action: "request.refused".into(),
+        action: REFUSED_ACTION.into(),
     };
     let details = serde_json::json!({
         "request": what,

@@ -485,6 +485,15 @@ pub async fn serve_agents(
     .await
 }
 
+/// Whether the audit entries after `seen` include a change of state. Refused requests
+/// are audited too, and anyone who can reach the API can cause them: they must not make
+/// every replica recompile every second.
+fn changes_state(s: &AppState, seen: u64) -> Result<bool, error::ApiError> {
+    const LOOK: usize = 256;
+    let entries = state::lock(&s.control)?.audit(seen, LOOK)?;
+    Ok(entries.len() == LOOK || entries.iter().any(|e| e.action != guard::REFUSED_ACTION))
+}
+
 /// Follows changes other writers make to the control store (other server replicas,
 /// `bulkhead collector` processes, the CLI): every `every`, reads the head of the audit
 /// log, which every change appends to, and recompiles when it moved. Polling the
@@ -501,7 +510,7 @@ pub async fn watch_changes(s: AppState, every: std::time::Duration) {
         let s2 = s.clone();
         let result = state::blocking(move || {
             let now = head(&s2)?;
-            if now != seen {
+            if now != seen && changes_state(&s2, seen)? {
                 s2.recompile()?;
             }
             Ok(now)

@@ -148,9 +148,10 @@ pub fn expected_groups(
         {
             continue;
         }
-        match groups.iter_mut().find(|g| g.holds(s)) {
-            Some(g) => g.add(s),
-            None => groups.push(bulkhead_store::FlowGroup::of(s)),
+        let one = group_of(s);
+        match groups.iter_mut().find(|g| same_group(g, &one)) {
+            Some(g) => fold(g, s),
+            None => groups.push(one),
         }
     }
     canonical(groups)
@@ -159,4 +160,63 @@ pub fn expected_groups(
 pub fn canonical(mut groups: Vec<bulkhead_store::FlowGroup>) -> Vec<bulkhead_store::FlowGroup> {
     groups.sort_by_key(|g| format!("{g:?}"));
     groups
+}
+
+/// The group `s` falls in, holding only `s`: the reference the backends agree with.
+fn group_of(s: &FlowSummary) -> bulkhead_store::FlowGroup {
+    bulkhead_store::FlowGroup {
+        src: s.src_workload.is_none().then_some(s.key.src),
+        dst: s.dst_workload.is_none().then_some(s.key.dst),
+        src_workload: s.src_workload.clone(),
+        dst_workload: s.dst_workload.clone(),
+        src_labels: s.src_labels.clone(),
+        dst_labels: s.dst_labels.clone(),
+        proto: s.key.proto,
+        port: s.key.port,
+        provisioned: s.provisioned.as_ref().map(|v| v.verdict),
+        draft: s.draft.as_ref().map(|v| v.verdict),
+        packets: s.packets,
+        bytes: s.bytes,
+        connections: s.connections,
+        summaries: 1,
+        first_seen_ms: s.first_seen_ms,
+        last_seen_ms: s.last_seen_ms,
+    }
+}
+
+/// Whether two groups have the same ends, service and verdicts.
+fn same_group(a: &bulkhead_store::FlowGroup, b: &bulkhead_store::FlowGroup) -> bool {
+    (
+        &a.src,
+        &a.dst,
+        &a.src_workload,
+        &a.dst_workload,
+        &a.src_labels,
+        &a.dst_labels,
+        a.proto,
+        a.port,
+        a.provisioned,
+        a.draft,
+    ) == (
+        &b.src,
+        &b.dst,
+        &b.src_workload,
+        &b.dst_workload,
+        &b.src_labels,
+        &b.dst_labels,
+        b.proto,
+        b.port,
+        b.provisioned,
+        b.draft,
+    )
+}
+
+/// Folds `s` (of this group) into `g`; counters saturate.
+fn fold(g: &mut bulkhead_store::FlowGroup, s: &FlowSummary) {
+    g.packets = g.packets.saturating_add(s.packets);
+    g.bytes = g.bytes.saturating_add(s.bytes);
+    g.connections = g.connections.saturating_add(s.connections);
+    g.summaries += 1;
+    g.first_seen_ms = g.first_seen_ms.min(s.first_seen_ms);
+    g.last_seen_ms = g.last_seen_ms.max(s.last_seen_ms);
 }
