@@ -49,6 +49,7 @@ export const can = {
   readPairingProfiles: (s: Session) => s.role !== "app_owner",
   editLabelRules: (s: Session) => writers.includes(s.role),
   previewLabelRules: (s: Session) => s.role !== "app_owner",
+  readExporters: (s: Session) => s.role !== "app_owner",
 };
 
 export function parseLabels(text: string | null | undefined): Labels {

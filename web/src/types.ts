@@ -242,3 +242,43 @@ export interface ProvisionImpact {
   allows_nothing: boolean;
   confirm_required?: string | null;
 }
+
+/** One flow exporter (an address; its source ports do not matter) as the collectors' decoder sees it. */
+export interface Exporter {
+  address: string;
+  /** Source port of its latest datagram. */
+  last_port: number;
+  /** Proven by data records: a flood of newcomers cannot evict it. */
+  protected: boolean;
+  first_seen_ms: number;
+  last_seen_ms: number;
+  datagrams: number;
+  records: number;
+  templates_received: number;
+  malformed: number;
+  no_template: number;
+  /** Records (or datagrams, as the protocol counts) its sequence numbers say were sent and never arrived. */
+  sequence_gaps: number;
+  sequence_resets: number;
+  /** Templates held now. */
+  templates: number;
+  pending_sets: number;
+}
+
+/** The exporter tables of every collector worker, added up. */
+export interface ExporterTable {
+  exporters: number;
+  max_exporters: number;
+  protected: number;
+  /** New exporters that found a table full (each evicted an idle one). */
+  table_full: number;
+  evicted: number;
+  expired: number;
+}
+
+/** GET /collector/exporters: busiest (most records) first; `more` when the limit left some out. */
+export interface ExporterList {
+  table: ExporterTable;
+  items: Exporter[];
+  more: boolean;
+}

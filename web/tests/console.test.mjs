@@ -658,6 +658,44 @@ test("netops sees rollouts, agents and pairing profiles but no button to change 
   await page.close();
 });
 
+test("the exporters page lists the demo's own exporter and the exporter table's size; netops reads it, an app owner is not offered it", async () => {
+  // The demo streams IPFIX to its own collector over loopback: 127.0.0.1 is an exporter
+  // once its first datagram is decoded. Refresh until it is listed (generous deadline).
+  const page = await signedIn();
+  await nav(page, "Exporters");
+  await page.getByRole("heading", { name: "Exporters", exact: true }).waitFor();
+  const table = page.getByRole("table", { name: "Exporters" });
+  const row = page.getByTestId("exporter-127.0.0.1");
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    await table.waitFor();
+    if ((await row.count()) > 0) break;
+    assert.ok(Date.now() < deadline, "the demo's exporter 127.0.0.1 was not listed within 120 s");
+    await new Promise((r) => setTimeout(r, 2000));
+    await page.getByRole("button", { name: "Refresh" }).click();
+  }
+  assert.ok((await table.locator("tbody tr").count()) >= 1);
+  assert.match(await row.innerText(), /127\.0\.0\.1[\s\S]*port \d+/);
+  // The summary is the API's: the table's limit, and the exporter the API lists too.
+  const list = await api("GET", "/collector/exporters");
+  assert.ok(list.items.some((e) => e.address === "127.0.0.1"), JSON.stringify(list.items.map((e) => e.address)));
+  assert.ok(list.table.max_exporters > 0 && list.table.exporters >= 1, JSON.stringify(list.table));
+  await page.getByText(`of ${list.table.max_exporters.toLocaleString("en")} the table holds`, { exact: true }).waitFor();
+  await shot(page, "30-exporters");
+  // Netops may read it; an app owner is not offered the page.
+  const netops = await api("POST", "/tokens", { name: "console test netops exporters", role: "netops", expires_in_days: 1 });
+  const page2 = await signedIn(netops.token);
+  await nav(page2, "Exporters");
+  await page2.getByRole("table", { name: "Exporters" }).waitFor();
+  await page2.close();
+  const app = (await api("GET", "/workloads?limit=1&labels=role=web")).items[0].labels.app;
+  const owner = await api("POST", "/tokens", { name: "console test owner exporters", role: "app_owner", scope: `app=${app}`, expires_in_days: 1 });
+  const page3 = await signedIn(owner.token);
+  assert.equal(await page3.getByRole("link", { name: "Exporters" }).count(), 0);
+  await page3.close();
+  await page.close();
+});
+
 test("rollback is offered once a rollout has enforced, after a confirmation, and sent to the API", async () => {
   // `bulkhead demo` runs no rollout scheduler, so no rollout of its ever reaches its date:
   // the list is shown as if one had been enforced (the page's GET /rollouts answered with

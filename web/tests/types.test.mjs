@@ -35,6 +35,9 @@ const PAIRS = {
   Assigned: "Assigned",
   LabelRulesState: "LabelRulesView",
   ProvisionImpact: "Impact",
+  Exporter: "ExporterView",
+  ExporterTable: "ExporterTableView",
+  ExporterList: "ExporterList",
 };
 
 /** The property names a schema allows, through $ref, allOf, oneOf and anyOf. */

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bulkhead_api::{
-    AgentEvent, AgentEvents, AgentStatus, EnrollRequest, EnrollResponse, FlowBatch, FlowBatchAck,
-    Heartbeat, HeartbeatResponse, HostFlow, HostInfo, LoggedPacket, WirePolicy,
+    AgentEvent, AgentEvents, AgentStatus, EnrollRequest, EnrollResponse, Heartbeat,
+    HeartbeatResponse, HostFlow, HostInfo, LoggedPacket, WirePolicy,
 };
 use reqwest::Method;
 
 use crate::client::{Client, ClientError};
 use crate::enforcer::Enforcer;
+use crate::flows::{SharedSpooler, Spooler};
 use crate::state::{Enrollment, StateDir};
 
 #[derive(Debug, Clone)]
@@ -34,10 +35,17 @@ pub struct AgentConfig {
     pub tamper_check: Duration,
     /// How often the host inventory (interfaces, listening sockets) is re-read.
     pub host_refresh: Duration,
-    /// Flows kept while the server is unreachable; past it new flows are counted and dropped.
+    /// Flows kept in memory until they are spooled (normally for at most
+    /// `spool_every`; longer only while the spool cannot be written); past it new flows
+    /// are counted and dropped.
     pub flow_buffer: usize,
     /// Flows per delivered batch.
     pub flow_batch: usize,
+    /// The bound of the disk spool (`STATE_DIR/spool`) of batches not yet acknowledged;
+    /// when full, the oldest batches are dropped, counted and reported.
+    pub spool_max_bytes: u64,
+    /// How often observed flows are written to the spool: what a `kill -9` can lose.
+    pub spool_every: Duration,
     /// Logged packets kept while the server is unreachable.
     pub log_buffer: usize,
     pub table: String,
@@ -59,6 +67,8 @@ impl Default for AgentConfig {
             host_refresh: Duration::from_secs(60),
             flow_buffer: 100_000,
             flow_batch: 5_000,
+            spool_max_bytes: crate::spool::DEFAULT_MAX_BYTES,
+            spool_every: Duration::from_secs(1),
             log_buffer: 10_000,
             table: "bulkhead".into(),
             observe: true,
@@ -66,18 +76,14 @@ impl Default for AgentConfig {
     }
 }
 
-/// What waits for delivery, shared by the observers and the reporting loop.
+/// What waits for delivery, shared by the observers and the reporting loop. Flows
+/// wait here only until the spool takes them (`flows.rs`).
 #[derive(Debug, Default)]
-struct Outbox {
+pub(crate) struct Outbox {
     events: Vec<AgentEvent>,
     logged: Vec<LoggedPacket>,
-    flows: VecDeque<HostFlow>,
-    /// The batch being delivered: resent as is until acknowledged, so a retry after a
-    /// lost answer is recognised by its number and never stored twice.
-    pending: Option<FlowBatch>,
-    /// 0 until the server told us what it last stored.
-    next_batch: u64,
-    status: AgentStatus,
+    pub(crate) flows: VecDeque<HostFlow>,
+    pub(crate) status: AgentStatus,
 }
 
 impl Outbox {
@@ -238,22 +244,43 @@ pub async fn run(
     );
 
     let outbox = Arc::new(Mutex::new(Outbox::default()));
+    // Batches spooled before a restart (or a kill -9) are sent first, oldest first.
+    let spooler = Spooler::new(state.path().join("spool"), cfg.spool_max_bytes);
     if cfg.observe {
         start_observers(&cfg, &enforcer, &outbox)?;
     }
+    let spooling = tokio::spawn(crate::flows::spool_loop(
+        spooler.clone(),
+        outbox.clone(),
+        cfg.spool_every,
+        cfg.flow_batch,
+    ));
 
     let tamper = tokio::spawn(guard_table(
         enforcer.clone(),
         outbox.clone(),
         cfg.tamper_check,
     ));
-    let reporting = report_loop(cfg.clone(), client, state, enforcer, outbox);
+    let reporting = report_loop(
+        cfg.clone(),
+        client,
+        state,
+        enforcer,
+        outbox.clone(),
+        spooler.clone(),
+    );
     tokio::pin!(shutdown);
     tokio::select! {
         () = &mut shutdown => {}
         r = reporting => r?,
     }
     tamper.abort();
+    spooling.abort();
+    // What the observers buffered goes to disk, to be sent after the restart.
+    let batch = cfg.flow_batch;
+    let _ =
+        tokio::task::spawn_blocking(move || crate::flows::spool_buffered(&spooler, &outbox, batch))
+            .await;
     tracing::info!("agent stopping; the table stays in force");
     Ok(())
 }
@@ -298,7 +325,7 @@ async fn server_addresses(server: &str) -> Vec<std::net::SocketAddr> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic in another thread must not take enforcement down with it: the data is
     // still consistent (every update is a single assignment).
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -402,6 +429,7 @@ async fn report_loop(
     state: StateDir,
     enforcer: Arc<Mutex<Enforcer>>,
     outbox: Arc<Mutex<Outbox>>,
+    spooler: SharedSpooler,
 ) -> anyhow::Result<()> {
     let mut last_host: Option<(Instant, HostInfo)> = None;
     let mut rejected: Option<String> = None;
@@ -429,10 +457,15 @@ async fn report_loop(
             host: host.clone(),
             applied_revision: lock(&enforcer).applied_revision().map(String::from),
             status: {
+                let spool = lock(&spooler).stats();
                 let o = lock(&outbox);
                 let mut s = o.status.clone();
-                s.flows_buffered =
-                    o.flows.len() as u64 + o.pending.as_ref().map_or(0, |b| b.flows.len() as u64);
+                s.flows_buffered = o.flows.len() as u64 + spool.flows;
+                s.spool_flows = spool.flows;
+                s.spool_bytes = spool.bytes;
+                s.spool_batches_dropped = spool.batches_dropped;
+                s.spool_flows_dropped = spool.flows_dropped;
+                s.spool_corrupt = spool.corrupt;
                 s
             },
         };
@@ -460,12 +493,6 @@ async fn report_loop(
             tracing::info!("server reachable again");
             reachable = true;
         }
-        {
-            let mut o = lock(&outbox);
-            if o.next_batch == 0 {
-                o.next_batch = resp.flow_batch_acked + 1;
-            }
-        }
         let applied = lock(&enforcer).applied_revision().map(String::from);
         if applied.as_deref() != Some(resp.revision.as_str())
             && rejected.as_deref() != Some(resp.revision.as_str())
@@ -475,7 +502,7 @@ async fn report_loop(
         if let Err(e) = deliver_events(&client, &outbox).await {
             tracing::warn!("delivering events: {e}");
         }
-        if let Err(e) = deliver_flows(&client, &outbox, cfg.flow_batch).await {
+        if let Err(e) = crate::flows::deliver(&client, &spooler, &outbox).await {
             tracing::warn!("delivering flows: {e}");
         }
     }
@@ -568,47 +595,6 @@ async fn deliver_events(client: &Client, outbox: &Arc<Mutex<Outbox>>) -> Result<
                 }
             }
             Err(e)
-        }
-    }
-}
-
-async fn deliver_flows(
-    client: &Client,
-    outbox: &Arc<Mutex<Outbox>>,
-    batch_size: usize,
-) -> Result<(), ClientError> {
-    loop {
-        let batch = {
-            let mut o = lock(outbox);
-            if o.next_batch == 0 {
-                return Ok(());
-            }
-            if o.pending.is_none() {
-                if o.flows.is_empty() {
-                    return Ok(());
-                }
-                let n = o.flows.len().min(batch_size.max(1));
-                let flows: Vec<HostFlow> = o.flows.drain(..n).collect();
-                let number = o.next_batch;
-                o.pending = Some(FlowBatch {
-                    batch: number,
-                    flows,
-                });
-            }
-            o.pending.clone().expect("set above")
-        };
-        let ack: FlowBatchAck = client
-            .json(Method::POST, "/api/v1/agent/flows", Some(&batch))
-            .await?;
-        let mut o = lock(outbox);
-        if ack.acked >= batch.batch {
-            o.pending = None;
-            o.next_batch = ack.acked + 1;
-        } else {
-            return Err(ClientError::Protocol(
-                "POST /api/v1/agent/flows".into(),
-                format!("batch {} answered with ack {}", batch.batch, ack.acked),
-            ));
         }
     }
 }

@@ -6,6 +6,8 @@
 pub mod agent;
 pub mod client;
 pub mod enforcer;
+mod flows;
+pub mod spool;
 pub mod state;
 
 pub use agent::{AgentConfig, run};

@@ -4,7 +4,8 @@
 //! - `POST heartbeat` (credential as bearer token) → the policy revision it should run.
 //! - `GET policy` → that revision's [`WirePolicy`].
 //! - `POST events` → tamper events, rejected policies, logged packets.
-//! - `POST flows` → conntrack flows in numbered batches, so a retry is never counted twice.
+//! - `POST flows` → conntrack flows in numbered batches of a stream, so a batch re-sent
+//!   (after a lost answer, an agent restart or a `kill -9`) is stored once.
 
 use std::net::IpAddr;
 
@@ -56,7 +57,7 @@ pub struct AgentStatus {
     pub tamper_events: u64,
     #[serde(default)]
     pub logged_packets: u64,
-    /// Flows waiting for delivery (kept across a server outage up to the buffer size).
+    /// Flows waiting for delivery: in memory until spooled, and in the disk spool.
     #[serde(default)]
     pub flows_buffered: u64,
     /// Flows dropped because the buffer was full: delivered nowhere, so counted.
@@ -66,6 +67,28 @@ pub struct AgentStatus {
     /// waited for an unreachable server.
     #[serde(default)]
     pub events_dropped: u64,
+    /// Flows in batches on the agent's disk spool, not yet acknowledged by the server.
+    #[serde(default)]
+    pub spool_flows: u64,
+    /// Bytes the spool's batches take on disk.
+    #[serde(default)]
+    pub spool_bytes: u64,
+    /// Batches dropped from the spool, the oldest first, because it was full: their
+    /// flows are delivered nowhere. Counted since the spool was created (kept across
+    /// agent restarts).
+    #[serde(default)]
+    pub spool_batches_dropped: u64,
+    /// The flows those batches held.
+    #[serde(default)]
+    pub spool_flows_dropped: u64,
+    /// Spool files that did not check out (unreadable, or content not matching its
+    /// checksum): moved aside to `spool/corrupt/`, not delivered.
+    #[serde(default)]
+    pub spool_corrupt: u64,
+    /// Batches the server answered were already stored: re-sent after a lost answer or
+    /// a restart, and not stored twice.
+    #[serde(default)]
+    pub flow_batches_repeated: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -303,17 +326,35 @@ pub struct AgentEvents {
     pub events: Vec<AgentEvent>,
 }
 
-/// Flows in a numbered batch: the server stores batch N only once, and only after N-1.
+/// Flows in a numbered batch of a stream. The server stores each batch of a stream once:
+/// a batch whose number is at or below the highest it stored for that stream is a
+/// repeat, answered as acknowledged and not stored again. So the sender delivers a
+/// stream's batches one at a time in increasing order (gaps are allowed: batches the
+/// agent dropped from a full spool), and never numbers two batches alike.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowBatch {
+    /// The batch's number in its stream, from 1 (at most 2^63 - 1).
     pub batch: u64,
+    /// The stream: 1 to 64 characters of `[0-9A-Za-z_-]`, chosen by the agent (a random
+    /// 128-bit id, in hex, made with its spool). The server remembers the highest batch
+    /// of each stream of each agent in the flow store, in the same transaction as the
+    /// flows (SQLite), for eight days after the stream's last batch. Absent (agents
+    /// before the spool): one stream per agent whose highest batch is kept beside the
+    /// agent in the control store, written after the flows, so a server crash between
+    /// the two can store a re-sent batch twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     pub flows: Vec<HostFlow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowBatchAck {
-    /// The highest batch number stored so far.
+    /// The highest batch of the stream stored so far: at least the one sent, which is
+    /// stored (now or before) and may be removed from the sender's spool.
     pub acked: u64,
+    /// The batch had been stored before (a repeat) and was not stored again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }
 
 #[cfg(test)]

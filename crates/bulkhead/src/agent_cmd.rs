@@ -37,9 +37,16 @@ pub struct AgentArgs {
     /// How often the owned table is read back and compared.
     #[arg(long, default_value_t = 2)]
     pub tamper_check_secs: u64,
-    /// Flows kept while the server is unreachable.
+    /// Flows kept in memory until they are written to the spool (normally a second;
+    /// longer only while the spool cannot be written). Past it, flows are counted and
+    /// dropped.
     #[arg(long, default_value_t = 100_000)]
     pub flow_buffer: usize,
+    /// Bound of the disk spool (STATE_DIR/spool) holding flow batches until the server
+    /// acknowledges them, in MiB. When full, the oldest batches are dropped, counted and
+    /// reported to the server.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub spool_max_mib: u64,
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -52,6 +59,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
         tamper_check: Duration::from_secs(a.tamper_check_secs.max(1)),
         flow_buffer: a.flow_buffer,
+        spool_max_bytes: a.spool_max_mib << 20,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -29,6 +29,44 @@ pub struct CollectorArgs {
     /// Worker threads per address (default: one per core).
     #[arg(long, env = "BULKHEAD_COLLECTOR_WORKERS")]
     pub collector_workers: Option<usize>,
+    #[command(flatten)]
+    pub record_times: RecordTimeArgs,
+}
+
+/// Which record times a collector believes (docs/flows.md, "Record times").
+#[derive(Args, Debug, Clone)]
+pub struct RecordTimeArgs {
+    /// How far a record may end ahead of this machine's clock (exporter clock skew)
+    /// before it is counted and filed at the time it was received.
+    #[arg(long, env = "BULKHEAD_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub max_clock_skew: std::time::Duration,
+    /// How long ago a record may have ended before it is counted and filed at the
+    /// time it was received (a wrapped NetFlow v5 uptime says 1970).
+    #[arg(long, env = "BULKHEAD_MAX_RECORD_AGE", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub max_record_age: std::time::Duration,
+}
+
+impl RecordTimeArgs {
+    pub fn bounds(&self) -> bulkhead_enrich::TimeBounds {
+        bulkhead_enrich::TimeBounds {
+            max_ahead_ms: self.max_clock_skew.as_millis().min(i64::MAX as u128) as i64,
+            max_behind_ms: self.max_record_age.as_millis().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    /// The collectors' settings for `listen` with these bounds.
+    pub fn collector_config(
+        &self,
+        listen: Vec<SocketAddr>,
+        workers: usize,
+    ) -> bulkhead_collector::CollectorConfig {
+        bulkhead_collector::CollectorConfig {
+            listen,
+            workers: workers.max(1),
+            time_bounds: Some(self.bounds()),
+            ..Default::default()
+        }
+    }
 }
 
 pub fn run(a: CollectorArgs) -> anyhow::Result<()> {
@@ -46,7 +84,10 @@ pub fn run(a: CollectorArgs) -> anyhow::Result<()> {
     let workers = a
         .collector_workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    bulkhead_server::start_collectors(&state, a.collect.clone(), workers)?;
+    bulkhead_server::start_collectors_with(
+        &state,
+        a.record_times.collector_config(a.collect.clone(), workers),
+    )?;
     for addr in bulkhead_server::collector_addrs(&state) {
         eprintln!("collecting flows on udp {addr} into {}", flows.describe());
     }
@@ -57,7 +98,8 @@ pub fn run(a: CollectorArgs) -> anyhow::Result<()> {
     let st = state.clone();
     rt.block_on(async move {
         tokio::select! {
-            () = bulkhead_server::watch_changes(st, std::time::Duration::from_secs(1)) => {}
+            () = bulkhead_server::watch_changes(st.clone(), std::time::Duration::from_secs(1)) => {}
+            () = bulkhead_server::watch_retention(st, bulkhead_server::RETENTION_EVERY) => {}
             () = crate::server_cmd::ctrl_c(Arc::new(AtomicBool::new(false))) => {}
         }
     });

@@ -96,6 +96,8 @@ pub enum FlowsCommand {
         /// Worker threads per listen address (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        record_times: crate::collector_cmd::RecordTimeArgs,
     },
     /// Query flow summaries.
     Query {
@@ -182,7 +184,8 @@ pub fn run(cmd: FlowsCommand) -> anyhow::Result<()> {
             enrich,
             duration,
             workers,
-        } => collect(&data, listen, &enrich, duration, workers),
+            record_times,
+        } => collect(&data, listen, &enrich, duration, workers, &record_times),
         FlowsCommand::Query {
             data,
             bucket,
@@ -357,7 +360,7 @@ fn import_files(
         agg.add(o, now);
     }
     let summaries = agg.flush_all();
-    let mut store = open_store(data)?;
+    let store = open_store(data)?;
     store.upsert(&summaries)?;
     outln!(
         "imported {} flow records ({} without flow data skipped) as {} summaries into {}",
@@ -375,21 +378,27 @@ fn collect(
     enrich: &EnrichArgs,
     duration: Option<Duration>,
     workers: Option<usize>,
+    record_times: &crate::collector_cmd::RecordTimeArgs,
 ) -> anyhow::Result<()> {
     let enricher = Arc::new(RwLock::new(Arc::new(enrich.enricher()?)));
-    let mut config = CollectorConfig::default();
+    let mut config = CollectorConfig {
+        time_bounds: Some(record_times.bounds()),
+        ..CollectorConfig::default()
+    };
     if !listen.is_empty() {
         config.listen = listen;
     }
     if let Some(w) = workers {
         config.workers = w.max(1);
     }
-    let mut store = open_store(data)?;
+    let store = open_store(data)?;
     let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
     let mut last_expiry = 0i64;
     let collector = Collector::start(&config, enricher, move |batch: Vec<FlowSummary>| {
         // A summary that cannot be stored is reported, never silently dropped.
-        if let Err(e) = store.upsert(&batch) {
+        if !batch.is_empty()
+            && let Err(e) = store.upsert(&batch)
+        {
             let _ = err_tx.send(format!("storing {} summaries: {e}", batch.len()));
         }
         let now = now_ms();

@@ -31,6 +31,7 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
 
 mod agent_cmd;
 mod collector_cmd;
+mod demo_cmd;
 mod estate;
 mod files;
 mod flows_cmd;
@@ -80,7 +81,7 @@ enum Command {
     /// control store, summaries to the flow store (docs/scale.md).
     Collector(collector_cmd::CollectorArgs),
     /// The server on 127.0.0.1 with a synthetic estate streaming into it, until Ctrl-C.
-    Demo(server_cmd::DemoArgs),
+    Demo(demo_cmd::DemoArgs),
     /// Generate a synthetic estate: inventory, policy and its IPFIX traffic.
     Simulate(simulate_cmd::SimulateArgs),
     /// Propose label-based policy from observed flows, with a report of every widening.
@@ -163,7 +164,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate_cmd::run(a),
         Command::Recommend(a) => recommend_cmd::run(a),
         Command::Server(a) => server_cmd::server(a),
-        Command::Demo(a) => server_cmd::demo(a),
+        Command::Demo(a) => demo_cmd::demo(a),
         Command::Collector(a) => collector_cmd::run(a),
         Command::Migrate(a) => migrate_cmd::run(a),
         Command::Agent(a) => agent_cmd::run(a),

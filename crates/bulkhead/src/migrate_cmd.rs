@@ -65,7 +65,7 @@ pub fn run(a: MigrateArgs) -> anyhow::Result<()> {
     if let Some(url) = &a.flows {
         let source = SqliteFlowStore::open(existing(a.data.join("flows.sqlite"))?)?;
         // Both widths as stored: the hours are the collectors' own.
-        let mut target =
+        let target =
             ClickHouseFlowStore::connect_with(url, ClickHouseOptions { hour_rollup: false })?;
         let before = target.stats()?;
         if before.minute.rows + before.hour.rows > 0 {

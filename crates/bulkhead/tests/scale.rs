@@ -425,10 +425,15 @@ fn a_sqlite_deployment_migrates_to_postgres_and_clickhouse() {
     let (_, audit_before) = get(&old, &token, "/api/v1/audit?limit=1000");
     drop(old);
 
-    // Flow summaries of two days, both widths.
-    let t0 = 1_704_067_200_000i64;
+    // Flow summaries of two recent days, both widths: the new server's retention must keep them.
+    let day = 86_400_000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t0 = (now / day - 1) * day;
     let mut summaries = Vec::new();
-    for (i, start) in [t0, t0 + 60_000, t0 + 86_400_000].into_iter().enumerate() {
+    for (i, start) in [t0, t0 + 60_000, t0 + day].into_iter().enumerate() {
         for bucket in [Bucket::Minute, Bucket::Hour] {
             summaries.push(bulkhead_store::FlowSummary {
                 key: bulkhead_store::SummaryKey {
@@ -455,7 +460,7 @@ fn a_sqlite_deployment_migrates_to_postgres_and_clickhouse() {
             });
         }
     }
-    let mut flows = SqliteFlowStore::open(data.path().join("flows.sqlite")).unwrap();
+    let flows = SqliteFlowStore::open(data.path().join("flows.sqlite")).unwrap();
     flows.upsert(&summaries).unwrap();
     let everything = |store: &dyn FlowStore| {
         let mut all = Vec::new();

@@ -9,12 +9,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bulkhead_enrich::{Aggregator, Closed, Enricher, Observation};
-use bulkhead_flow::Decoder;
+use bulkhead_enrich::{Aggregator, Closed, Enricher, Observation, TimeBounds};
+use bulkhead_flow::{Decoder, ExporterStats, ExporterTableStats};
 
 use bulkhead_model::FlowSummary;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -35,6 +35,10 @@ pub struct CollectorConfig {
     pub flush_every: Duration,
     /// How long after a bucket ends late records are still folded into it.
     pub grace: Duration,
+    /// How far a record's times may stray from this machine's clock before the
+    /// time of receipt stands in for them (counted in the metrics). `None` takes
+    /// record times as they come: for replays of captures, whose times are history.
+    pub time_bounds: Option<TimeBounds>,
 }
 
 impl Default for CollectorConfig {
@@ -50,9 +54,13 @@ impl Default for CollectorConfig {
             recv_buffer: 64 << 20,
             flush_every: Duration::from_secs(1),
             grace: Duration::from_secs(10),
+            time_bounds: Some(TimeBounds::LIVE),
         }
     }
 }
+
+/// How long the sink thread waits for a batch before calling the sink with none.
+pub const SINK_IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Counters shared by every worker, readable at any time.
 #[derive(Debug, Default)]
@@ -62,6 +70,14 @@ pub struct Metrics {
     pub malformed: AtomicU64,
     pub no_template: AtomicU64,
     pub summaries: AtomicU64,
+    pub sets_truncated: AtomicU64,
+    pub sets_unsupported: AtomicU64,
+    pub sequence_gaps: AtomicU64,
+    pub exporter_table_full: AtomicU64,
+    pub exporters_evicted: AtomicU64,
+    pub exporters_expired: AtomicU64,
+    pub time_clamped_future: AtomicU64,
+    pub time_clamped_past: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -73,6 +89,20 @@ pub struct MetricsSnapshot {
     pub summaries: u64,
     /// Datagrams the kernel dropped on our sockets (receive buffer full).
     pub dropped: u64,
+    /// Data sets that yielded no record: cut short, or of a set id we do not read.
+    pub sets_truncated: u64,
+    pub sets_unsupported: u64,
+    /// Records the exporters' sequence numbers say were sent and never arrived.
+    pub sequence_gaps: u64,
+    /// New exporters that found the table full (each evicted an idle one).
+    pub exporter_table_full: u64,
+    pub exporters_evicted: u64,
+    /// Exporters forgotten after a long silence.
+    pub exporters_expired: u64,
+    /// Records whose end lay beyond the allowed clock skew, filed at receipt.
+    pub time_clamped_future: u64,
+    /// Records whose end lay further back than any live exporter reports.
+    pub time_clamped_past: u64,
 }
 
 /// The inventory and policy the workers enrich with; replace it to make them use new ones.
@@ -88,6 +118,9 @@ pub struct Collector {
     metrics: Arc<Metrics>,
     local: Vec<SocketAddr>,
     ports: Vec<u16>,
+    /// Each worker's exporters and table, replaced at its every flush.
+    exporters: Vec<Arc<Mutex<Vec<ExporterStats>>>>,
+    tables: Vec<Arc<Mutex<ExporterTableStats>>>,
 }
 
 fn now_ms() -> i64 {
@@ -113,7 +146,8 @@ fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<Socket> {
 impl Collector {
     /// Binds every socket first (so a port in use fails before anything runs), then
     /// starts the workers and the sink thread, which calls `sink` with each batch of
-    /// closed summaries and with the rest at stop.
+    /// closed summaries, with the rest at stop, and with an empty batch after each
+    /// [`SINK_IDLE_TICK`] without one.
     pub fn start<F>(
         config: &CollectorConfig,
         enricher: SharedEnricher,
@@ -143,23 +177,42 @@ impl Collector {
         let sink_thread = std::thread::Builder::new()
             .name("collector-sink".into())
             .spawn(move || {
-                while let Ok(closed) = rx.recv() {
-                    let current = sink_enricher.read().map(|e| e.clone()).unwrap_or_default();
-                    sink(closed.materialize(&current));
+                loop {
+                    match rx.recv_timeout(SINK_IDLE_TICK) {
+                        Ok(closed) => {
+                            let current =
+                                sink_enricher.read().map(|e| e.clone()).unwrap_or_default();
+                            sink(closed.materialize(&current));
+                        }
+                        // A sink holding summaries its store refused retries on this
+                        // call, so they are delivered when the store is back even if
+                        // no traffic comes.
+                        Err(mpsc::RecvTimeoutError::Timeout) => sink(Vec::new()),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
                 }
             })?;
         let mut workers = Vec::new();
+        let (mut exporters, mut tables) = (Vec::new(), Vec::new());
         for (i, socket) in sockets.into_iter().enumerate() {
-            let (stop, metrics, tx, enricher) =
-                (stop.clone(), metrics.clone(), tx.clone(), enricher.clone());
-            let flush_every = config.flush_every;
-            let grace = config.grace.as_millis() as i64;
+            let shared = Shared {
+                stop: stop.clone(),
+                metrics: metrics.clone(),
+                exporters: Arc::default(),
+                table: Arc::default(),
+            };
+            exporters.push(shared.exporters.clone());
+            tables.push(shared.table.clone());
+            let (tx, enricher) = (tx.clone(), enricher.clone());
+            let pace = Pace {
+                flush_every: config.flush_every,
+                grace_ms: config.grace.as_millis() as i64,
+                bounds: config.time_bounds,
+            };
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("collector-{i}"))
-                    .spawn(move || {
-                        worker(socket, stop, metrics, tx, enricher, flush_every, grace)
-                    })?,
+                    .spawn(move || worker(socket, shared, tx, enricher, pace))?,
             );
         }
         let ports = local.iter().map(|a| a.port()).collect();
@@ -170,6 +223,8 @@ impl Collector {
             metrics,
             local,
             ports,
+            exporters,
+            tables,
         })
     }
 
@@ -187,7 +242,54 @@ impl Collector {
             no_template: m.no_template.load(Ordering::Relaxed),
             summaries: m.summaries.load(Ordering::Relaxed),
             dropped: kernel_drops(&self.ports),
+            sets_truncated: m.sets_truncated.load(Ordering::Relaxed),
+            sets_unsupported: m.sets_unsupported.load(Ordering::Relaxed),
+            sequence_gaps: m.sequence_gaps.load(Ordering::Relaxed),
+            exporter_table_full: m.exporter_table_full.load(Ordering::Relaxed),
+            exporters_evicted: m.exporters_evicted.load(Ordering::Relaxed),
+            exporters_expired: m.exporters_expired.load(Ordering::Relaxed),
+            time_clamped_future: m.time_clamped_future.load(Ordering::Relaxed),
+            time_clamped_past: m.time_clamped_past.load(Ordering::Relaxed),
         }
+    }
+
+    /// Every exporter the workers hold state for, as of their last flush (at most
+    /// [`CollectorConfig::flush_every`] old), busiest first. An exporter whose
+    /// datagrams come from several source ports may appear once per worker.
+    pub fn exporters(&self) -> Vec<ExporterStats> {
+        let mut all: Vec<ExporterStats> = self
+            .exporters
+            .iter()
+            .filter_map(|w| w.lock().ok().map(|e| e.clone()))
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| {
+            b.counters
+                .records
+                .cmp(&a.counters.records)
+                .then(a.address.cmp(&b.address))
+        });
+        all
+    }
+
+    /// The exporter tables of every worker, added up.
+    pub fn exporter_tables(&self) -> ExporterTableStats {
+        let mut total = ExporterTableStats::default();
+        for w in &self.tables {
+            if let Ok(t) = w.lock() {
+                total.exporters += t.exporters;
+                total.probation += t.probation;
+                total.protected += t.protected;
+                total.max_exporters += t.max_exporters;
+                total.max_protected += t.max_protected;
+                total.table_full += t.table_full;
+                total.evicted += t.evicted;
+                total.expired += t.expired;
+                total.promoted += t.promoted;
+                total.demoted += t.demoted;
+            }
+        }
+        total
     }
 
     /// Stops the workers, flushes every open summary to the sink, and waits for it.
@@ -202,15 +304,43 @@ impl Collector {
     }
 }
 
-fn worker(
-    socket: Socket,
+/// What a worker shares with the [`Collector`] handle.
+struct Shared {
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    tx: mpsc::Sender<Closed>,
-    shared: SharedEnricher,
+    exporters: Arc<Mutex<Vec<ExporterStats>>>,
+    table: Arc<Mutex<ExporterTableStats>>,
+}
+
+/// When a worker hands buckets on, and which record times it believes.
+struct Pace {
     flush_every: Duration,
     grace_ms: i64,
+    bounds: Option<TimeBounds>,
+}
+
+fn add_delta(counter: &AtomicU64, now: u64, before: u64) {
+    counter.fetch_add(now.saturating_sub(before), Ordering::Relaxed);
+}
+
+fn worker(
+    socket: Socket,
+    shared_state: Shared,
+    tx: mpsc::Sender<Closed>,
+    shared: SharedEnricher,
+    pace: Pace,
 ) {
+    let Pace {
+        flush_every,
+        grace_ms,
+        bounds,
+    } = pace;
+    let Shared {
+        stop,
+        metrics,
+        exporters,
+        table,
+    } = shared_state;
     let socket: std::net::UdpSocket = socket.into();
     // The aggregator reads only the core fields; extra elements would cost allocations.
     let mut decoder = Decoder::with_config(bulkhead_flow::DecoderConfig {
@@ -220,7 +350,11 @@ fn worker(
     // The worker's enricher only serves provider inference (listening ports);
     // enrichment itself happens in the sink with the newest one.
     let current = shared.read().map(|e| e.clone()).unwrap_or_default();
-    let mut aggregator = Aggregator::new(current);
+    let mut aggregator = match bounds {
+        Some(b) => Aggregator::live(current, b),
+        None => Aggregator::new(current),
+    };
+    let mut clamped = (0, 0);
     let mut buf = vec![0u8; 65536];
     let mut records = Vec::with_capacity(64);
     let mut last_flush = std::time::Instant::now();
@@ -232,7 +366,10 @@ fn worker(
             Ok((n, from)) => {
                 records.clear();
                 let now = now_ms();
-                if decoder.decode_into(from, &buf[..n], &mut records).is_ok() {
+                if decoder
+                    .decode_at(from, &buf[..n], now.max(0) as u64, &mut records)
+                    .is_ok()
+                {
                     let reporter = reporters
                         .entry(from)
                         .or_insert_with(|| format!("exporter {from}").into())
@@ -266,7 +403,48 @@ fn worker(
             metrics
                 .no_template
                 .fetch_add(c.no_template - reported.no_template, Ordering::Relaxed);
+            add_delta(
+                &metrics.sets_truncated,
+                c.sets_truncated,
+                reported.sets_truncated,
+            );
+            add_delta(
+                &metrics.sets_unsupported,
+                c.sets_unsupported,
+                reported.sets_unsupported,
+            );
+            add_delta(
+                &metrics.sequence_gaps,
+                c.sequence_gaps,
+                reported.sequence_gaps,
+            );
+            add_delta(
+                &metrics.exporter_table_full,
+                c.exporter_table_full,
+                reported.exporter_table_full,
+            );
+            add_delta(
+                &metrics.exporters_evicted,
+                c.exporters_evicted,
+                reported.exporters_evicted,
+            );
+            add_delta(
+                &metrics.exporters_expired,
+                c.exporters_expired,
+                reported.exporters_expired,
+            );
             reported = c;
+            let a = aggregator.stats();
+            add_delta(&metrics.time_clamped_future, a.clamped_future, clamped.0);
+            add_delta(&metrics.time_clamped_past, a.clamped_past, clamped.1);
+            clamped = (a.clamped_future, a.clamped_past);
+            decoder.expire_idle(now_ms().max(0) as u64);
+            if let Ok(mut e) = exporters.lock() {
+                *e = decoder.exporters();
+            }
+            if let Ok(mut t) = table.lock() {
+                *t = decoder.exporter_table();
+            }
             if let Ok(e) = shared.read()
                 && !Arc::ptr_eq(&e, aggregator.enricher())
             {

@@ -336,6 +336,8 @@ fn softflowd_export_agrees_with_nfcapd_and_with_the_capture() {
         let config = CollectorConfig {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             workers: 2,
+            // The captures' times are history, not live traffic.
+            time_bounds: None,
             ..CollectorConfig::default()
         };
         let collector = Collector::start(

@@ -73,6 +73,33 @@ pub struct AggregatorStats {
     pub open_minute: usize,
     pub open_hour: usize,
     pub flushed: u64,
+    /// Records that said they ended later than the clock plus the allowed skew.
+    pub clamped_future: u64,
+    /// Records that said they ended longer ago than any live source reports.
+    pub clamped_past: u64,
+}
+
+/// How far a live source's record times may stray from the receiver's clock.
+///
+/// An exporter with a wrong clock (or a NetFlow v5 uptime that wrapped) would
+/// otherwise file its flows minutes ahead, where the console shows a connection
+/// that has not happened yet, or decades back, where retention drops it at once.
+/// A time outside these bounds cannot be true, so the time of receipt stands in
+/// for it, and the record is counted. Times ahead by less than the skew are clock
+/// jitter: they are pulled back to the clock without being counted, so no summary
+/// ever ends after the moment it was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    pub max_ahead_ms: i64,
+    pub max_behind_ms: i64,
+}
+
+impl TimeBounds {
+    /// Five seconds of skew; a day back (active timeouts are minutes long).
+    pub const LIVE: TimeBounds = TimeBounds {
+        max_ahead_ms: 5_000,
+        max_behind_ms: 86_400_000,
+    };
 }
 
 /// Folds observations into per-minute summaries, and closed minutes into per-hour ones.
@@ -89,8 +116,12 @@ pub struct Aggregator {
     reporter_ids: FxHashMap<Arc<str>, u32>,
     /// The last reporter seen: consecutive records nearly always share it.
     last_reporter: Option<(Arc<str>, u32)>,
+    /// `None` for files and replays, whose times are history, not live.
+    time_bounds: Option<TimeBounds>,
     records: u64,
     flushed: u64,
+    clamped_future: u64,
+    clamped_past: u64,
 }
 
 impl Aggregator {
@@ -102,9 +133,42 @@ impl Aggregator {
             reporters: Vec::new(),
             reporter_ids: FxHashMap::default(),
             last_reporter: None,
+            time_bounds: None,
             records: 0,
             flushed: 0,
+            clamped_future: 0,
+            clamped_past: 0,
         }
+    }
+
+    /// An aggregator for a live source: record times are held to `bounds` around
+    /// the `now_ms` each record is added with.
+    pub fn live(enricher: Arc<Enricher>, bounds: TimeBounds) -> Self {
+        Self {
+            time_bounds: Some(bounds),
+            ..Self::new(enricher)
+        }
+    }
+
+    /// The record's start and end, held to the time bounds.
+    fn record_times(&mut self, o: &Observation, now_ms: i64) -> (i64, i64) {
+        let start = o.start_ms.unwrap_or(now_ms);
+        let end = o.end_ms.unwrap_or(start).max(start);
+        let Some(bounds) = self.time_bounds else {
+            return (start, end);
+        };
+        if end > now_ms.saturating_add(bounds.max_ahead_ms) {
+            self.clamped_future += 1;
+        }
+        if end < now_ms.saturating_sub(bounds.max_behind_ms) {
+            self.clamped_past += 1;
+            return (now_ms, now_ms);
+        }
+        let end = end.min(now_ms);
+        let start = start
+            .min(end)
+            .max(now_ms.saturating_sub(bounds.max_behind_ms));
+        (start, end)
     }
 
     /// Swaps in new inventory or policy; open buckets are enriched with it at flush.
@@ -139,8 +203,7 @@ impl Aggregator {
     pub fn add(&mut self, o: &Observation, now_ms: i64) {
         self.records += 1;
         let dir = orient(o, &self.enricher.listening);
-        let start = o.start_ms.unwrap_or(now_ms);
-        let end = o.end_ms.unwrap_or(start).max(start);
+        let (start, end) = self.record_times(o, now_ms);
         let reporter = self.reporter_id(&o.reporter);
         let key = SummaryKey {
             bucket: Bucket::Minute,
@@ -256,6 +319,8 @@ impl Aggregator {
             open_minute: self.minutes.len(),
             open_hour: self.hours.len(),
             flushed: self.flushed,
+            clamped_future: self.clamped_future,
+            clamped_past: self.clamped_past,
         }
     }
 

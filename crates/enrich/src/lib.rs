@@ -16,7 +16,7 @@ pub mod direction;
 mod enricher;
 pub mod sprawl;
 
-pub use aggregator::{Aggregator, AggregatorStats, Closed};
+pub use aggregator::{Aggregator, AggregatorStats, Closed, TimeBounds};
 pub use direction::{ListeningPorts, Oriented};
 pub use enricher::Enricher;
 

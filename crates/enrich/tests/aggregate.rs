@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use bulkhead_enrich::{Aggregator, Enricher, Observation};
+use bulkhead_enrich::{Aggregator, Enricher, Observation, TimeBounds};
 use bulkhead_model::{Bucket, Inventory, VerdictKind};
 use bulkhead_policy::{CompiledPolicy, Policy};
 use proptest::prelude::*;
@@ -162,4 +162,55 @@ proptest! {
             prop_assert!(out.iter().filter(|s| s.key.bucket == bucket).all(|s| s.provisioned.is_some() && s.first_seen_ms <= s.last_seen_ms));
         }
     }
+}
+
+#[test]
+fn a_live_source_never_files_a_flow_ahead_of_the_clock_or_decades_back() {
+    let now = T0 + 120_000;
+    let mut agg = Aggregator::live(enricher(None), TimeBounds::LIVE);
+    // Ends 2 s ahead: jitter, pulled back to the clock but not counted.
+    agg.add(
+        &obs("10.10.1.21", 51000, "10.10.1.31", 5432, now + 1_500, 1),
+        now,
+    );
+    // Ends ten minutes ahead (the exporter's clock is wrong): clamped, counted.
+    agg.add(
+        &obs("10.10.1.21", 51001, "10.10.1.31", 5432, now + 600_000, 1),
+        now,
+    );
+    // Ends in 1970 (a wrapped v5 uptime): received now, counted.
+    agg.add(&obs("10.10.1.21", 51002, "10.10.1.31", 5432, 0, 1), now);
+    // Inside the bounds: untouched.
+    agg.add(
+        &obs("10.10.1.21", 51003, "10.10.1.31", 5432, now - 90_000, 1),
+        now,
+    );
+    let stats = agg.stats();
+    assert_eq!((stats.clamped_future, stats.clamped_past), (1, 1));
+    let out = agg.flush_all();
+    assert!(out.iter().all(|s| s.last_seen_ms <= now), "{out:#?}");
+    assert!(out.iter().all(|s| s.first_seen_ms >= now - 86_400_000));
+    let minutes: Vec<_> = out
+        .iter()
+        .filter(|s| s.key.bucket == Bucket::Minute)
+        .collect();
+    assert_eq!(
+        minutes.iter().map(|s| s.packets).sum::<u64>(),
+        4,
+        "nothing is dropped"
+    );
+    assert!(
+        minutes
+            .iter()
+            .any(|s| s.key.bucket_start_ms == Bucket::Minute.start_of(now - 90_000))
+    );
+
+    // A file's records are history: the same record keeps its times.
+    let mut replay = Aggregator::new(enricher(None));
+    replay.add(
+        &obs("10.10.1.21", 51001, "10.10.1.31", 5432, now + 600_000, 1),
+        now,
+    );
+    assert_eq!(replay.stats().clamped_future, 0);
+    assert!(replay.flush_all().iter().all(|s| s.last_seen_ms > now));
 }

@@ -1,35 +1,47 @@
-//! The stateful front door: per-exporter template caches, options state,
-//! held-back data sets, counters.
+//! The stateful front door: configuration, counters, and the dispatch of a
+//! datagram to its version's decoder with the exporter's state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::DecodeError;
-use crate::bytes::Reader;
-use crate::record::{Acc, Ctx, FlowRecord, Sampling};
-use crate::template::Template;
+use crate::bytes::{Reader, be_u16, be_u32};
+use crate::exporters::{ExporterCounters, ExporterStats, ExporterTableStats, Scope, Table};
+use crate::record::{Ctx, FlowRecord};
+use crate::sets::{decode_data_set, hold, parse_templates, release, split_sets};
+use crate::sflow::InterfaceCounters;
 use crate::{sflow, v5};
 
-/// Limits that bound the memory one exporter can make the decoder hold.
+/// Limits that bound the memory one exporter (or a flood of spoofed ones)
+/// can make the decoder hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecoderConfig {
     /// Report non-core elements in [`FlowRecord::extra`]. Costs allocations
     /// per record; collectors that only aggregate can turn it off.
     pub capture_extra: bool,
-    /// Exporters with template state. Bounds what spoofed source
-    /// addresses can make the decoder allocate.
+    /// Exporters (IP addresses) with state. When full, an idle or unproven
+    /// exporter is evicted to make room; a new one is never refused.
     pub max_exporters: usize,
+    /// Exporters silent for longer than this (caller's milliseconds) are
+    /// the first to go when room is needed, and all go on
+    /// [`Decoder::expire_idle`].
+    pub exporter_idle_ttl_ms: u64,
+    /// Datagrams that must deliver records before an exporter is protected
+    /// from eviction by newcomers.
+    pub promote_after: u32,
     /// Templates kept per (exporter, version, observation domain).
     pub max_templates_per_scope: usize,
-    /// Observation domains / source ids kept per exporter.
+    /// (version, observation domain / source id) scopes kept per exporter.
     pub max_scopes_per_exporter: usize,
     /// Data sets held per exporter while their template is unknown.
     pub max_pending_sets: usize,
     /// Bytes of data sets held per exporter while their template is unknown.
     pub max_pending_bytes: usize,
+    /// Bytes of data sets held over all exporters.
+    pub max_pending_bytes_total: usize,
 }
 
 impl Default for DecoderConfig {
@@ -37,10 +49,13 @@ impl Default for DecoderConfig {
         Self {
             capture_extra: true,
             max_exporters: 10_000,
+            exporter_idle_ttl_ms: 30 * 60 * 1000,
+            promote_after: 2,
             max_templates_per_scope: 1024,
             max_scopes_per_exporter: 64,
             max_pending_sets: 64,
             max_pending_bytes: 256 * 1024,
+            max_pending_bytes_total: 64 * 1024 * 1024,
         }
     }
 }
@@ -48,7 +63,7 @@ impl Default for DecoderConfig {
 /// Running totals since the decoder was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
-    /// Datagrams handed to [`Decoder::decode`].
+    /// Datagrams handed to the decoder.
     pub datagrams: u64,
     /// Flow records returned (including ones decoded from held data sets).
     pub records: u64,
@@ -56,7 +71,8 @@ pub struct Counters {
     /// decode once their template arrived.
     pub malformed: u64,
     /// Data sets dropped because their template never arrived in time
-    /// (evicted from the hold queue or expired by [`Decoder::expire_pending`]).
+    /// (evicted from the hold queue, expired by [`Decoder::expire_pending`],
+    /// or held by an exporter that was evicted or forgotten).
     pub no_template: u64,
     /// Template and options-template records received (new or refreshed).
     pub templates: u64,
@@ -68,43 +84,47 @@ pub struct Counters {
     pub non_ip_records: u64,
     /// Data sets currently held waiting for their template.
     pub pending_sets: u64,
-    /// sFlow samples that were not IP flow samples (counters, non-IP frames).
+    /// Bytes of the data sets currently held.
+    pub pending_bytes: u64,
+    /// Data sets ending in (or consisting of) a record cut short: the
+    /// non-zero tail is too short for the template.
+    pub sets_truncated: u64,
+    /// Sets with a reserved set id, which carry nothing we can interpret.
+    pub sets_unsupported: u64,
+    /// Data sets whose records all lacked addresses we decode.
+    pub sets_non_ip: u64,
+    /// sFlow samples that were neither IP flow samples nor interface
+    /// counters (other counter records, non-IP frames).
     pub sflow_skipped: u64,
-}
-
-#[derive(Debug, Default)]
-struct Scope {
-    templates: HashMap<u16, Arc<Template>>,
-    sampling: Sampling,
-    sys_init_ms: Option<u64>,
-}
-
-#[derive(Debug)]
-struct Pending {
-    version: u16,
-    domain: u32,
-    template_id: u16,
-    ctx: Ctx,
-    body: Box<[u8]>,
-}
-
-#[derive(Debug, Default)]
-struct Exporter {
-    scopes: HashMap<(u16, u32), Scope>,
-    pending: VecDeque<Pending>,
-    pending_bytes: usize,
+    /// sFlow generic interface counter records decoded.
+    pub sflow_interface_counters: u64,
+    /// New exporters that found the exporter table full.
+    pub exporter_table_full: u64,
+    /// Exporters evicted to make room (least recently seen first).
+    pub exporters_evicted: u64,
+    /// Exporters dropped after a silence longer than the TTL.
+    pub exporters_expired: u64,
+    /// Units (v9 packets, IPFIX data records, v5 flows, sFlow datagrams)
+    /// that exporters' sequence numbers say were sent and never arrived.
+    pub sequence_gaps: u64,
+    /// Sequence jumps read as exporter restarts rather than loss.
+    pub sequence_resets: u64,
 }
 
 /// Decodes NetFlow v5, v9, IPFIX and sFlow v5 datagrams into [`FlowRecord`]s,
-/// keeping template state apart per exporter address and observation domain.
+/// keeping template state apart per exporter IP address and observation
+/// domain.
 ///
 /// Pure: the caller receives datagrams (from a socket, a pcap, a test) and
-/// passes them in with the address they came from.
+/// passes them in with the address they came from and, for the time-based
+/// parts (exporter TTL, first/last seen), its own clock.
 #[derive(Debug, Default)]
 pub struct Decoder {
     config: DecoderConfig,
-    exporters: HashMap<SocketAddr, Exporter>,
+    table: Table,
     counters: Counters,
+    /// Latest time a caller gave; the clock of calls that give none.
+    clock_ms: u64,
 }
 
 impl Decoder {
@@ -142,46 +162,133 @@ impl Decoder {
     /// Like [`decode`](Self::decode), appending to `out` so that a collector
     /// can reuse one buffer. Returns the number of records appended. On error
     /// nothing is appended, but templates from sets that preceded the broken
-    /// part stay learned.
+    /// part stay learned. Time stands still at the latest `now_ms` given to
+    /// [`decode_at`](Self::decode_at).
     pub fn decode_into(
         &mut self,
         exporter: SocketAddr,
         datagram: &[u8],
         out: &mut Vec<FlowRecord>,
     ) -> Result<usize, DecodeError> {
+        self.run(exporter, datagram, self.clock_ms, out, None)
+    }
+
+    /// Like [`decode_into`](Self::decode_into) at the caller's time
+    /// `now_ms` (any monotonic milliseconds), which drives the exporter
+    /// TTL and first/last seen.
+    pub fn decode_at(
+        &mut self,
+        exporter: SocketAddr,
+        datagram: &[u8],
+        now_ms: u64,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, DecodeError> {
+        self.run(exporter, datagram, now_ms, out, None)
+    }
+
+    /// Like [`decode_at`](Self::decode_at), also appending the sFlow
+    /// interface counters the datagram carries to `interfaces` (other
+    /// calls count and drop them).
+    pub fn decode_full(
+        &mut self,
+        exporter: SocketAddr,
+        datagram: &[u8],
+        now_ms: u64,
+        out: &mut Vec<FlowRecord>,
+        interfaces: &mut Vec<InterfaceCounters>,
+    ) -> Result<usize, DecodeError> {
+        self.run(exporter, datagram, now_ms, out, Some(interfaces))
+    }
+
+    fn run(
+        &mut self,
+        exporter: SocketAddr,
+        datagram: &[u8],
+        now_ms: u64,
+        out: &mut Vec<FlowRecord>,
+        mut interfaces: Option<&mut Vec<InterfaceCounters>>,
+    ) -> Result<usize, DecodeError> {
+        self.clock_ms = self.clock_ms.max(now_ms);
         self.counters.datagrams += 1;
         let before = out.len();
-        let res = self.dispatch(exporter, datagram, out);
-        match res {
-            Ok(()) => {
-                let n = out.len() - before;
-                self.counters.records += n as u64;
-                Ok(n)
+        let if_before = interfaces.as_ref().map_or(0, |v| v.len());
+        let was = self.counters;
+        let res = self.dispatch(exporter, datagram, now_ms, out, interfaces.as_deref_mut());
+        let n = out.len() - before;
+        if res.is_err() {
+            out.truncate(before);
+            if let Some(v) = interfaces {
+                v.truncate(if_before);
             }
-            Err(e) => {
-                out.truncate(before);
-                self.counters.malformed += 1;
-                Err(e)
+            self.counters.malformed += 1;
+        } else {
+            self.counters.records += n as u64;
+        }
+        let ip = exporter.ip();
+        if let Some(e) = self.table.get_mut(&ip) {
+            let c = &mut e.counters;
+            c.datagrams += 1;
+            c.templates += self.counters.templates - was.templates;
+            c.no_template += self.counters.no_template - was.no_template;
+            if res.is_err() {
+                c.malformed += 1;
+            } else {
+                c.records += n as u64;
+                if n > 0 {
+                    self.table.proved(&ip, &self.config);
+                }
             }
         }
+        res.map(|()| n)
     }
 
     fn dispatch(
         &mut self,
         exporter: SocketAddr,
         d: &[u8],
+        now_ms: u64,
         out: &mut Vec<FlowRecord>,
+        interfaces: Option<&mut Vec<InterfaceCounters>>,
     ) -> Result<(), DecodeError> {
         if d.len() < 2 {
             return Err(DecodeError::Empty);
         }
-        let extra = self.config.capture_extra;
+        let cfg = &self.config;
         match u16::from_be_bytes([d[0], d[1]]) {
-            5 => v5::decode(exporter, d, extra, out),
-            9 | 10 => self.decode_templated(exporter, d, out),
+            5 => {
+                v5::decode(exporter, d, cfg.capture_extra, out)?;
+                let e = self.table.touch(exporter, now_ms, cfg, &mut self.counters);
+                // flow_sequence counts flows; engine type and id name the
+                // flow cache, like a v9 source id.
+                let key = (5, u32::from(be_u16(d, 20)));
+                let scope = scope(&mut e.scopes, key, cfg)?;
+                let advance = Some(u32::from(be_u16(d, 2)));
+                track(
+                    scope,
+                    &mut e.counters,
+                    &mut self.counters,
+                    be_u32(d, 16),
+                    advance,
+                );
+                Ok(())
+            }
+            9 | 10 => self.decode_templated(exporter, d, now_ms, out),
             // sFlow's version is a 32-bit word, so its first half is zero.
             0 if d.len() >= 4 && d[2] == 0 && d[3] == 5 => {
-                sflow::decode(exporter, d, &mut self.counters, out)
+                let h = sflow::decode(exporter, d, &mut self.counters, out, interfaces)?;
+                let e = self.table.touch(exporter, now_ms, cfg, &mut self.counters);
+                // Sequence numbers count datagrams per sub-agent; the agent
+                // is taken to be the sender.
+                let key = (sflow::SFLOW_V5, h.sub_agent);
+                let scope = scope(&mut e.scopes, key, cfg)?;
+                track(
+                    scope,
+                    &mut e.counters,
+                    &mut self.counters,
+                    h.sequence,
+                    Some(1),
+                );
+                Ok(())
             }
             v => Err(DecodeError::UnsupportedVersion(v)),
         }
@@ -192,52 +299,73 @@ impl Decoder {
     /// never comes are accounted for. Returns how many were dropped.
     pub fn expire_pending(&mut self) -> u64 {
         let mut n = 0u64;
-        for e in self.exporters.values_mut() {
-            n += e.pending.len() as u64;
+        for e in self.table.values_mut() {
+            let k = e.pending.len() as u64;
+            e.counters.no_template += k;
+            n += k;
             e.pending.clear();
             e.pending_bytes = 0;
         }
         self.counters.no_template += n;
         self.counters.pending_sets = 0;
+        self.counters.pending_bytes = 0;
         n
     }
 
-    /// Forgets all state of one exporter (templates, sampling, held sets),
-    /// e.g. when it restarts or goes away. Held sets count as `no_template`.
+    /// Drops the state of every exporter silent for longer than
+    /// [`DecoderConfig::exporter_idle_ttl_ms`] before `now_ms`; their held
+    /// sets count as `no_template`. Returns how many went.
+    pub fn expire_idle(&mut self, now_ms: u64) -> usize {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        self.table
+            .expire_idle(now_ms, &self.config, &mut self.counters)
+    }
+
+    /// Forgets all state of the exporter at this address (any port:
+    /// templates, sampling, held sets, counters), e.g. when it restarts or
+    /// goes away. Held sets count as `no_template`.
     pub fn forget_exporter(&mut self, exporter: &SocketAddr) {
-        if let Some(e) = self.exporters.remove(exporter) {
-            let n = e.pending.len() as u64;
-            self.counters.no_template += n;
-            self.counters.pending_sets -= n;
-        }
+        self.table.remove(&exporter.ip(), &mut self.counters);
     }
 
-    /// Number of exporters with state.
+    /// Number of exporters (IP addresses) with state.
     pub fn exporter_count(&self) -> usize {
-        self.exporters.len()
+        self.table.len()
     }
 
-    /// Number of templates known for one exporter, all versions and domains.
+    /// Number of templates known for the exporter at this address (any
+    /// port), all versions and domains.
     pub fn template_count(&self, exporter: &SocketAddr) -> usize {
-        self.exporters
-            .get(exporter)
+        self.table
+            .get(&exporter.ip())
             .map_or(0, |e| e.scopes.values().map(|s| s.templates.len()).sum())
+    }
+
+    /// A snapshot of every exporter's state and counters, by address.
+    pub fn exporters(&self) -> Vec<ExporterStats> {
+        self.table.snapshot()
+    }
+
+    /// Sizes and eviction figures of the exporter table.
+    pub fn exporter_table(&self) -> ExporterTableStats {
+        self.table.stats(&self.config)
     }
 
     fn decode_templated(
         &mut self,
         exporter: SocketAddr,
         d: &[u8],
+        now_ms: u64,
         out: &mut Vec<FlowRecord>,
     ) -> Result<(), DecodeError> {
         let mut r = Reader::new(d, "header");
         let version = r.u16()?;
         let mut v9_count = 0;
-        let (ctx, body) = if version == 9 {
+        let (ctx, seq, body) = if version == 9 {
             v9_count = r.u16()?;
             let sys_uptime = r.u32()?;
             let unix_secs = r.u32()?;
-            let _seq = r.u32()?;
+            let seq = r.u32()?;
             let domain = r.u32()?;
             let ctx = Ctx {
                 exporter,
@@ -246,11 +374,11 @@ impl Decoder {
                 export_ms: u64::from(unix_secs) * 1000,
                 sys_uptime: Some(sys_uptime),
             };
-            (ctx, r.rest())
+            (ctx, seq, r.rest())
         } else {
             let length = usize::from(r.u16()?);
             let export_secs = r.u32()?;
-            let _seq = r.u32()?;
+            let seq = r.u32()?;
             let domain = r.u32()?;
             if length != d.len() {
                 return Err(DecodeError::MessageLength {
@@ -265,7 +393,7 @@ impl Decoder {
                 export_ms: u64::from(export_secs) * 1000,
                 sys_uptime: None,
             };
-            (ctx, r.rest())
+            (ctx, seq, r.rest())
         };
 
         let sets = split_sets(version, body)?;
@@ -282,301 +410,83 @@ impl Decoder {
             }
         }
         let cfg = &self.config;
-        if !self.exporters.contains_key(&exporter) && self.exporters.len() >= cfg.max_exporters {
-            return Err(DecodeError::ExporterLimit(cfg.max_exporters));
-        }
-        let exp = self.exporters.entry(exporter).or_default();
+        let counters = &mut self.counters;
+        let exp = self.table.touch(exporter, now_ms, cfg, counters);
         let key = (version, ctx.domain);
-        if !exp.scopes.contains_key(&key) && exp.scopes.len() >= cfg.max_scopes_per_exporter {
-            return Err(DecodeError::TemplateLimit(cfg.max_scopes_per_exporter));
-        }
+        scope(&mut exp.scopes, key, cfg)?;
         let mut learned: Vec<u16> = Vec::new();
+        let mut data_records = 0u32;
+        let mut held = false;
         for (set_id, set) in sets {
             let scope = exp.scopes.entry(key).or_default();
             match (version, set_id) {
-                (9, 0) | (10, 2) => parse_templates(
-                    version,
-                    set,
-                    false,
-                    scope,
-                    cfg,
-                    &mut self.counters,
-                    &mut learned,
-                )?,
-                (9, 1) | (10, 3) => parse_templates(
-                    version,
-                    set,
-                    true,
-                    scope,
-                    cfg,
-                    &mut self.counters,
-                    &mut learned,
-                )?,
+                (9, 0) | (10, 2) => {
+                    parse_templates(version, set, false, scope, cfg, counters, &mut learned)?
+                }
+                (9, 1) | (10, 3) => {
+                    parse_templates(version, set, true, scope, cfg, counters, &mut learned)?
+                }
                 (_, id) if id >= 256 => match scope.templates.get(&id) {
                     Some(t) => {
                         let t = Arc::clone(t);
-                        decode_data_set(
-                            &t,
-                            set,
-                            &ctx,
-                            scope,
-                            cfg.capture_extra,
-                            &mut self.counters,
-                            out,
-                        )?;
+                        let extra = cfg.capture_extra;
+                        let n = decode_data_set(&t, set, &ctx, scope, extra, counters, out)?;
+                        data_records = data_records.saturating_add(n);
                     }
-                    None => hold(exp, cfg, &mut self.counters, &ctx, id, set),
+                    // An empty set carries no record: nothing to hold, or to
+                    // lose if its template never comes (found by fuzzing).
+                    None if set.is_empty() => {}
+                    None => {
+                        held = true;
+                        hold(exp, cfg, counters, &ctx, id, set);
+                    }
                 },
                 // Reserved set ids carry nothing we can interpret; RFC 7011
                 // says to skip them.
-                _ => {}
+                _ => counters.sets_unsupported += 1,
             }
         }
         if !learned.is_empty() && !exp.pending.is_empty() {
-            release(
-                exp,
-                key,
-                &learned,
-                cfg.capture_extra,
-                &mut self.counters,
-                out,
-            );
+            release(exp, key, &learned, cfg.capture_extra, counters, out);
         }
+        // v9 sequence numbers count export packets (RFC 3954 section 5.1);
+        // IPFIX ones count data records before this message (RFC 7011
+        // section 3.1), so a held set leaves the next number unknown.
+        let advance = match version {
+            9 => Some(1),
+            _ if held => None,
+            _ => Some(data_records),
+        };
+        let scope = exp.scopes.get_mut(&key).expect("scope created above");
+        track(scope, &mut exp.counters, counters, seq, advance);
         Ok(())
     }
 }
 
-/// Validates the framing of every set before any is interpreted, so that a
-/// datagram with broken framing changes no state.
-fn split_sets(version: u16, mut body: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
-    let mut sets = Vec::with_capacity(4);
-    while body.len() >= 4 {
-        let id = u16::from_be_bytes([body[0], body[1]]);
-        let len = usize::from(u16::from_be_bytes([body[2], body[3]]));
-        if version == 9 && body.iter().all(|&b| b == 0) {
-            // v9 has no message length; some exporters (Cisco ACI) pad the
-            // datagram with zeros after the last flowset.
-            body = &[];
-            break;
-        }
-        if len < 4 || len > body.len() {
-            return Err(DecodeError::SetLength {
-                set_id: id,
-                length: len,
-            });
-        }
-        sets.push((id, &body[4..len]));
-        body = &body[len..];
-    }
-    // IPFIX message lengths cover whole sets exactly; v9 has no message
-    // length, so a few trailing bytes are only tolerated there.
-    if !body.is_empty() && version == 10 {
-        return Err(DecodeError::SetLength {
-            set_id: 0,
-            length: body.len(),
-        });
-    }
-    Ok(sets)
-}
-
-fn parse_templates(
-    version: u16,
-    set: &[u8],
-    options: bool,
-    scope: &mut Scope,
-    cfg: &DecoderConfig,
-    counters: &mut Counters,
-    learned: &mut Vec<u16>,
-) -> Result<(), DecodeError> {
-    let mut r = Reader::new(set, "template record");
-    loop {
-        let rest = r.rest();
-        if rest.is_empty() || (rest.len() < 4) || rest.iter().all(|&b| b == 0) {
-            // Sets are padded to 4-byte boundaries with zeros.
-            return Ok(());
-        }
-        let id = r.u16()?;
-        let t = if version == 9 && options {
-            let scope_len = usize::from(r.u16()?);
-            let opt_len = usize::from(r.u16()?);
-            if scope_len % 4 != 0 || opt_len % 4 != 0 {
-                return Err(DecodeError::Template {
-                    template_id: id,
-                    reason: "options scope/field lengths are not multiples of 4",
-                });
-            }
-            let mut raw = Vec::with_capacity((scope_len + opt_len) / 4);
-            for i in 0..(scope_len + opt_len) / 4 {
-                let fid = r.u16()?;
-                let len = r.u16()?;
-                // v9 scope field types (system, interface, …) are not
-                // information elements: never interpret them as such.
-                let pen = if i < scope_len / 4 { u32::MAX } else { 0 };
-                raw.push((fid, pen, len));
-            }
-            Template::new(version, id, raw, (scope_len / 4) as u16, true)?
-        } else {
-            let count = r.u16()?;
-            if count == 0 {
-                if version == 9 {
-                    return Err(DecodeError::Template {
-                        template_id: id,
-                        reason: "template has no fields",
-                    });
-                }
-                withdraw(scope, id, options, counters);
-                continue;
-            }
-            let scope_count = if options { r.u16()? } else { 0 };
-            if options && (scope_count == 0 || scope_count > count) {
-                return Err(DecodeError::Template {
-                    template_id: id,
-                    reason: "options template scope count out of range",
-                });
-            }
-            let mut raw = Vec::with_capacity(usize::from(count));
-            for _ in 0..count {
-                let fid = r.u16()?;
-                let len = r.u16()?;
-                let pen = if version == 10 && fid & 0x8000 != 0 {
-                    r.u32()?
-                } else {
-                    0
-                };
-                let fid = if version == 10 { fid & 0x7fff } else { fid };
-                raw.push((fid, pen, len));
-            }
-            Template::new(version, id, raw, scope_count, options)?
-        };
-        if id < 256 {
-            return Err(DecodeError::Template {
-                template_id: id,
-                reason: "template id below 256",
-            });
-        }
-        if !scope.templates.contains_key(&id)
-            && scope.templates.len() >= cfg.max_templates_per_scope
-        {
-            return Err(DecodeError::TemplateLimit(cfg.max_templates_per_scope));
-        }
-        scope.templates.insert(id, Arc::new(t));
-        counters.templates += 1;
-        if !learned.contains(&id) {
-            learned.push(id);
-        }
-    }
-}
-
-/// RFC 7011 8.1: a template record with no fields withdraws its id; the set
-/// id itself as template id withdraws all templates of that kind.
-fn withdraw(scope: &mut Scope, id: u16, options: bool, counters: &mut Counters) {
-    let all = if options { 3 } else { 2 };
-    let before = scope.templates.len();
-    if id == all {
-        scope.templates.retain(|_, t| t.options != options);
-    } else {
-        scope.templates.remove(&id);
-    }
-    counters.templates_withdrawn += (before - scope.templates.len()) as u64;
-}
-
-fn decode_data_set(
-    t: &Template,
-    set: &[u8],
-    ctx: &Ctx,
-    scope: &mut Scope,
-    extra: bool,
-    counters: &mut Counters,
-    out: &mut Vec<FlowRecord>,
-) -> Result<(), DecodeError> {
-    let mut pos = 0;
-    while set.len() - pos >= t.min_len {
-        // With variable-length fields the shortest record can be shorter
-        // than the up-to-3 bytes of zero padding that end a set.
-        if t.has_varlen && set.len() - pos < 4 && set[pos..].iter().all(|&b| b == 0) {
-            break;
-        }
-        let mut acc = Acc::default();
-        pos = t.decode_record(ctx.version, set, pos, &mut acc, extra)?;
-        if t.options {
-            counters.options_records += 1;
-            if let Some(i) = acc.announced_interval() {
-                scope.sampling.set(acc.sampler_id, i);
-            }
-            if let Some(init) = acc.sys_init_ms {
-                scope.sys_init_ms = Some(init);
-            }
-        } else {
-            match acc.into_record(ctx, &scope.sampling, scope.sys_init_ms) {
-                Some(r) => out.push(r),
-                None => counters.non_ip_records += 1,
-            }
-        }
-    }
-    Ok(())
-}
-
-fn hold(
-    exp: &mut Exporter,
-    cfg: &DecoderConfig,
-    counters: &mut Counters,
-    ctx: &Ctx,
-    template_id: u16,
-    set: &[u8],
-) {
-    if set.len() > cfg.max_pending_bytes || cfg.max_pending_sets == 0 {
-        counters.no_template += 1;
-        return;
-    }
-    while exp.pending.len() >= cfg.max_pending_sets
-        || exp.pending_bytes + set.len() > cfg.max_pending_bytes
-    {
-        let Some(old) = exp.pending.pop_front() else {
-            break;
-        };
-        exp.pending_bytes -= old.body.len();
-        counters.pending_sets -= 1;
-        counters.no_template += 1;
-    }
-    exp.pending_bytes += set.len();
-    counters.pending_sets += 1;
-    exp.pending.push_back(Pending {
-        version: ctx.version,
-        domain: ctx.domain,
-        template_id,
-        ctx: *ctx,
-        body: set.into(),
-    });
-}
-
-/// Decodes held data sets whose template has just been learned, in the order
-/// they arrived.
-fn release(
-    exp: &mut Exporter,
+/// The exporter's scope for `key`, created within the per-exporter limit.
+fn scope<'a>(
+    scopes: &'a mut HashMap<(u16, u32), Scope>,
     key: (u16, u32),
-    learned: &[u16],
-    extra: bool,
-    counters: &mut Counters,
-    out: &mut Vec<FlowRecord>,
-) {
-    let Some(scope) = exp.scopes.get_mut(&key) else {
-        return;
-    };
-    let mut keep = VecDeque::with_capacity(exp.pending.len());
-    for p in exp.pending.drain(..) {
-        let matches = (p.version, p.domain) == key && learned.contains(&p.template_id);
-        let Some(t) = scope.templates.get(&p.template_id).filter(|_| matches) else {
-            keep.push_back(p);
-            continue;
-        };
-        let t = Arc::clone(t);
-        exp.pending_bytes -= p.body.len();
-        counters.pending_sets -= 1;
-        let before = out.len();
-        if decode_data_set(&t, &p.body, &p.ctx, scope, extra, counters, out).is_err() {
-            out.truncate(before);
-            counters.malformed += 1;
-        }
+    cfg: &DecoderConfig,
+) -> Result<&'a mut Scope, DecodeError> {
+    if !scopes.contains_key(&key) && scopes.len() >= cfg.max_scopes_per_exporter {
+        return Err(DecodeError::TemplateLimit(cfg.max_scopes_per_exporter));
     }
-    exp.pending = keep;
+    Ok(scopes.entry(key).or_default())
+}
+
+fn track(
+    scope: &mut Scope,
+    ec: &mut ExporterCounters,
+    c: &mut Counters,
+    seq: u32,
+    advance: Option<u32>,
+) {
+    let resets = scope.seq.resets;
+    let gap = scope.seq.observe(seq, advance);
+    let reset = scope.seq.resets - resets;
+    ec.sequence_gaps += gap;
+    ec.sequence_resets += reset;
+    c.sequence_gaps += gap;
+    c.sequence_resets += reset;
 }

@@ -68,6 +68,8 @@ pub(crate) enum Kind {
     PacketSpace,
     /// A known element reported in `extra`: index into [`NAMED`].
     Named(u16),
+    /// A vendor element reported in `extra`: index into [`VENDOR`].
+    Vendor(u16),
     /// A standard element this crate has no name for: reported as hex.
     Unknown,
     /// Enterprise-specific: its length is honoured, its value ignored.
@@ -149,6 +151,39 @@ const NAMED: &[(u16, &str, Ty)] = &[
     (352, "layer2OctetDeltaCount", Ty::Uint),
 ];
 
+/// Vendor elements that carry policy context, reported in `extra` under
+/// `vendor.name`. (enterprise number, element id, name, type); enterprise 0
+/// marks NetFlow v9 field types above 32767, which have no enterprise bit.
+const VENDOR: &[(u32, u16, &str, Ty)] = &[
+    // Palo Alto Networks (PEN 25461) exports v9 with App-ID and User-ID as
+    // fixed-length strings: PAN-OS administrator's guide, "NetFlow
+    // Templates" (field types 56701 and 56702). tshark 4.0 shows them as
+    // unknown field types, so names follow the vendor.
+    (0, 56701, "paloalto.appId", Ty::Str),
+    (0, 56702, "paloalto.userId", Ty::Str),
+    // VMware (PEN 6876) NSX distributed firewall elements: NSX-T 3.2
+    // Administration Guide, "IPFIX Monitoring on a Distributed Firewall"
+    // element table (docs.vmware.com GUID-F7304386-EFAE-4479-9E3B-251519969D4C).
+    // The rule's action is the standard firewallEvent (233).
+    (6876, 950, "vmware.ruleId", Ty::Uint),
+    (6876, 951, "vmware.vmUuid", Ty::Bytes),
+    (6876, 952, "vmware.vnicIndex", Ty::Uint),
+    (6876, 953, "vmware.sessionFlags", Ty::Uint),
+    (6876, 954, "vmware.flowDirection", Ty::Uint),
+    (6876, 960, "vmware.vifUuid", Ty::Bytes),
+    (6876, 961, "vmware.vifId", Ty::Str),
+];
+
+fn vendor(version: u16, pen: u32, id: u16) -> Option<Kind> {
+    if pen == 0 && version != 9 {
+        return None;
+    }
+    VENDOR
+        .iter()
+        .position(|e| (e.0, e.1) == (pen, id))
+        .map(|i| Kind::Vendor(i as u16))
+}
+
 /// `version` is 9 or 10; `pen` is 0 for standard elements.
 pub(crate) fn classify(version: u16, pen: u32, id: u16, len: u16) -> Kind {
     use Kind::*;
@@ -162,6 +197,9 @@ pub(crate) fn classify(version: u16, pen: u32, id: u16, len: u16) -> Kind {
         };
     }
     if pen != 0 || (version == 9 && id >= 0x8000) {
+        if let Some(k) = vendor(version, pen, id) {
+            return k;
+        }
         // v9 has no enterprise bit; ids at or above 32768 are vendor-private
         // by convention and carry no meaning we could trust.
         return Skip;
@@ -224,6 +262,7 @@ fn is_integer(k: Kind) -> bool {
             | Kind::SrcV6
             | Kind::DstV6
             | Kind::Named(_)
+            | Kind::Vendor(_)
             | Kind::Unknown
             | Kind::Skip
             | Kind::StartNtp
@@ -303,6 +342,12 @@ pub(crate) fn apply(kind: Kind, id: u16, version: u16, b: &[u8], acc: &mut Acc, 
         Named(i) => {
             if extra {
                 let (_, name, ty) = NAMED[usize::from(i)];
+                acc.extra.push((Cow::Borrowed(name), render(ty, b)));
+            }
+        }
+        Vendor(i) => {
+            if extra {
+                let (_, _, name, ty) = VENDOR[usize::from(i)];
                 acc.extra.push((Cow::Borrowed(name), render(ty, b)));
             }
         }

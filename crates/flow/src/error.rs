@@ -37,6 +37,9 @@ pub enum DecodeError {
     },
     #[error("too many templates for one exporter scope (limit {0})")]
     TemplateLimit(usize),
+    /// No longer returned: a full exporter table evicts an idle or
+    /// unproven exporter instead (see [`DecoderConfig`](crate::DecoderConfig)).
+    /// Kept so that matches on it keep compiling.
     #[error("too many exporters with template state (limit {0})")]
     ExporterLimit(usize),
     #[error("sflow: {0}")]

@@ -42,7 +42,10 @@ pub struct FlowRecord {
     pub reverse_packets: Option<u64>,
     /// RFC 5103 reverse direction (or NSEL responder) bytes, sampling applied.
     pub reverse_bytes: Option<u64>,
-    /// Every other non-enterprise element, as (IANA name or `ie<id>`, text value).
+    /// Every other non-enterprise element, as (IANA name or `ie<id>`, text
+    /// value), plus the vendor elements that carry policy context
+    /// (`vmware.ruleId`, `paloalto.appId`, …). Empty when
+    /// [`DecoderConfig::capture_extra`](crate::DecoderConfig::capture_extra) is off.
     pub extra: Vec<(Cow<'static, str>, String)>,
 }
 
@@ -182,8 +185,29 @@ impl Acc {
         sampling: &Sampling,
         sys_init_ms: Option<u64>,
     ) -> Option<FlowRecord> {
-        let src: Option<IpAddr> = self.src4.map(IpAddr::V4).or(self.src6.map(IpAddr::V6));
-        let dst: Option<IpAddr> = self.dst4.map(IpAddr::V4).or(self.dst6.map(IpAddr::V6));
+        // Templates shared by both families (NSX, some Cisco) carry both
+        // address pairs and zero the unused one: the record's family is the
+        // one with a non-zero address.
+        let set4 = [self.src4, self.dst4]
+            .iter()
+            .any(|a| a.is_some_and(|a| !a.is_unspecified()));
+        let set6 = [self.src6, self.dst6]
+            .iter()
+            .any(|a| a.is_some_and(|a| !a.is_unspecified()));
+        let has4 = self.src4.is_some() || self.dst4.is_some();
+        let v4 = |a: Option<Ipv4Addr>| a.map(IpAddr::V4);
+        let v6 = |a: Option<Ipv6Addr>| a.map(IpAddr::V6);
+        let (src, dst) = if (set6 && !set4) || !has4 {
+            (
+                v6(self.src6).or(v4(self.src4)),
+                v6(self.dst6).or(v4(self.dst4)),
+            )
+        } else {
+            (
+                v4(self.src4).or(v6(self.src6)),
+                v4(self.dst4).or(v6(self.dst6)),
+            )
+        };
         let (src_addr, dst_addr) = match (src, dst) {
             (Some(s), Some(d)) => (s, d),
             (Some(s), None) => (s, unspecified_like(s)),

@@ -13,12 +13,16 @@ use crate::bytes::Reader;
 use crate::decoder::Counters;
 use crate::record::FlowRecord;
 
+pub use crate::sflow_counters::InterfaceCounters;
+
 /// [`FlowRecord::version`] of records decoded from sFlow v5, kept apart
 /// from NetFlow v5.
 pub const SFLOW_V5: u16 = 5000;
 
 const FLOW_SAMPLE: u32 = 1;
 const FLOW_SAMPLE_EXPANDED: u32 = 3;
+const COUNTERS_SAMPLE: u32 = 2;
+const COUNTERS_SAMPLE_EXPANDED: u32 = 4;
 const RAW_PACKET_HEADER: u32 = 1;
 const SAMPLED_IPV4: u32 = 3;
 const SAMPLED_IPV6: u32 = 4;
@@ -30,25 +34,37 @@ fn bad(what: &'static str) -> DecodeError {
     DecodeError::Sflow(what)
 }
 
+/// What the datagram header says about its sender.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub sub_agent: u32,
+    pub sequence: u32,
+}
+
+/// Appends flow records to `out` and, when `interfaces` is given, interface
+/// counter records to it (otherwise they are only counted).
 pub(crate) fn decode(
     exporter: SocketAddr,
     d: &[u8],
     counters: &mut Counters,
     out: &mut Vec<FlowRecord>,
-) -> Result<(), DecodeError> {
+    mut interfaces: Option<&mut Vec<InterfaceCounters>>,
+) -> Result<Header, DecodeError> {
     let mut r = Reader::new(d, "sflow datagram");
     let _version = r.u32()?;
-    match r.u32()? {
+    let agent = match r.u32()? {
         1 => {
-            r.take(4)?;
+            let a: [u8; 4] = r.take(4)?.try_into().map_err(|_| bad("ipv4"))?;
+            IpAddr::V4(Ipv4Addr::from(a))
         }
         2 => {
-            r.take(16)?;
+            let a: [u8; 16] = r.take(16)?.try_into().map_err(|_| bad("ipv6"))?;
+            IpAddr::V6(Ipv6Addr::from(a))
         }
         _ => return Err(bad("unknown agent address type")),
-    }
-    let _sub_agent = r.u32()?;
-    let _seq = r.u32()?;
+    };
+    let sub_agent = r.u32()?;
+    let sequence = r.u32()?;
     let _uptime = r.u32()?;
     let samples = r.u32()?;
     for _ in 0..samples {
@@ -59,11 +75,32 @@ pub(crate) fn decode(
         match format {
             FLOW_SAMPLE => flow_sample(exporter, body, false, counters, out)?,
             FLOW_SAMPLE_EXPANDED => flow_sample(exporter, body, true, counters, out)?,
+            COUNTERS_SAMPLE | COUNTERS_SAMPLE_EXPANDED => {
+                let head = crate::sflow_counters::SampleHead {
+                    exporter,
+                    agent,
+                    sub_agent,
+                };
+                let expanded = format == COUNTERS_SAMPLE_EXPANDED;
+                let found = crate::sflow_counters::counters_sample(
+                    &head,
+                    body,
+                    expanded,
+                    interfaces.as_deref_mut(),
+                )?;
+                if found == 0 {
+                    counters.sflow_skipped += 1;
+                }
+                counters.sflow_interface_counters += found;
+            }
             _ => counters.sflow_skipped += 1,
         }
     }
     if r.rest().is_empty() {
-        Ok(())
+        Ok(Header {
+            sub_agent,
+            sequence,
+        })
     } else {
         Err(bad("bytes after the last sample"))
     }

@@ -4,7 +4,9 @@ use crate::DecodeError;
 use crate::elements::{Kind, apply, classify};
 use crate::record::Acc;
 
-/// IPFIX length meaning "variable length, prefixed in the record".
+/// Length meaning "variable length, prefixed in the record": IPFIX's
+/// encoding (RFC 7011 section 7), which v9 exporters that send
+/// variable-length fields (65535 in the template) use as well.
 pub(crate) const VARLEN: u16 = 0xffff;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,7 @@ impl Template {
         let fields: Box<[Field]> = raw
             .into_iter()
             .map(|(fid, pen, len)| {
-                if len == VARLEN && version == 10 {
+                if len == VARLEN {
                     has_varlen = true;
                     min_len += 1;
                 } else {

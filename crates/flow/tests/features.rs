@@ -544,13 +544,18 @@ fn exporter_state_is_bounded() {
     let t = ipfix(1, T0, &[set(2, &tpl(256, &basic_fields()))]);
     assert!(d.decode(exporter(1), &t).is_ok());
     assert!(d.decode(exporter(2), &t).is_ok());
-    assert!(matches!(
-        d.decode(exporter(3), &t),
-        Err(DecodeError::ExporterLimit(2))
-    ));
-    d.forget_exporter(&exporter(1));
+    // A full table makes room (the least recently seen newcomer goes)
+    // instead of refusing the new exporter.
     assert!(d.decode(exporter(3), &t).is_ok());
     assert_eq!(d.exporter_count(), 2);
+    assert_eq!(d.template_count(&exporter(1)), 0);
+    assert_eq!(d.template_count(&exporter(3)), 1);
+    d.forget_exporter(&exporter(3));
+    assert_eq!(d.exporter_count(), 1);
+    let table = d.exporter_table();
+    assert_eq!((table.table_full, table.evicted), (1, 1));
+    assert_eq!(d.counters().exporters_evicted, 1);
+    assert_eq!(d.counters().malformed, 0);
 }
 
 #[test]

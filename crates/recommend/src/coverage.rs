@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
 use crate::recommend::{Granularity, KEY_APP, KEY_ENV, KEY_ROLE};
+use crate::traffic::Traffic;
 
 /// The window and how blocked traffic is grouped.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -152,6 +153,22 @@ pub fn coverage(
     summaries: &[FlowSummary],
     opts: &CoverageOptions,
 ) -> Coverage {
+    let (traffic, outside) = crate::traffic::fold(summaries, opts.from_ms, opts.to_ms);
+    let mut c = coverage_of_traffic(compiled, policy, inventory, &traffic, opts);
+    c.summaries += outside;
+    c.outside_window = outside;
+    c
+}
+
+/// As [`coverage`], for traffic already folded over the window (by the flow store):
+/// `opts`' window is not applied again.
+pub fn coverage_of_traffic(
+    compiled: &CompiledPolicy,
+    policy: &Policy,
+    inventory: &Inventory,
+    traffic: &[Traffic],
+    opts: &CoverageOptions,
+) -> Coverage {
     let mut c = Coverage {
         summaries: 0,
         outside_window: 0,
@@ -174,29 +191,24 @@ pub fn coverage(
     let mut hits: FxHashMap<&str, (u64, u64, u64)> = FxHashMap::default();
     let mut blocked: BTreeMap<(String, String, String, Vec<String>), BlockedGroup> =
         BTreeMap::new();
-    for s in summaries {
-        c.summaries += 1;
-        let t = s.key.bucket_start_ms;
-        if opts.from_ms.is_some_and(|f| t < f) || opts.to_ms.is_some_and(|e| t >= e) {
-            c.outside_window += 1;
-            continue;
-        }
-        let conns = s.connections.max(1);
+    for s in traffic {
+        c.summaries += s.summaries;
+        let conns = s.connections;
         c.connections += conns;
         c.bytes += s.bytes;
         let k = ConnKey {
-            src: s.key.src,
-            dst: s.key.dst,
-            proto: s.key.proto,
-            port: s.key.port,
+            src: s.src,
+            dst: s.dst,
+            proto: s.proto,
+            port: s.port,
         };
-        let o = compiled.evaluate(&k, s.key.process.as_deref());
+        let o = compiled.evaluate(&k, s.process.as_deref());
         let deciding = compiled.deciding_rules(&o);
         for r in &deciding {
             let h = hits.entry(*r).or_default();
             h.0 += conns;
             h.1 += s.bytes;
-            h.2 += 1;
+            h.2 += s.summaries;
             if o.decision == Decision::Allow {
                 let u = used.entry(*r).or_default();
                 if u.len() < PORTS_CAP {
@@ -228,10 +240,10 @@ pub fn coverage(
             });
         g.connections += conns;
         g.bytes += s.bytes;
-        g.summaries += 1;
+        g.summaries += s.summaries;
         match o.verdict {
-            VerdictKind::Blocked => g.blocked_now += 1,
-            VerdictKind::PotentiallyBlocked => g.potentially_blocked_now += 1,
+            VerdictKind::Blocked => g.blocked_now += s.summaries,
+            VerdictKind::PotentiallyBlocked => g.potentially_blocked_now += s.summaries,
             VerdictKind::Allowed => {}
         }
     }

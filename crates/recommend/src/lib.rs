@@ -1,4 +1,5 @@
-//! Rule recommendation and coverage, from flow summaries. Pure: no IO, no clock.
+//! Rule recommendation and coverage, from flow summaries or the [`Traffic`] a flow store
+//! folds them into. Pure: no IO, no clock.
 //!
 //! - [`recommend`] turns observed conversations plus the inventory into label-based
 //!   policy-as-code (rulesets per application scope, shared services written once, IP
@@ -14,11 +15,14 @@ pub mod cidr;
 mod coverage;
 pub mod ports;
 mod recommend;
+mod traffic;
 
 pub use coverage::{
     BlockedGroup, Coverage, CoverageOptions, OVER_BROAD_FACTOR, OverBroad, RuleHits, coverage,
+    coverage_of_traffic,
 };
 pub use recommend::{
     Granularity, KEY_APP, KEY_ENV, KEY_ROLE, Options, Recommendation, RecommendedFile, Stats,
-    Widening, WideningKind, recommend,
+    Widening, WideningKind, recommend, recommend_traffic,
 };
+pub use traffic::{Traffic, fold};

@@ -30,6 +30,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::cidr::{self, Collapsed};
 use crate::ports;
+use crate::traffic::Traffic;
 
 pub const KEY_APP: &str = "app";
 pub const KEY_ENV: &str = "env";
@@ -462,24 +463,32 @@ pub fn recommend(
     current: Option<&Policy>,
     opts: &Options,
 ) -> Recommendation {
+    let (traffic, outside) = crate::traffic::fold(summaries, opts.from_ms, opts.to_ms);
+    let mut r = recommend_traffic(&traffic, inventory, current, opts);
+    r.stats.summaries += outside;
+    r.stats.outside_window = outside;
+    r
+}
+
+/// As [`recommend`], for traffic already folded over the window (by the flow store):
+/// `opts`' window is not applied again.
+pub fn recommend_traffic(
+    traffic: &[Traffic],
+    inventory: &Inventory,
+    current: Option<&Policy>,
+    opts: &Options,
+) -> Recommendation {
     let mut stats = Stats::default();
     let mut notes = Vec::new();
     let idx = Index::new(inventory, opts.granularity);
 
-    // 1. Conversations over the window.
+    // 1. Conversations over the window, whatever the process.
     let mut convs: FxHashMap<(IpAddr, IpAddr, u8, u16), (u64, u64)> = FxHashMap::default();
-    for s in summaries {
-        stats.summaries += 1;
-        let t = s.key.bucket_start_ms;
-        if opts.from_ms.is_some_and(|f| t < f) || opts.to_ms.is_some_and(|e| t >= e) {
-            stats.outside_window += 1;
-            continue;
-        }
-        let e = convs
-            .entry((s.key.src, s.key.dst, s.key.proto, s.key.port))
-            .or_default();
-        e.0 += s.connections.max(1);
-        e.1 += s.bytes;
+    for t in traffic {
+        stats.summaries += t.summaries;
+        let e = convs.entry((t.src, t.dst, t.proto, t.port)).or_default();
+        e.0 += t.connections;
+        e.1 += t.bytes;
     }
     stats.conversations = convs.len() as u64;
     let compiled = current.map(|p| CompiledPolicy::compile(inventory, p));

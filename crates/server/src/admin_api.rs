@@ -195,7 +195,7 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ok = blocking(move || {
         lock(&s.control)?.versions()?;
-        lock(&s.flows)?.stats()?;
+        s.flows.stats()?;
         Ok(())
     })
     .await;
@@ -222,7 +222,7 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
     let e = s.current();
     let s2 = s.clone();
     let (stats, open_alerts, agents) = blocking(move || {
-        let stats = lock(&s2.flows)?.stats()?;
+        let stats = s2.flows.stats()?;
         let (open, agents) = {
             let c = lock(&s2.control)?;
             let open = c
@@ -236,7 +236,9 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         };
         let now = now_ms();
         let (mut online, mut offline, mut out_of_sync, mut pending) = (0, 0, 0, 0);
+        let mut spools = AgentSpools::default();
         for a in &agents {
+            spools.add(a);
             if a.pending.is_some() {
                 pending += 1;
                 continue;
@@ -255,7 +257,7 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
                 out_of_sync += 1;
             }
         }
-        Ok((stats, open, (online, offline, out_of_sync, pending)))
+        Ok((stats, open, (online, offline, out_of_sync, pending, spools)))
     })
     .await?;
     let mut out = String::new();
@@ -294,6 +296,59 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         "Datagrams the kernel dropped on the collector sockets.",
         m.dropped.to_string(),
     );
+    for (name, help, value) in [
+        (
+            "bulkhead_ingest_sets_truncated_total",
+            "Data sets cut short, so they yielded no record.",
+            m.sets_truncated,
+        ),
+        (
+            "bulkhead_ingest_sets_unsupported_total",
+            "Data sets of a set id the decoder does not read.",
+            m.sets_unsupported,
+        ),
+        (
+            "bulkhead_ingest_sequence_gaps_total",
+            "Records the exporters' sequence numbers say were sent and never arrived.",
+            m.sequence_gaps,
+        ),
+        (
+            "bulkhead_ingest_exporter_table_full_total",
+            "New exporters that found the exporter table full (an idle one was evicted).",
+            m.exporter_table_full,
+        ),
+        (
+            "bulkhead_ingest_exporters_evicted_total",
+            "Exporters evicted from a full table.",
+            m.exporters_evicted,
+        ),
+        (
+            "bulkhead_ingest_time_clamped_future_total",
+            "Exporter records that ended ahead of the clock beyond the allowed skew (filed at receipt).",
+            m.time_clamped_future,
+        ),
+        (
+            "bulkhead_ingest_time_clamped_past_total",
+            "Exporter records that ended further back than the allowed age (filed at receipt).",
+            m.time_clamped_past,
+        ),
+        (
+            "bulkhead_agent_time_clamped_future_total",
+            "Agent flow records that ended ahead of the server's clock beyond the allowed skew.",
+            s.agent_times
+                .future
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_agent_time_clamped_past_total",
+            "Agent flow records that ended further back than the allowed age.",
+            s.agent_times
+                .past
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ] {
+        metric(name, "counter", help, value.to_string());
+    }
     metric(
         "bulkhead_summaries_total",
         "counter",
@@ -355,6 +410,31 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         "Agents whose applied policy is not the one the server wants them to run.",
         agents.2.to_string(),
     );
+    let spools = &agents.4;
+    for (name, help, value) in [
+        (
+            "bulkhead_agent_flows_spooled",
+            "Flows waiting in agents' disk spools for the server, as they last reported.",
+            spools.flows,
+        ),
+        (
+            "bulkhead_agent_spool_bytes",
+            "Bytes of agents' disk spools, as they last reported.",
+            spools.bytes,
+        ),
+        (
+            "bulkhead_agent_flows_dropped",
+            "Flows agents dropped undelivered (full memory buffer, or the oldest batches of a full spool), summed over their reported counters.",
+            spools.dropped,
+        ),
+        (
+            "bulkhead_agent_spool_corrupt",
+            "Agent spool files that did not check out and were moved aside, summed over their reported counters.",
+            spools.corrupt,
+        ),
+    ] {
+        metric(name, "gauge", help, value.to_string());
+    }
     metric(
         "bulkhead_uptime_seconds",
         "gauge",
@@ -456,4 +536,33 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         )],
         out,
     ))
+}
+
+/// Agents' spools summed from the status each last reported.
+#[derive(Debug, Default)]
+struct AgentSpools {
+    flows: u64,
+    bytes: u64,
+    dropped: u64,
+    corrupt: u64,
+}
+
+impl AgentSpools {
+    fn add(&mut self, a: &bulkhead_store::control::AgentRecord) {
+        let Some(status) = a
+            .status_json
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        else {
+            return;
+        };
+        let n = |k: &str| status["status"][k].as_u64().unwrap_or(0);
+        self.flows = self.flows.saturating_add(n("spool_flows"));
+        self.bytes = self.bytes.saturating_add(n("spool_bytes"));
+        self.dropped = self
+            .dropped
+            .saturating_add(n("flows_dropped"))
+            .saturating_add(n("spool_flows_dropped"));
+        self.corrupt = self.corrupt.saturating_add(n("spool_corrupt"));
+    }
 }

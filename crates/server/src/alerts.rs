@@ -246,3 +246,109 @@ pub async fn resolve(
 ) -> ApiResult<Json<bulkhead_store::control::AlertRecord>> {
     transition(s, p, id, AlertState::Resolved).await
 }
+
+/// What [`exporter_observations`] remembers between rounds.
+#[derive(Debug, Default)]
+pub struct ExporterWatch {
+    gaps: std::collections::HashMap<String, u64>,
+    table_full: u64,
+}
+
+/// Alerts for exporters whose sequence numbers show loss since the last round (a
+/// lossy path or an overloaded collector hides flows), and for a collector whose
+/// exporter table filled (a flood of newcomers; idle exporters were evicted). The first
+/// round only learns the counters: what was lost before a server started is not news.
+pub fn exporter_observations(
+    watch: &mut ExporterWatch,
+    first_round: bool,
+    exporters: &[bulkhead_flow::ExporterStats],
+    table_full: u64,
+    now_ms: i64,
+) -> Vec<AlertObservation> {
+    let mut out = Vec::new();
+    let mut gaps: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for e in exporters {
+        *gaps.entry(e.address.to_string()).or_default() += e.counters.sequence_gaps;
+    }
+    for (address, total) in &gaps {
+        let before = watch.gaps.get(address).copied().unwrap_or(0);
+        if !first_round && *total > before {
+            let lost = total - before;
+            out.push(AlertObservation {
+                key: format!("exporter_loss|{address}"),
+                kind: "exporter_loss".into(),
+                severity: "warning".into(),
+                title: format!(
+                    "exporter {address}: {lost} records it sent never arrived (sequence gaps)"
+                ),
+                details_json:
+                    serde_json::json!({"exporter": address, "lost": lost, "total": total})
+                        .to_string(),
+                count: lost,
+                first_seen_ms: now_ms,
+                last_seen_ms: now_ms,
+            });
+        }
+    }
+    if !first_round && table_full > watch.table_full {
+        let n = table_full - watch.table_full;
+        out.push(AlertObservation {
+            key: "exporter_table_full".into(),
+            kind: "exporter_table_full".into(),
+            severity: "critical".into(),
+            title: format!(
+                "the collector's exporter table was full for {n} new exporters: idle ones were \
+                 evicted (a flood of senders, or more exporters than the table holds)"
+            ),
+            details_json: serde_json::json!({"new_exporters_while_full": n}).to_string(),
+            count: n,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+        });
+    }
+    watch.gaps = gaps;
+    watch.table_full = table_full;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exporter(address: &str, sequence_gaps: u64) -> bulkhead_flow::ExporterStats {
+        bulkhead_flow::ExporterStats {
+            address: address.parse().unwrap(),
+            last_port: 2055,
+            scopes: Vec::new(),
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            protected: true,
+            counters: bulkhead_flow::ExporterCounters {
+                sequence_gaps,
+                ..Default::default()
+            },
+            templates: 0,
+            pending_sets: 0,
+        }
+    }
+
+    #[test]
+    fn loss_and_a_full_table_are_alerted_once_each_time_they_grow() {
+        let mut w = ExporterWatch::default();
+        // What happened before the first look is learned, not alerted.
+        let first = [exporter("10.0.0.1", 5)];
+        assert!(exporter_observations(&mut w, true, &first, 3, 1).is_empty());
+        assert!(exporter_observations(&mut w, false, &first, 3, 2).is_empty());
+        // The same exporter from two workers adds up.
+        let later = [
+            exporter("10.0.0.1", 7),
+            exporter("10.0.0.1", 1),
+            exporter("10.0.0.2", 0),
+        ];
+        let a = exporter_observations(&mut w, false, &later, 4, 3);
+        let kinds: Vec<(&str, u64)> = a.iter().map(|o| (o.kind.as_str(), o.count)).collect();
+        assert_eq!(kinds, [("exporter_loss", 3), ("exporter_table_full", 1)]);
+        assert_eq!(a[0].key, "exporter_loss|10.0.0.1");
+        assert!(exporter_observations(&mut w, false, &later, 4, 4).is_empty());
+    }
+}

@@ -56,7 +56,7 @@ impl FlowBacklog {
     /// order. Returns whether everything held was delivered.
     pub fn write(
         &mut self,
-        store: &mut dyn FlowStore,
+        store: &dyn FlowStore,
         batch: Vec<FlowSummary>,
         counters: &FlowWriteCounters,
     ) -> bool {

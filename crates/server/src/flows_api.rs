@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, blocking, lock, now_ms};
+use crate::state::{AppState, blocking, now_ms};
 
 #[derive(Deserialize)]
 pub struct FlowParams {
@@ -125,7 +125,7 @@ pub async fn query(
     // One row past the page says whether the limit left anything out.
     let limit = q.limit;
     q.limit = limit.saturating_add(1);
-    let mut rows = blocking(move || Ok(lock(&s.flows)?.query(&q)?)).await?;
+    let mut rows = blocking(move || Ok(s.flows.query(&q)?)).await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let rows: Vec<_> = rows
@@ -186,7 +186,7 @@ pub async fn groups(
         to_ms: to,
         limit,
     };
-    let page = blocking(move || Ok(lock(&s.flows)?.groups(&q)?)).await?;
+    let page = blocking(move || Ok(s.flows.groups(&q)?)).await?;
     // App owners see the groups touching their scope, as they see flows.
     let items = page
         .items
@@ -241,8 +241,7 @@ pub async fn sprawl_report(
     let end = Bucket::Hour.start_of(now_ms()) + Bucket::Hour.millis();
     let start = end.saturating_sub(hours * 3_600_000);
     let enricher = s.current();
-    let seen =
-        blocking(move || Ok(lock(&s.flows)?.seen_addresses(Bucket::Hour, start, end)?)).await?;
+    let seen = blocking(move || Ok(s.flows.seen_addresses(Bucket::Hour, start, end)?)).await?;
     let hosts: Vec<SeenHost> = seen
         .into_iter()
         .map(|a| SeenHost {

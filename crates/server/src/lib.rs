@@ -11,6 +11,7 @@ mod console;
 pub mod control;
 pub mod demo;
 mod error;
+mod exporters_api;
 pub mod flow_writer;
 mod flows_api;
 pub mod guard;
@@ -91,6 +92,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(recommend_api::get))
         .routes(routes!(flows_api::query))
         .routes(routes!(flows_api::groups))
+        .routes(routes!(exporters_api::list))
         .routes(routes!(flows_api::sprawl_report))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(alerts::resolve))
@@ -208,7 +210,7 @@ pub fn open_with(
     };
     let state = AppState {
         control: Arc::new(Mutex::new(control)),
-        flows: Arc::new(Mutex::new(flows)),
+        flows: Arc::from(flows),
         enricher: Arc::new(RwLock::new(Arc::new(Default::default()))),
         collector: Arc::new(Mutex::new(None)),
         dispatcher: Arc::new(Mutex::new(None)),
@@ -222,6 +224,7 @@ pub fn open_with(
         connections: Default::default(),
         writes: Default::default(),
         flow_writes: Default::default(),
+        agent_times: Default::default(),
         leading: Default::default(),
     };
     state
@@ -378,45 +381,140 @@ pub fn start_alert_sinks(state: &AppState, sinks: &AlertSinks) -> anyhow::Result
     Ok(())
 }
 
-/// Starts the collectors feeding the flow store and the alerts.
+/// Starts the collectors feeding the flow store and the alerts, with the default
+/// settings (record times held to [`bulkhead_enrich::TimeBounds::LIVE`]).
 pub fn start_collectors(
     state: &AppState,
     listen: Vec<SocketAddr>,
     workers: usize,
 ) -> anyhow::Result<()> {
-    if listen.is_empty() {
+    start_collectors_with(
+        state,
+        CollectorConfig {
+            listen,
+            workers: workers.max(1),
+            ..CollectorConfig::default()
+        },
+    )
+}
+
+/// Starts the collectors feeding the flow store and the alerts.
+pub fn start_collectors_with(state: &AppState, config: CollectorConfig) -> anyhow::Result<()> {
+    if config.listen.is_empty() {
         return Ok(());
     }
-    let config = CollectorConfig {
-        listen,
-        workers: workers.max(1),
-        ..CollectorConfig::default()
-    };
     let (flows, alerting) = (state.flows.clone(), state.clone());
     let counters = state.flow_writes.clone();
     let mut backlog = flow_writer::FlowBacklog::default();
-    let mut last_expiry = 0;
     let collector = Collector::start(&config, state.enricher.clone(), move |batch| {
         // Alerts first: they go to the control store, whatever the flow store does.
-        alerts_from_summaries(&alerting, &batch);
+        if !batch.is_empty() {
+            alerts_from_summaries(&alerting, &batch);
+        }
         // Summaries the store refuses are held (bounded, counted) and written with the
         // next batch: nothing vanishes silently.
-        if let Ok(mut f) = flows.lock() {
-            backlog.write(&mut **f, batch, &counters);
-            let now = now_ms();
-            if now - last_expiry > 60_000 {
-                last_expiry = now;
-                if let Err(e) = f.expire(Retention::DEFAULT.cutoff(now)) {
-                    tracing::error!("expiring old summaries: {e}");
-                }
-            }
-        }
+        backlog.write(&*flows, batch, &counters);
     })?;
     *state
         .collector
         .lock()
         .map_err(|_| anyhow::anyhow!("collector lock"))? = Some(collector);
+    let watched = state.clone();
+    std::thread::Builder::new()
+        .name("exporter-watch".into())
+        .spawn(move || watch_exporters(&watched, EXPORTER_WATCH_EVERY))?;
     Ok(())
+}
+
+/// How often the collectors' exporters are checked for loss and a full table.
+pub const EXPORTER_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Raises the alerts of [`alerts::exporter_observations`] until the collectors stop.
+fn watch_exporters(state: &AppState, every: std::time::Duration) {
+    let mut watch = alerts::ExporterWatch::default();
+    let mut first_round = true;
+    loop {
+        let seen = state.collector.lock().ok().and_then(|c| {
+            c.as_ref()
+                .map(|c| (c.exporters(), c.metrics().exporter_table_full))
+        });
+        let Some((exporters, table_full)) = seen else {
+            return;
+        };
+        let observations = alerts::exporter_observations(
+            &mut watch,
+            first_round,
+            &exporters,
+            table_full,
+            now_ms(),
+        );
+        first_round = false;
+        if !observations.is_empty() {
+            let recorded = state
+                .control
+                .lock()
+                .map_err(|_| "control store lock poisoned".to_string())
+                .and_then(|mut c| c.record_alerts(observations).map_err(|e| e.to_string()));
+            match recorded {
+                Ok(records) => {
+                    if let Some(d) = state.dispatcher.lock().ok().and_then(|d| d.clone()) {
+                        for (a, how) in &records {
+                            if *how != bulkhead_store::control::AlertRecorded::Repeated {
+                                d.send(alerts::event_of(a));
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("recording exporter alerts: {e}"),
+            }
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// How often [`watch_retention`] expires old flows.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Expires flows past the retention once a minute, on the one process (server or
+/// collector) that holds the retention lock among all sharing the control store, so
+/// several replicas do not each drop the same partitions. Runs until the process ends.
+pub async fn watch_retention(state: AppState, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = state.clone();
+        let round = tokio::task::spawn_blocking(move || -> Result<Option<u64>, String> {
+            let elected = s
+                .control
+                .lock()
+                .map_err(|_| "control store lock poisoned".to_string())?
+                .lead_retention()
+                .map_err(|e| e.to_string())?;
+            if !elected {
+                return Ok(None);
+            }
+            let now = now_ms();
+            let cutoff = Retention::DEFAULT.cutoff(now);
+            // Agents' flow streams silent for long enough that nothing re-sent of them
+            // could be stored any more (see FLOW_STREAM_MEMORY_MS).
+            let forgotten = s
+                .flows
+                .forget_batches(now - agent_api::calls::FLOW_STREAM_MEMORY_MS)
+                .map_err(|e| e.to_string())?;
+            if forgotten > 0 {
+                tracing::info!("retention: forgot {forgotten} silent agent flow streams");
+            }
+            s.flows.expire(cutoff).map(Some).map_err(|e| e.to_string())
+        })
+        .await;
+        match round {
+            Ok(Ok(Some(n))) if n > 0 => tracing::info!("retention: expired {n} old summaries"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("retention: {e}"),
+            Err(e) => tracing::error!("retention task: {e}"),
+        }
+    }
 }
 
 /// Records the alerts a batch of flow summaries raises (blocked and potentially blocked

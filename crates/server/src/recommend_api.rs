@@ -1,12 +1,14 @@
 //! Rule recommendation into the draft, and coverage of the draft or a version, over the
-//! flow store's hour summaries.
+//! flow store's hour summaries as the store folds them: one row per conversation.
 
 use axum::Json;
 use axum::extract::{Query, State};
-use bulkhead_model::{Bucket, FlowSummary, Labels};
+use bulkhead_model::{Bucket, Labels};
 use bulkhead_policy::{CompiledPolicy, Object, format::format_object};
-use bulkhead_recommend::{CoverageOptions, Granularity, Options, coverage, recommend};
-use bulkhead_store::FlowQuery;
+use bulkhead_recommend::{
+    CoverageOptions, Granularity, Options, Traffic, coverage_of_traffic, recommend_traffic,
+};
+use bulkhead_store::GroupQuery;
 use bulkhead_store::control::Change;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,24 +29,44 @@ fn window(from_ms: Option<i64>, to_ms: Option<i64>) -> ApiResult<(i64, i64)> {
     Ok((from, to))
 }
 
-/// Every hour summary of the window the caller may see, page by page.
-fn summaries(s: &AppState, p: &Principal, from: i64, to: i64) -> ApiResult<Vec<FlowSummary>> {
-    let store = lock(&s.flows)?;
-    let mut q = FlowQuery::new(Bucket::Hour, from, to);
-    q.limit = 100_000;
-    let mut out = Vec::new();
-    loop {
-        let page = store.query(&q)?;
-        let n = page.len();
-        out.extend(
-            page.into_iter()
-                .filter(|r| p.sees(&r.src_labels, &r.dst_labels)),
-        );
-        if n < q.limit {
-            return Ok(out);
-        }
-        q.offset += n;
-    }
+/// Conversations one recommendation or coverage folds at most (about 400 bytes each):
+/// past this, the most recently seen are used and the answer says older ones were left
+/// out.
+pub const MAX_CONVERSATIONS: usize = 500_000;
+
+/// The window's hour summaries the caller may see, folded by the flow store into one
+/// row per conversation and process, and whether the limit left older ones out.
+fn traffic(s: &AppState, p: &Principal, from: i64, to: i64) -> ApiResult<(Vec<Traffic>, bool)> {
+    let page = s.flows.conversations(&GroupQuery {
+        bucket: Bucket::Hour,
+        from_ms: from,
+        to_ms: to,
+        limit: MAX_CONVERSATIONS,
+    })?;
+    let rows = page
+        .items
+        .into_iter()
+        .filter(|c| p.sees(&c.src_labels, &c.dst_labels))
+        .map(|c| Traffic {
+            src: c.src,
+            dst: c.dst,
+            proto: c.proto,
+            port: c.port,
+            process: c.process,
+            connections: c.observations,
+            bytes: c.bytes,
+            summaries: c.summaries,
+        })
+        .collect();
+    Ok((rows, page.more))
+}
+
+fn left_out_note() -> String {
+    format!(
+        "the window holds more than {MAX_CONVERSATIONS} conversations: the most recently \
+         seen {MAX_CONVERSATIONS} were used and older ones were left out; narrow the window \
+         or the scope"
+    )
 }
 
 fn labels(field: &str, s: &str) -> ApiResult<Labels> {
@@ -97,6 +119,9 @@ pub struct Proposal {
     pub widenings: Vec<bulkhead_recommend::Widening>,
     pub stats: bulkhead_recommend::Stats,
     pub notes: Vec<String>,
+    /// The window held more conversations than one request folds: the most recently
+    /// seen were used and older ones left out (a note says so too).
+    pub more: bool,
 }
 
 /// `POST /api/v1/recommendations`: proposes rules for what the flow store saw and the
@@ -170,10 +195,13 @@ pub async fn create(
     opts.scope = scope;
     let inventory = s.current().inventory.clone();
     blocking(move || {
-        let rows = summaries(&s, &p, from, to)?;
+        let (rows, more) = traffic(&s, &p, from, to)?;
         let draft = lock(&s.control)?.draft_objects()?;
         let current = policy_of(&draft)?;
-        let r = recommend(&rows, &inventory, Some(&current), &opts);
+        let mut r = recommend_traffic(&rows, &inventory, Some(&current), &opts);
+        if more {
+            r.notes.push(left_out_note());
+        }
         let objects: Vec<&Object> = r.objects().collect();
         let views = objects
             .iter()
@@ -220,6 +248,7 @@ pub async fn create(
             widenings: r.widenings,
             stats: r.stats,
             notes: r.notes,
+            more,
         }))
     })
     .await
@@ -246,6 +275,9 @@ pub struct CoverageView {
     pub version: Value,
     pub from_ms: i64,
     pub to_ms: i64,
+    /// The window held more conversations than one request folds: the most recently
+    /// seen were measured and older ones left out.
+    pub more: bool,
 }
 
 /// `GET /api/v1/coverage`: how much of the observed traffic the draft (or a version)
@@ -291,8 +323,8 @@ pub async fn get(
         };
         let policy = policy_of(&objects)?;
         let compiled = CompiledPolicy::compile(&inventory, &policy);
-        let rows = summaries(&s, &p, from, to)?;
-        let mut c = coverage(
+        let (rows, more) = traffic(&s, &p, from, to)?;
+        let mut c = coverage_of_traffic(
             &compiled,
             &policy,
             &inventory,
@@ -326,6 +358,7 @@ pub async fn get(
             },
             from_ms: from,
             to_ms: to,
+            more,
         }))
     })
     .await

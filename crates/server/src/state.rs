@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bulkhead_enrich::Enricher;
 use bulkhead_model::Inventory;
 use bulkhead_policy::{CompiledPolicy, Policy, PolicyErrors};
-use bulkhead_store::BoxedFlowStore;
+use bulkhead_store::SharedFlowStore;
 use bulkhead_store::control::{ControlStore, StoredObject, StoredWorkload};
 
 use crate::error::{ApiError, FieldError};
@@ -21,7 +21,9 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct AppState {
     pub control: Arc<Mutex<ControlStore>>,
-    pub flows: Arc<Mutex<BoxedFlowStore>>,
+    /// Shared without a lock: the store runs reads side by side and orders its writes
+    /// itself (`FlowStore`), so a query never waits for the collectors' writes.
+    pub flows: SharedFlowStore,
     pub enricher: Arc<RwLock<Arc<Enricher>>>,
     /// The collectors running inside the server, if any.
     pub collector: Arc<Mutex<Option<bulkhead_collector::Collector>>>,
@@ -50,6 +52,16 @@ pub struct AppState {
     /// Whether this server led at its singletons' last round (several servers on one
     /// PostgreSQL elect one; see `ControlStore::lead`).
     pub leading: Arc<std::sync::atomic::AtomicBool>,
+    /// Agents' flow records whose times could not be true (see `TimeBounds`).
+    pub agent_times: Arc<ClampedTimes>,
+}
+
+/// Records filed at the time they were received because the times they carried lay
+/// ahead of the clock beyond the skew, or further back than any live source reports.
+#[derive(Debug, Default)]
+pub struct ClampedTimes {
+    pub future: std::sync::atomic::AtomicU64,
+    pub past: std::sync::atomic::AtomicU64,
 }
 
 /// The provisioned policy and the inventory it applies to, as of the last recompile, and

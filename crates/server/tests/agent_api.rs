@@ -160,10 +160,12 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
     assert_eq!(agents["items"][0]["in_sync"], json!(true), "{agents}");
     assert_eq!(agents["items"][0]["online"], json!(true), "{agents}");
 
-    // Flow batches: a retried batch (its answer lost) is not stored twice.
+    // Flow batches of an agent before the spool (no stream): a retried batch (its
+    // answer lost) is not stored twice.
     let now = bulkhead_server::now_ms();
     let batch1 = FlowBatch {
         batch: 1,
+        stream: None,
         flows: vec![flow(now, 40001), flow(now, 40002)],
     };
     for _ in 0..2 {
@@ -181,6 +183,7 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
     assert_eq!(api.stored_connections().await, 2);
     let batch2 = FlowBatch {
         batch: 2,
+        stream: None,
         flows: vec![flow(now, 40003)],
     };
     api.call(
@@ -291,6 +294,173 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
         .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// Posts a flow batch as the agent; the acknowledged number and whether it was a repeat.
+async fn send(api: &Api, credential: &str, b: &FlowBatch) -> (u64, bool) {
+    let (s, ack) = api
+        .call(
+            Some(credential),
+            Method::POST,
+            "/api/v1/agent/flows",
+            Some(serde_json::to_value(b).unwrap()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{ack}");
+    (
+        ack["acked"].as_u64().unwrap(),
+        ack["repeated"] == json!(true),
+    )
+}
+
+/// A shop estate (web, the policy) with the agent of db enrolled; its credential.
+async fn shop_with_db_agent(api: &Api) -> String {
+    api.admin_ok(Method::POST,
+        "/api/v1/workloads/import",
+        Some(json!([{"name": "web", "kind": "vm", "managed": true, "addresses": ["10.0.0.11"], "labels": {"app": "shop", "role": "web"}, "mode": "monitor"}])),
+    )
+    .await;
+    api.admin_ok(
+        Method::PUT,
+        "/api/v1/draft/files",
+        Some(json!({"files": [{"name": "shop.yaml", "content": POLICY}]})),
+    )
+    .await;
+    api.admin_ok(
+        Method::POST,
+        "/api/v1/provision",
+        Some(json!({"comment": "shop"})),
+    )
+    .await;
+    let key = api.pairing_key("shop-db", 1).await;
+    let (s, enrolled) = api.enroll(&key, "db").await;
+    assert_eq!(s, StatusCode::CREATED, "{enrolled}");
+    enrolled["credential"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn batches_of_a_stream_are_stored_once_across_a_server_restart() {
+    let mut api = Api::new();
+    let credential = shop_with_db_agent(&api).await;
+    let now = bulkhead_server::now_ms();
+    let batch = |stream: &str, n: u64, ports: &[u16]| FlowBatch {
+        batch: n,
+        stream: Some(stream.into()),
+        flows: ports.iter().map(|&p| flow(now, p)).collect(),
+    };
+    let s1 = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        send(&api, &credential, &batch(s1, 1, &[40001, 40002])).await,
+        (1, false)
+    );
+    // Its answer lost, the agent sends it again: acknowledged, not stored again.
+    assert_eq!(
+        send(&api, &credential, &batch(s1, 1, &[40001, 40002])).await,
+        (1, true)
+    );
+    assert_eq!(api.stored_connections().await, 2);
+
+    // The server restarts (the agent's last answer lost with it): the stream's mark
+    // is in the flow store, so the repeat is still recognised.
+    api = api.restart();
+    assert_eq!(
+        send(&api, &credential, &batch(s1, 1, &[40001, 40002])).await,
+        (1, true)
+    );
+    assert_eq!(api.stored_connections().await, 2);
+    // Batches dropped from a full spool leave gaps; later ones are stored.
+    assert_eq!(
+        send(&api, &credential, &batch(s1, 4, &[40003])).await,
+        (4, false)
+    );
+    assert_eq!(
+        send(&api, &credential, &batch(s1, 2, &[40009])).await,
+        (4, true)
+    );
+    assert_eq!(api.stored_connections().await, 3);
+    // Another stream (a spool made anew) starts over.
+    assert_eq!(
+        send(
+            &api,
+            &credential,
+            &batch("fedcba9876543210fedcba9876543210", 1, &[40004])
+        )
+        .await,
+        (1, false)
+    );
+    assert_eq!(api.stored_connections().await, 4);
+
+    // Stream names and numbers that do not check out are refused, naming the field.
+    for (body, field) in [
+        (json!({"batch": 1, "stream": "a b", "flows": []}), "stream"),
+        (json!({"batch": 1, "stream": "", "flows": []}), "stream"),
+        (
+            json!({"batch": 1, "stream": "x".repeat(65), "flows": []}),
+            "stream",
+        ),
+        (json!({"batch": 0, "stream": "s", "flows": []}), "batch"),
+        (
+            json!({"batch": u64::MAX, "stream": "s", "flows": []}),
+            "batch",
+        ),
+    ] {
+        let (s, v) = api
+            .call(
+                Some(&credential),
+                Method::POST,
+                "/api/v1/agent/flows",
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], json!(field), "{v}");
+    }
+    assert_eq!(api.stored_connections().await, 4);
+}
+
+#[tokio::test]
+async fn agents_spool_counters_show_in_the_api_and_metrics() {
+    let api = Api::new();
+    let credential = shop_with_db_agent(&api).await;
+    let status = json!({
+        "spool_flows": 120, "spool_bytes": 40960, "spool_batches_dropped": 2,
+        "spool_flows_dropped": 700, "flows_dropped": 5, "spool_corrupt": 1,
+        "flow_batches_repeated": 3,
+    });
+    let (s, v) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(json!({ "status": status })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let agents = api.admin_ok(Method::GET, "/api/v1/agents", None).await;
+    let reported = &agents["items"][0]["status"];
+    for (k, want) in status.as_object().unwrap() {
+        assert_eq!(&reported[k], want, "{k}: {agents}");
+    }
+    let router = bulkhead_server::router(api.state.clone());
+    let resp = router
+        .oneshot(
+            Request::get("/metrics")
+                .header("authorization", format!("Bearer {}", api.admin))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    for line in [
+        "bulkhead_agent_flows_spooled 120\n",
+        "bulkhead_agent_spool_bytes 40960\n",
+        "bulkhead_agent_flows_dropped 705\n",
+        "bulkhead_agent_spool_corrupt 1\n",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
 }
 
 #[tokio::test]
@@ -440,6 +610,7 @@ async fn a_pairing_key_cannot_take_over_a_workload_and_agents_report_only_their_
     future.end_ms = now + 86_400_001;
     let batch = FlowBatch {
         batch: 1,
+        stream: Some("s".into()),
         flows: vec![foreign, future, flow(now, 40003)],
     };
     let (s, _) = api

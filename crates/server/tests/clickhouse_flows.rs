@@ -33,10 +33,114 @@ async fn get(state: &bulkhead_server::AppState, token: &str, path: &str) -> Valu
     v
 }
 
+async fn post(state: &bulkhead_server::AppState, token: &str, path: &str, body: Value) -> Value {
+    let req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = bulkhead_server::router(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, StatusCode::OK, "{path}: {v}");
+    v
+}
+
+/// The recommendation and the coverage of the draft as the server computed them before
+/// the store folded conversations: the recommender over every hour summary of the
+/// window. In the shape of the API's answers.
+fn over_every_summary(state: &bulkhead_server::AppState, from: i64, to: i64) -> (Value, Value) {
+    let mut q = FlowQuery::new(Bucket::Hour, from, to);
+    q.limit = usize::MAX;
+    let rows = state.flows.query(&q).unwrap();
+    let draft = state.control.lock().unwrap().draft_objects().unwrap();
+    let sources: Vec<(String, String)> = draft
+        .iter()
+        .map(|o| (format!("{}/{}", o.kind, o.name), o.yaml.clone()))
+        .collect();
+    let policy = bulkhead_policy::Policy::from_sources(&sources).unwrap();
+    let inventory = state.current().inventory.clone();
+    let opts = bulkhead_recommend::Options {
+        from_ms: Some(from),
+        to_ms: Some(to),
+        ..Default::default()
+    };
+    let r = bulkhead_recommend::recommend(&rows, &inventory, Some(&policy), &opts);
+    let proposal = serde_json::json!({
+        "objects": r.objects().map(bulkhead_policy::format::format_object).collect::<Vec<_>>(),
+        "widenings": r.widenings,
+        "stats": r.stats,
+        "notes": r.notes,
+    });
+    let compiled = bulkhead_policy::CompiledPolicy::compile(&inventory, &policy);
+    let coverage = bulkhead_recommend::coverage(
+        &compiled,
+        &policy,
+        &inventory,
+        &rows,
+        &bulkhead_recommend::CoverageOptions {
+            from_ms: Some(from),
+            to_ms: Some(to),
+            granularity: bulkhead_recommend::Granularity::Role,
+            limit: 100,
+        },
+    );
+    (proposal, serde_json::to_value(coverage).unwrap())
+}
+
+/// Recommendation and coverage read the conversations the store folds; their answers
+/// are the recommender's over every hour summary, on either backend.
+async fn recommends_as_over_every_summary(
+    state: &bulkhead_server::AppState,
+    token: &str,
+    (from, to): (i64, i64),
+) -> (Value, Value) {
+    let s = state.clone();
+    let (old_proposal, old_coverage) =
+        tokio::task::spawn_blocking(move || over_every_summary(&s, from, to))
+            .await
+            .unwrap();
+    assert!(old_proposal["stats"]["conversations"].as_u64().unwrap() > 10);
+    let body = serde_json::json!({"apply": false, "from_ms": from, "to_ms": to});
+    let proposal = post(state, token, "/api/v1/recommendations", body).await;
+    assert_eq!(proposal["more"], false);
+    let objects: Vec<Value> = proposal["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["yaml"].clone())
+        .collect();
+    let new_proposal = serde_json::json!({
+        "objects": objects,
+        "widenings": proposal["widenings"],
+        "stats": proposal["stats"],
+        "notes": proposal["notes"],
+    });
+    assert_eq!(new_proposal, old_proposal);
+    let mut coverage = get(
+        state,
+        token,
+        &format!("/api/v1/coverage?from_ms={from}&to_ms={to}"),
+    )
+    .await;
+    assert_eq!(coverage["more"], false);
+    for field in ["more", "version", "from_ms", "to_ms"] {
+        coverage.as_object_mut().unwrap().remove(field);
+    }
+    assert_eq!(coverage, old_coverage);
+    (new_proposal, coverage)
+}
+
 fn everything(state: &bulkhead_server::AppState, bucket: Bucket) -> Vec<FlowSummary> {
     let mut q = FlowQuery::new(bucket, i64::MIN, i64::MAX);
     q.limit = usize::MAX;
-    state.flows.lock().unwrap().query(&q).unwrap()
+    state.flows.query(&q).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,6 +196,10 @@ async fn clickhouse_rolls_up_and_answers_like_sqlite() {
     .await
     .unwrap();
     let newest_start = minutes.iter().map(|m| m.key.bucket_start_ms).max().unwrap();
+    let hour_window = (
+        hours.iter().map(|h| h.key.bucket_start_ms).min().unwrap(),
+        hours.iter().map(|h| h.key.bucket_start_ms).max().unwrap() + 3_600_000,
+    );
     let minute_count = minutes.len();
     let opts_ch = opts.clone();
     let ch = clickhouse.clone();
@@ -99,7 +207,7 @@ async fn clickhouse_rolls_up_and_answers_like_sqlite() {
         demo::load(&ch, &opts_ch).unwrap();
         let mut all = minutes.clone();
         all.extend(hours.clone());
-        ch.flows.lock().unwrap().upsert(&all).unwrap();
+        ch.flows.upsert(&all).unwrap();
         assert_eq!(everything(&ch, Bucket::Minute), minutes);
         assert_eq!(
             everything(&ch, Bucket::Hour),
@@ -165,6 +273,10 @@ async fn clickhouse_rolls_up_and_answers_like_sqlite() {
     let a = get(&sqlite, &sqlite_token, "/api/v1/reports/sprawl?hours=48").await;
     let b = get(&clickhouse, &ch_token, "/api/v1/reports/sprawl?hours=48").await;
     assert_eq!(a, b);
+
+    let a = recommends_as_over_every_summary(&sqlite, &sqlite_token, hour_window).await;
+    let b = recommends_as_over_every_summary(&clickhouse, &ch_token, hour_window).await;
+    assert_eq!(a, b);
 }
 
 fn minute(n: i64) -> FlowSummary {
@@ -202,21 +314,21 @@ fn summaries_wait_for_a_refusing_clickhouse_bounded_and_counted() {
     let server = bulkhead_testkit::clickhouse::clickhouse();
     let url = server.fresh_url();
     let database = url.rsplit('/').next().unwrap().to_string();
-    let mut store = bulkhead_store::ClickHouseFlowStore::connect(&url).unwrap();
+    let store = bulkhead_store::ClickHouseFlowStore::connect(&url).unwrap();
     let counters = FlowWriteCounters::default();
     let mut backlog = FlowBacklog::with_limit(3);
 
-    assert!(backlog.write(&mut store, vec![minute(0)], &counters));
+    assert!(backlog.write(&store, vec![minute(0)], &counters));
     // The server refuses writes: the table they go to is gone for a while.
     server
         .query(&format!("DETACH TABLE {database}.summary_in"))
         .unwrap();
-    assert!(!backlog.write(&mut store, vec![minute(1)], &counters));
-    assert!(!backlog.write(&mut store, vec![minute(2), minute(3)], &counters));
+    assert!(!backlog.write(&store, vec![minute(1)], &counters));
+    assert!(!backlog.write(&store, vec![minute(2), minute(3)], &counters));
     assert_eq!(backlog.held(), 3);
     assert_eq!(counters.held.load(Relaxed), 3);
     // Past the bound the oldest batch goes, counted.
-    assert!(!backlog.write(&mut store, vec![minute(4)], &counters));
+    assert!(!backlog.write(&store, vec![minute(4)], &counters));
     assert_eq!(counters.dropped.load(Relaxed), 1);
     assert_eq!(backlog.held(), 3);
     assert!(counters.failures.load(Relaxed) >= 3);
@@ -224,7 +336,7 @@ fn summaries_wait_for_a_refusing_clickhouse_bounded_and_counted() {
     server
         .query(&format!("ATTACH TABLE {database}.summary_in"))
         .unwrap();
-    assert!(backlog.write(&mut store, Vec::new(), &counters));
+    assert!(backlog.write(&store, Vec::new(), &counters));
     assert_eq!(backlog.held(), 0);
     assert_eq!(counters.held.load(Relaxed), 0);
     assert_eq!(counters.stored.load(Relaxed), 4);

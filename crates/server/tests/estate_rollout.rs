@@ -117,14 +117,22 @@ fn ingest(state: &AppState, flows: &[SimFlow]) {
         agg.add(&observation(f), now);
     }
     let summaries = agg.flush_all();
-    state.flows.lock().unwrap().upsert(&summaries).unwrap();
+    state.flows.upsert(&summaries).unwrap();
 }
 
 /// A day as IPFIX over UDP to the server's collector on 127.0.0.1, paced so the socket
 /// keeps up; waits until every datagram was read, then stops the collector (which
 /// flushes every open summary into the store and the alerts).
 fn replay(state: &AppState, flows: &[SimFlow]) {
-    bulkhead_server::start_collectors(state, vec!["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+    // The simulated days lie in the past: their record times are history, kept as
+    // they come (a live collector would file records older than a day at receipt).
+    let config = bulkhead_collector::CollectorConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        workers: 1,
+        time_bounds: None,
+        ..Default::default()
+    };
+    bulkhead_server::start_collectors_with(state, config).unwrap();
     let to: SocketAddr = bulkhead_server::collector_addrs(state)[0];
     assert!(to.ip().is_loopback());
     let datagrams = IpfixEncoder::new(1).encode(flows);
@@ -162,7 +170,7 @@ fn replay(state: &AppState, flows: &[SimFlow]) {
 fn minute_summaries(state: &AppState, from: i64, to: i64) -> Vec<FlowSummary> {
     let mut q = FlowQuery::new(Bucket::Minute, from, to);
     q.limit = 1_000_000;
-    state.flows.lock().unwrap().query(&q).unwrap()
+    state.flows.query(&q).unwrap()
 }
 
 type Key = (IpAddr, IpAddr, u8, u16);

@@ -141,15 +141,44 @@ async fn every_read_answers_what_the_document_says() {
     };
     api.state
         .flows
-        .lock()
-        .unwrap()
         .upsert(std::slice::from_ref(&summary))
         .unwrap();
     let mut hour = summary.clone();
     hour.key.bucket = Bucket::Hour;
     hour.key.bucket_start_ms = Bucket::Hour.start_of(now);
-    api.state.flows.lock().unwrap().upsert(&[hour]).unwrap();
+    api.state.flows.upsert(&[hour]).unwrap();
     bulkhead_server::alerts_from_summaries(&api.state, &[summary]);
+    // An exporter, so the collector's exporter list has a row to check.
+    bulkhead_server::start_collectors(&api.state, vec!["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+    let collector = bulkhead_server::collector_addrs(&api.state)[0];
+    let netflow5 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/netflow/netflow5.dat"),
+    )
+    .unwrap();
+    // The file holds several v5 datagrams back to back; the header's count says
+    // where the first one ends.
+    let first_len = 24 + 48 * usize::from(u16::from_be_bytes([netflow5[2], netflow5[3]]));
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&netflow5[..first_len], collector)
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let exporters = loop {
+        let (_, body) = api
+            .call(a, Method::GET, "/api/v1/collector/exporters", None)
+            .await;
+        if body["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break body;
+        }
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(120),
+            "the exporter never showed: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(exporters["items"][0]["address"], "127.0.0.1");
+    assert!(exporters["items"][0]["records"].as_u64().unwrap() > 0);
 
     let doc = ok(api
         .call(None, Method::GET, "/api/v1/openapi.json", None)
@@ -192,6 +221,10 @@ async fn every_read_answers_what_the_document_says() {
         ),
         ("/api/v1/agents", "/api/v1/agents".into()),
         ("/api/v1/whoami", "/api/v1/whoami".into()),
+        (
+            "/api/v1/collector/exporters",
+            "/api/v1/collector/exporters".into(),
+        ),
     ] {
         let (s, body) = api.call(a, Method::GET, &concrete, None).await;
         assert_eq!(s, StatusCode::OK, "{concrete}: {body}");

@@ -107,7 +107,7 @@ impl Api {
                 labels("shop", "app"),
             ),
         ];
-        self.state.flows.lock().unwrap().upsert(&rows).unwrap();
+        self.state.flows.upsert(&rows).unwrap();
     }
 }
 

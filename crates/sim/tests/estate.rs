@@ -306,3 +306,26 @@ fn invalid_configs_are_refused() {
         assert!(Estate::try_generate(&cfg).is_err(), "{cfg:?}");
     }
 }
+
+#[test]
+fn no_flow_ends_after_the_window_it_was_generated_for() {
+    // The demo streams windows that end now: a flow ending later would show in the
+    // console as a connection seen in the future.
+    let cfg = SimConfig {
+        attacker: true,
+        duration_ms: 120_000,
+        ..SimConfig::default()
+    };
+    let estate = Estate::generate(&cfg);
+    let flows: Vec<SimFlow> = estate.flows().collect();
+    let end = cfg.start_ms + cfg.duration_ms;
+    assert!(!flows.is_empty());
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.start_ms <= f.end_ms && f.end_ms <= end),
+        "a flow ends after the window"
+    );
+    // Some long-lived flows (backups last minutes) were cut at the window's end.
+    assert!(flows.iter().any(|f| f.end_ms == end));
+}

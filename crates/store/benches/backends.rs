@@ -4,10 +4,14 @@
 //! `BENCH_WORKLOADS` (1000), `BENCH_DAYS` of hour summaries (30), `BENCH_QUERIES` per
 //! kind (200). The ClickHouse server is a throwaway one on loopback (the test kit's),
 //! unless `BENCH_CLICKHOUSE_URL` names one; `BENCH_ONLY=sqlite|clickhouse` runs one.
+//!
+//! Then the server's situation: `BENCH_READERS` (4) threads query one shared store while
+//! a writer ingests through the same handle, first behind one lock around the store (how
+//! the server held it before the SQLite store had a pool of readers), then without.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bulkhead_store::{
@@ -141,11 +145,11 @@ type QueryMaker = Box<dyn Fn(u64) -> FlowQuery>;
 
 struct Backend {
     name: &'static str,
-    open: Box<dyn Fn() -> Box<dyn FlowStore + Send> + Send + Sync>,
+    open: Box<dyn Fn() -> Box<dyn FlowStore> + Send + Sync>,
 }
 
 fn run(backend: &Backend, estate: &Arc<Estate>, data: &[FlowSummary], days: i64, queries: u64) {
-    let mut store = (backend.open)();
+    let store = (backend.open)();
     let started = Instant::now();
     for chunk in data.chunks(BATCH) {
         store.upsert(chunk).unwrap();
@@ -164,7 +168,7 @@ fn run(backend: &Backend, estate: &Arc<Estate>, data: &[FlowSummary], days: i64,
     let written = Arc::new(AtomicU64::new(0));
     let writer = {
         let (stop, written, estate) = (stop.clone(), written.clone(), estate.clone());
-        let mut other = (backend.open)();
+        let other = (backend.open)();
         std::thread::spawn(move || {
             let mut minute = T0 + days * 24 * HOUR;
             while !stop.load(Ordering::Relaxed) {
@@ -292,6 +296,105 @@ fn run(backend: &Backend, estate: &Arc<Estate>, data: &[FlowSummary], days: i64,
     );
 }
 
+/// Readers and a writer sharing one store, behind one lock (`locked`) or not; prints
+/// each reader kind's latency and the queries answered per second.
+fn shared(backend: &Backend, estate: &Arc<Estate>, days: i64, queries: u64) {
+    let store: Arc<dyn FlowStore> = Arc::from((backend.open)());
+    let readers = env("BENCH_READERS", 4);
+    let end = T0 + days * 24 * HOUR;
+    // Later minutes than `run`'s writer wrote, so that every write adds rows.
+    let first_minute = T0 + days * 24 * HOUR + 24 * HOUR;
+    for locked in [true, false] {
+        let lock = Mutex::new(());
+        let guard = || locked.then(|| lock.lock().unwrap());
+        let stop = AtomicBool::new(false);
+        let written = AtomicU64::new(0);
+        let started = Instant::now();
+        let mut by_kind: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut minute = first_minute + if locked { 0 } else { 24 * HOUR };
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<FlowSummary> = (0..PER_MINUTE)
+                        .map(|n| estate.summary(Bucket::Minute, minute, n))
+                        .collect();
+                    {
+                        let _g = guard();
+                        store.upsert(&batch).unwrap();
+                    }
+                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    minute += MINUTE;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            let threads: Vec<_> = (0..readers)
+                .map(|r| {
+                    let (store, guard) = (&store, &guard);
+                    s.spawn(move || {
+                        let kind = (r % 2) as usize;
+                        let times: Vec<Duration> = (0..queries.div_ceil(readers))
+                            .map(|i| {
+                                let t = Instant::now();
+                                let _g = guard();
+                                if kind == 0 {
+                                    let mut q = FlowQuery::new(Bucket::Hour, end - 24 * HOUR, end);
+                                    q.workload = Some(format!(
+                                        "wl-{:05}",
+                                        mix(i + r * 7919) % estate.workloads
+                                    ));
+                                    q.limit = 100;
+                                    std::hint::black_box(store.query(&q).unwrap());
+                                } else {
+                                    std::hint::black_box(
+                                        store
+                                            .groups(&bulkhead_store::GroupQuery {
+                                                bucket: Bucket::Minute,
+                                                from_ms: end - HOUR,
+                                                to_ms: end,
+                                                limit: 100_000,
+                                            })
+                                            .unwrap(),
+                                    );
+                                }
+                                t.elapsed()
+                            })
+                            .collect();
+                        (kind, times)
+                    })
+                })
+                .collect();
+            for t in threads {
+                let (kind, times) = t.join().unwrap();
+                by_kind[kind].extend(times);
+            }
+            stop.store(true, Ordering::Relaxed);
+            writer.join().unwrap();
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let answered: usize = by_kind.iter().map(Vec::len).sum();
+        let how = if locked { "one lock" } else { "no lock " };
+        for (kind, name) in ["workload, 24 h of hours", "map groups, last hour"]
+            .iter()
+            .enumerate()
+        {
+            let times = &mut by_kind[kind];
+            times.sort();
+            println!(
+                "{:<10} shared, {how}, {readers} readers: {name:<24} p50 {:>7.1} ms  p99 {:>7.1} ms",
+                backend.name,
+                percentile(times, 0.5),
+                percentile(times, 0.99)
+            );
+        }
+        println!(
+            "{:<10} shared, {how}: {:.0} queries/s; the writer stored {} summaries meanwhile",
+            backend.name,
+            answered as f64 / secs,
+            written.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// The estate size, read again inside the query closures (which must be `'static`).
 fn estate_size(_: u64) -> u64 {
     env("BENCH_WORKLOADS", 1_000)
@@ -345,5 +448,6 @@ fn main() {
         .filter(|b| only.as_deref().is_none_or(|o| o == b.name))
     {
         run(b, &estate, &data, days, queries);
+        shared(b, &estate, days, queries);
     }
 }

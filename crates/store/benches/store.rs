@@ -122,7 +122,7 @@ fn file_size(path: &Path) -> u64 {
 }
 
 fn build_big(path: &Path, labels: &[Labels]) -> SqliteFlowStore {
-    let mut store = SqliteFlowStore::open(path).unwrap();
+    let store = SqliteFlowStore::open(path).unwrap();
     if store.stats().unwrap().minute.rows >= TOTAL {
         return store;
     }
@@ -157,7 +157,7 @@ fn upserts(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(8));
 
     // New keys every batch, into a file that keeps growing as it would in service.
-    let mut fresh = SqliteFlowStore::open(dir.path().join("fresh.db")).unwrap();
+    let fresh = SqliteFlowStore::open(dir.path().join("fresh.db")).unwrap();
     let mut next = 0u64;
     g.bench_function("fresh_10k", |b| {
         b.iter_custom(|iters| {
@@ -174,7 +174,7 @@ fn upserts(c: &mut Criterion) {
     });
 
     // The same 10k keys again and again: every row is a merge.
-    let mut merging = SqliteFlowStore::open(dir.path().join("merge.db")).unwrap();
+    let merging = SqliteFlowStore::open(dir.path().join("merge.db")).unwrap();
     let same = batch(0, &labels);
     merging.upsert(&same).unwrap();
     g.bench_function("merge_10k", |b| {

@@ -287,7 +287,17 @@ impl ControlStore {
     /// [`ControlStore::fenced`]. On PostgreSQL it is a session-level advisory lock, given
     /// up when the session ends; a SQLite database belongs to one server, always leader.
     pub fn lead(&mut self) -> Result<Option<Lease>, StoreError> {
-        Ok(self.db.lead()?.map(|session| Lease { session }))
+        Ok(self
+            .db
+            .lead(conn::Singleton::Leader)?
+            .map(|session| Lease { session }))
+    }
+
+    /// Whether this process is the one that expires old flows among every server and
+    /// collector sharing this database (taken or kept here, as [`ControlStore::lead`]
+    /// does for the servers' singletons). Always true on SQLite.
+    pub fn lead_retention(&mut self) -> Result<bool, StoreError> {
+        Ok(self.db.lead(conn::Singleton::Retention)?.is_some())
     }
 
     /// Runs `f` with every write it makes fenced by `lease`: a write after the

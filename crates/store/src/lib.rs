@@ -2,8 +2,9 @@
 //!
 //! [`FlowStore`] is what the rest of Bulkhead sees: upsert summaries, query them back
 //! with filters, expire old ones, and aggregate per address for the sprawl report. No SQL
-//! leaves this crate; [`SqliteFlowStore`] is the default backend (one file, WAL mode),
-//! and a column store can implement the same trait when one machine is not enough.
+//! leaves this crate; [`SqliteFlowStore`] is the default backend (one file, WAL mode,
+//! one writer and a pool of readers), and [`ClickHouseFlowStore`] the one for estates
+//! that outgrow one machine.
 //!
 //! The trait is synchronous on purpose: SQLite is an in-process library, so the server
 //! calls it from a blocking task rather than pretending it is asynchronous.
@@ -32,12 +33,44 @@ pub use control::{
 };
 
 /// A store of [`FlowSummary`] rows, one per [`SummaryKey`].
-pub trait FlowStore {
+///
+/// Shared between threads as it is (`&self` throughout): reads run side by side, and
+/// each backend orders writes itself (SQLite has one writer connection behind a lock;
+/// ClickHouse takes concurrent inserts). The server holds one as an [`SharedFlowStore`].
+pub trait FlowStore: Send + Sync {
     /// Writes all `summaries` in one transaction: all or nothing. A summary whose key is
     /// already stored is folded into it as by [`FlowSummary::merge`], as are repeated
     /// keys within the batch, in order. Counters saturate at `i64::MAX` (not
     /// `u64::MAX`) because that is the widest integer the backends store.
-    fn upsert(&mut self, summaries: &[FlowSummary]) -> Result<(), StoreError>;
+    fn upsert(&self, summaries: &[FlowSummary]) -> Result<(), StoreError>;
+
+    /// Writes `summaries` as [`Self::upsert`] does, as batch `mark.seq` of the stream
+    /// `(mark.source, mark.stream)`, unless a batch of that stream numbered `mark.seq` or
+    /// higher was written before: then it writes nothing and answers
+    /// [`BatchWrite::Repeated`]. So a sender that delivers a stream's batches in
+    /// increasing order can re-send one whose answer it lost and have it stored once.
+    /// Only the highest number of each stream is kept (with `at_ms`, the time of its
+    /// write), so the memory is one row per stream, not per batch.
+    ///
+    /// SQLite checks, writes the summaries and records the number in one transaction:
+    /// exactly once. ClickHouse has no transactions: it checks, inserts the summaries,
+    /// then records the number, so a crash or an error between the insert and the record
+    /// lets a re-sent batch be stored twice (at least once, never lost), and two writes
+    /// of one batch racing each other can both pass the check (callers serialize a
+    /// stream's writes).
+    fn upsert_batch(
+        &self,
+        mark: BatchMark<'_>,
+        at_ms: i64,
+        summaries: &[FlowSummary],
+    ) -> Result<BatchWrite, StoreError>;
+
+    /// Forgets the streams whose last batch was written before `older_than_ms` (a batch
+    /// of theirs re-sent later would be stored again) and returns how many.
+    fn forget_batches(&self, older_than_ms: i64) -> Result<u64, StoreError>;
+
+    /// The highest batch number written for a stream, if any is remembered.
+    fn batch_mark(&self, source: &str, stream: &str) -> Result<Option<u64>, StoreError>;
 
     /// The summaries matching `q`, ordered by (bucket start, src, dst, proto, port,
     /// process) with `None` before any process (bucket start descending when
@@ -47,7 +80,7 @@ pub trait FlowStore {
 
     /// Deletes every summary whose bucket ended at or before `older_than_ms` (of either
     /// bucket width) and returns how many were deleted.
-    fn expire(&mut self, older_than_ms: i64) -> Result<u64, StoreError>;
+    fn expire(&self, older_than_ms: i64) -> Result<u64, StoreError>;
 
     /// Row counts and time span per bucket width.
     fn stats(&self) -> Result<StoreStats, StoreError>;
@@ -67,6 +100,33 @@ pub trait FlowStore {
     /// millisecond, any), and whether the limit left some out. Counters saturate at
     /// `u64::MAX`.
     fn groups(&self, q: &GroupQuery) -> Result<GroupPage, StoreError>;
+
+    /// The summaries of a window folded into one [`Conversation`] per source, destination,
+    /// protocol, port, process and enrichment, computed where the data is: what
+    /// recommendation and coverage read instead of every summary. The `limit` most
+    /// recently seen (among conversations last seen at the same millisecond, any), and
+    /// whether the limit left some out. Counters saturate at `u64::MAX`.
+    fn conversations(&self, q: &GroupQuery) -> Result<ConversationPage, StoreError>;
+}
+
+/// Which batch of which stream a write is, for [`FlowStore::upsert_batch`]: `source`
+/// names the sender (an agent), `stream` one sequence of its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMark<'a> {
+    pub source: &'a str,
+    pub stream: &'a str,
+    /// From 1; at most `i64::MAX`, the widest integer the backends store.
+    pub seq: u64,
+}
+
+/// What [`FlowStore::upsert_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchWrite {
+    /// Written; the stream's highest batch is now this one.
+    Stored,
+    /// A batch numbered this or higher was written before; nothing was written. Holds
+    /// the stream's highest batch.
+    Repeated { highest: u64 },
 }
 
 /// How long summaries are kept.
@@ -144,8 +204,12 @@ pub struct SeenAddress {
     pub workloads: Vec<String>,
 }
 
-/// A flow store of either backend, as the server and collectors hold it.
-pub type BoxedFlowStore = Box<dyn FlowStore + Send>;
+/// A flow store of either backend, as [`FlowLocation::open`] makes it.
+pub type BoxedFlowStore = Box<dyn FlowStore>;
+
+/// A flow store of either backend, as the server and collectors share it between
+/// request handlers and writers: no lock around it (see [`FlowStore`]).
+pub type SharedFlowStore = std::sync::Arc<dyn FlowStore>;
 
 /// Where flow summaries live: the embedded SQLite file (the default) or a ClickHouse
 /// database.
@@ -199,7 +263,7 @@ fn redact_credentials(text: &str) -> String {
     }
 }
 
-/// Which summaries [`FlowStore::groups`] folds together.
+/// Which summaries [`FlowStore::groups`] and [`FlowStore::conversations`] fold together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupQuery {
     pub bucket: Bucket,
@@ -243,5 +307,41 @@ pub struct FlowGroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupPage {
     pub items: Vec<FlowGroup>,
+    pub more: bool,
+}
+
+/// The traffic of a window between two addresses on one service and process, with the
+/// enrichment it was written with. Summaries of one conversation enriched differently
+/// (the inventory changed during the window) stay apart, so each row's labels are the
+/// ones its summaries carry: what a caller's visibility is decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub port: u16,
+    pub process: Option<String>,
+    pub src_workload: Option<String>,
+    pub dst_workload: Option<String>,
+    pub src_labels: Labels,
+    pub dst_labels: Labels,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    /// Connections, counting a summary that counted none as one: the weight the
+    /// recommender and coverage give traffic (an exporter that does not count
+    /// connections still saw the conversation once per summary).
+    pub observations: u64,
+    /// How many summaries it folds.
+    pub summaries: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// What [`FlowStore::conversations`] answers: the conversations, and whether the limit
+/// left any out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationPage {
+    pub items: Vec<Conversation>,
     pub more: bool,
 }

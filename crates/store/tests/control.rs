@@ -292,7 +292,7 @@ fn a_non_database_file_is_refused_with_its_name() {
 fn the_flow_store_and_the_control_store_can_share_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("both.sqlite");
-    let mut flows = SqliteFlowStore::open(&path).unwrap();
+    let flows = SqliteFlowStore::open(&path).unwrap();
     let mut control = ControlStore::open(&path).unwrap();
     control
         .apply(&[put("ruleset", "a", "1")], &alice())
@@ -301,7 +301,7 @@ fn the_flow_store_and_the_control_store_can_share_a_file() {
     drop((flows, control));
     let flows = SqliteFlowStore::open(&path).unwrap();
     let control = ControlStore::open(&path).unwrap();
-    assert_eq!(flows.schema_version().unwrap(), 1);
+    assert_eq!(flows.schema_version().unwrap(), 2);
     assert_eq!(control.schema_version().unwrap(), CONTROL_SCHEMA_VERSION);
     assert_eq!(control.draft_objects().unwrap().len(), 1);
 }
@@ -569,6 +569,32 @@ fn one_server_leads_and_a_deposed_leader_writes_nothing() {
         .map(|o| o.name)
         .collect();
     assert_eq!(names, ["by-api", "by-leader"]);
+}
+
+#[test]
+fn one_process_expires_flows_and_it_need_not_be_the_leader() {
+    let conninfo = pg::cluster().fresh_database();
+    let mut server = ControlStore::connect_postgres(&conninfo).unwrap();
+    let mut collector = ControlStore::connect_postgres(&conninfo).unwrap();
+    assert!(
+        collector.lead_retention().unwrap(),
+        "the first to ask expires"
+    );
+    assert!(collector.lead_retention().unwrap(), "asking again keeps it");
+    assert!(!server.lead_retention().unwrap(), "one at a time");
+    // The two elections are apart: a collector holding retention does not stop a
+    // server from leading the rollout calendar.
+    assert!(server.lead().unwrap().is_some());
+    assert!(collector.lead().unwrap().is_none());
+    drop(collector);
+    let started = std::time::Instant::now();
+    while !server.lead_retention().unwrap() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "retention never moved on when its holder went away"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

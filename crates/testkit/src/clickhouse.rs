@@ -6,11 +6,12 @@
 //! HTTP on a free loopback port only (no native-protocol or interserver port). Each test
 //! gets a database of its own. As with the PostgreSQL cluster of the store's tests, the
 //! server is owned by a small shell process that stops it and removes the directory when
-//! its standard input (a pipe from this process) closes, however the tests end.
+//! its standard input (a pipe from this process) closes, however the tests end; on that
+//! pipe a test can also have it killed and started again on the same data.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -18,26 +19,33 @@ const SERVER: &str = "/usr/sbin/clickhouse-server";
 
 const KEEPER: &str = r#"
 set -eu
-dir=$1 port=$2
+dir=$1 port=$2 server=$3
+pid=
 cleanup() {
-    if [ -n "${pid:-}" ]; then kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     rm -rf "$dir"
 }
-trap '' INT
-"$3" --config-file="$dir/config.xml" >"$dir/stdout.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do
-    if curl -fsS "http://127.0.0.1:$port/ping" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-        echo "the server exited:"; cat "$dir/stdout.log" "$dir/error.log" 2>/dev/null; pid=; cleanup; exit 1
-    fi
-    sleep 0.1
-done
-if ! curl -fsS "http://127.0.0.1:$port/ping" >/dev/null 2>&1; then
+start() {
+    "$server" --config-file="$dir/config.xml" >>"$dir/stdout.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do
+        if curl -fsS "http://127.0.0.1:$port/ping" >/dev/null 2>&1; then echo ready; return; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "the server exited:"; cat "$dir/stdout.log" "$dir/error.log" 2>/dev/null; pid=; cleanup; exit 1
+        fi
+        sleep 0.1
+    done
     echo "the server did not answer in 60 s:"; cat "$dir/error.log" 2>/dev/null; cleanup; exit 1
-fi
-echo ready
-cat >/dev/null || true
+}
+trap '' INT
+start
+# One command per line; end of input (the test process went away) cleans up.
+while read -r command; do
+    case "$command" in
+        kill) kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; echo killed ;;
+        start) start ;;
+    esac
+done
 cleanup
 "#;
 
@@ -80,7 +88,7 @@ pub fn server_config(dir: &std::path::Path, http_port: u16) -> (String, String) 
 pub struct ClickHouse {
     pub dir: PathBuf,
     pub http_port: u16,
-    keeper: Mutex<Option<(Child, ChildStdin)>>,
+    keeper: Mutex<Option<(Child, ChildStdin, BufReader<ChildStdout>)>>,
 }
 
 impl ClickHouse {
@@ -114,16 +122,17 @@ impl ClickHouse {
             .expect("starting sh for the ClickHouse server");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        if first != "ready" {
-            let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let mut stdout = BufReader::new(stdout);
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        if first.trim() != "ready" {
+            let rest: Vec<String> = stdout.lines().map_while(Result::ok).collect();
             panic!("could not start ClickHouse: {first}\n{}", rest.join("\n"));
         }
         ClickHouse {
             dir,
             http_port,
-            keeper: Mutex::new(Some((child, stdin))),
+            keeper: Mutex::new(Some((child, stdin, stdout))),
         }
     }
 
@@ -162,9 +171,31 @@ impl ClickHouse {
         }
     }
 
+    /// Kills the server (`kill -9`), keeping its data for [`ClickHouse::restart`].
+    pub fn kill(&self) {
+        self.command("kill", "killed");
+    }
+
+    /// Starts the server again on the same port and data, after [`ClickHouse::kill`];
+    /// returns once it answers.
+    pub fn restart(&self) {
+        self.command("start", "ready");
+    }
+
+    fn command(&self, command: &str, answer: &str) {
+        use std::io::Write as _;
+        let mut keeper = self.keeper.lock().unwrap();
+        let (_, stdin, stdout) = keeper.as_mut().expect("the server was stopped");
+        writeln!(stdin, "{command}").expect("telling the keeper");
+        stdin.flush().expect("telling the keeper");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the keeper's answer");
+        assert_eq!(line.trim(), answer, "the keeper, asked to {command}");
+    }
+
     /// Stops the server now (as `kill -9` would) and removes its directory.
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.keeper.lock().unwrap().take() {
+        if let Some((mut child, stdin, _)) = self.keeper.lock().unwrap().take() {
             drop(stdin);
             let _ = child.wait();
         }

@@ -51,4 +51,18 @@ impl TestPki {
     }
 }
 
+/// Polls `f` every 250 ms until it gives `Some`, or fails the test saying what it
+/// waited for. The deadline only bounds a broken run: tests wait with it, they never
+/// measure time with it.
+pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 pub mod clickhouse;

@@ -60,6 +60,8 @@ export function Alerts({ session, params }: PageProps) {
             <option value="agent_offline">Agent offline</option>
             <option value="tamper">Firewall tampered with</option>
             <option value="policy_rejected">Policy rejected by an agent</option>
+            <option value="exporter_loss">Exporter losing records</option>
+            <option value="exporter_table_full">Exporter table full</option>
           </select>
         </div>
         {labels && (

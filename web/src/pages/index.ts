@@ -8,6 +8,7 @@ import { Alerts } from "./Alerts";
 import { Audit } from "./Audit";
 import { Coverage } from "./Coverage";
 import { Dashboard } from "./Dashboard";
+import { Exporters } from "./Exporters";
 import { Flows } from "./Flows";
 import { Inventory } from "./Inventory";
 import { LabelRules } from "./LabelRules";
@@ -49,5 +50,6 @@ export const PAGES: Page[] = [
   { path: "/reports/coverage", title: "Coverage", section: "Reports", icon: "M11 2v20a10 10 0 0 1 0-20zm2 0v9h9a10 10 0 0 0-9-9zm0 11v9a10 10 0 0 0 9-9z", component: Coverage, api: "/api/v1/coverage" },
   { path: "/audit", title: "Audit log", section: "Reports", icon: "M6 2h9l5 5v13a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2zm8 1.5V8h4.5zM8 12v2h8v-2zm0 4v2h8v-2z", component: Audit, visible: can.readAudit, api: "/api/v1/audit" },
   { path: "/agents", title: "Agents", section: "Administration", icon: "M4 4h16a1 1 0 0 1 1 1v10a1 1 0 0 1-1 1h-6v2h3v2H7v-2h3v-2H4a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zm1 2v8h14V6zm2 2h4v2H7z", component: Agents, api: "/api/v1/agents" },
+  { path: "/exporters", title: "Exporters", section: "Administration", icon: "M4 14h16a1 1 0 0 1 1 1v4a1 1 0 0 1-1 1H4a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1zm2 2.5v1h2v-1zm4 0v1h2v-1zM11 12V6.8L8.4 9.4 7 8l5-5 5 5-1.4 1.4L13 6.8V12z", component: Exporters, visible: can.readExporters, api: "/api/v1/collector/exporters" },
   { path: "/tokens", title: "API tokens", section: "Administration", icon: "M7 14a2 2 0 1 1 0-4 2 2 0 0 1 0 4zm5.6-4A6 6 0 1 0 12.6 14H16v3h3v-3h2v-4z", component: Tokens, visible: can.manageTokens, api: "/api/v1/tokens" },
 ];

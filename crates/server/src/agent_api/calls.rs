@@ -392,7 +392,7 @@ pub async fn events(
                 .is_some_and(|v| v.verdict == VerdictKind::Blocked)
         });
         if !summaries.is_empty() {
-            lock(&s2.flows)?.upsert(&summaries)?;
+            s2.flows.upsert(&summaries)?;
         }
         Ok(announced)
     })
@@ -425,13 +425,83 @@ fn observation(reporter: &Arc<str>, f: &HostFlow) -> bulkhead_flow::Observation 
     }
 }
 
+/// How long the server remembers an agent's flow stream after its last batch: past it, a
+/// batch of the stream re-sent would be stored again, but every flow in it is by then
+/// older than a report may be ([`OwnTraffic::PAST_MS`], plus the clock skew allowed), so
+/// nothing of it would be stored anyway. A day more, for margin.
+pub const FLOW_STREAM_MEMORY_MS: i64 = OwnTraffic::PAST_MS + OwnTraffic::FUTURE_MS + 86_400_000;
+
+/// A stream name as `FlowBatch::stream` allows it.
+fn check_stream(batch: &FlowBatch) -> ApiResult<()> {
+    if let Some(stream) = &batch.stream
+        && (stream.is_empty()
+            || stream.len() > 64
+            || !stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(ApiError::invalid(
+            "stream",
+            "a stream is 1 to 64 characters of [0-9A-Za-z_-]",
+        ));
+    }
+    if batch.stream.is_some() && !(1..=i64::MAX as u64).contains(&batch.batch) {
+        return Err(ApiError::invalid(
+            "batch",
+            "a batch number is between 1 and 2^63 - 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The summaries a batch of an agent's flows makes, enriched like collector flows: only
+/// traffic of its own workload, and for a connection between two hosts with agents only
+/// the provider's report.
+fn batch_summaries(
+    s: &AppState,
+    agent: &AgentRecord,
+    flows: &[HostFlow],
+) -> ApiResult<Vec<bulkhead_model::FlowSummary>> {
+    let reporter: Arc<str> = format!("agent {}", agent.workload).into();
+    let enricher = s.current();
+    // A connection between two hosts with agents is seen by both. The provider's
+    // report (inbound) is the one kept: it knows the serving process.
+    let agent_hosts: std::collections::HashSet<String> = lock(&s.control)?
+        .agents()?
+        .into_iter()
+        .map(|a| a.workload)
+        .collect();
+    let reported_by_peer = |f: &HostFlow| {
+        f.direction == bulkhead_api::HostDirection::Outbound
+            && enricher
+                .inventory
+                .by_address(f.dst)
+                .is_some_and(|w| agent_hosts.contains(&w.name))
+    };
+    let mut aggregator = bulkhead_enrich::Aggregator::new(enricher.clone());
+    let now = now_ms();
+    let own = OwnTraffic::of(s, agent);
+    for f in flows.iter().filter(|f| own.flow(f) && !reported_by_peer(f)) {
+        aggregator.add(&observation(&reporter, f), now);
+    }
+    Ok(aggregator.flush_all())
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/agent/flows",
     tag = "agent",
-    summary = "A numbered batch of the agent's flows (agent credential)",
+    summary = "A numbered batch of the agent's flows, stored once (agent credential)",
+    description = "A batch of a stream (`stream` given) is stored once: one numbered at or \
+        below the highest the server stored for that stream of this agent is answered \
+        `repeated` and not stored again. The highest number is kept in the flow store, in \
+        the flows' own transaction on SQLite (exactly once across a server crash; on \
+        ClickHouse a crash between the flows and the number can store a re-sent batch \
+        twice). A batch without `stream` (agents before the spool) is numbered per agent, \
+        its highest number kept in the control store after the flows are written. A \
+        malformed stream name or number is refused with 400.",
     request_body = bulkhead_api::FlowBatch,
-    responses((status = 200, description = "the highest batch stored", body = bulkhead_api::FlowBatchAck))
+    responses((status = 200, description = "stored now or before; the highest batch of the stream stored", body = bulkhead_api::FlowBatchAck))
 )]
 pub async fn flows(
     State(s): State<AppState>,
@@ -439,66 +509,69 @@ pub async fn flows(
     Json(body): Json<Value>,
 ) -> ApiResult<Json<FlowBatchAck>> {
     let batch: FlowBatch = parse_body(body)?;
+    check_stream(&batch)?;
     let s2 = s.clone();
-    let acked = blocking(move || {
-        // Exactly once: the check, the store and the acknowledgement happen under one
-        // lock, so a retry that overtakes a slow first attempt waits for it and is then
-        // seen as a repeat. A batch at or below the last one stored is a retry whose
-        // answer was lost; a gap means batches were lost on the way, which the agent
-        // never does.
+    let (acked, repeated) = blocking(move || {
+        // One batch at a time per server: the check, the store and the record of the
+        // number happen under this lock, so a retry that overtakes a slow first attempt
+        // waits for it and is then seen as a repeat.
         let _batches = lock(&s2.flow_batches)?;
-        let acked = lock(&s2.control)?
-            .agent(a.agent.id)?
-            .as_ref()
-            .map_or(0, flow_acked);
-        if batch.batch <= acked {
-            return Ok(acked);
+        match &batch.stream {
+            Some(stream) => {
+                let summaries = batch_summaries(&s2, &a.agent, &batch.flows)?;
+                let source = format!("agent {}", a.agent.id);
+                let mark = bulkhead_store::BatchMark {
+                    source: &source,
+                    stream,
+                    seq: batch.batch,
+                };
+                // No alerts from these: every connection the agent's table does not
+                // allow was logged by the kernel when it opened, and alerted from that
+                // event already.
+                match s2.flows.upsert_batch(mark, now_ms(), &summaries)? {
+                    bulkhead_store::BatchWrite::Stored => Ok((batch.batch, false)),
+                    bulkhead_store::BatchWrite::Repeated { highest } => {
+                        tracing::info!(
+                            "agent {} ({}) re-sent batch {} of stream {stream}, stored before (up to {highest}); not stored again",
+                            a.agent.id,
+                            a.agent.workload,
+                            batch.batch
+                        );
+                        Ok((highest, true))
+                    }
+                }
+            }
+            None => legacy_batch(&s2, &a.agent, &batch),
         }
-        let reporter: Arc<str> = format!("agent {}", a.agent.workload).into();
-        let enricher = s2.current();
-        // A connection between two hosts with agents is seen by both. The provider's
-        // report (inbound) is the one kept: it knows the serving process.
-        let agent_hosts: std::collections::HashSet<String> = lock(&s2.control)?
-            .agents()?
-            .into_iter()
-            .map(|a| a.workload)
-            .collect();
-        let reported_by_peer = |f: &HostFlow| {
-            f.direction == bulkhead_api::HostDirection::Outbound
-                && enricher
-                    .inventory
-                    .by_address(f.dst)
-                    .is_some_and(|w| agent_hosts.contains(&w.name))
-        };
-        let mut aggregator = bulkhead_enrich::Aggregator::new(enricher.clone());
-        let now = now_ms();
-        let own = OwnTraffic::of(&s2, &a.agent);
-        for f in batch
-            .flows
-            .iter()
-            .filter(|f| own.flow(f) && !reported_by_peer(f))
-        {
-            aggregator.add(&observation(&reporter, f), now);
-        }
-        let summaries = aggregator.flush_all();
-        if !summaries.is_empty() {
-            lock(&s2.flows)?.upsert(&summaries)?;
-        }
-        // No alerts from these: every connection the agent's table does not allow was
-        // logged by the kernel when it opened, and alerted from that event already.
-        let mut c = lock(&s2.control)?;
-        // The acknowledgement is stored after the flows, so a crash in between repeats
-        // the batch rather than losing it.
-        let mut status: Value = c
-            .agent(a.agent.id)?
-            .and_then(|r| r.status_json)
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        status["flow_batch_acked"] = json!(batch.batch);
-        c.agent_heartbeat(a.agent.id, now, None, None, Some(&status.to_string()))?;
-        Ok(batch.batch)
     })
     .await?;
-    Ok(Json(FlowBatchAck { acked }))
+    Ok(Json(FlowBatchAck { acked, repeated }))
+}
+
+/// A batch without a stream, from an agent that predates the spool: numbered per agent,
+/// the highest number kept beside the agent in the control store. A batch at or below it
+/// is a retry whose answer was lost. The number is stored after the flows, so a crash in
+/// between repeats the batch rather than losing it (at least once).
+fn legacy_batch(s: &AppState, agent: &AgentRecord, batch: &FlowBatch) -> ApiResult<(u64, bool)> {
+    let acked = lock(&s.control)?
+        .agent(agent.id)?
+        .as_ref()
+        .map_or(0, flow_acked);
+    if batch.batch <= acked {
+        return Ok((acked, true));
+    }
+    let summaries = batch_summaries(s, agent, &batch.flows)?;
+    if !summaries.is_empty() {
+        s.flows.upsert(&summaries)?;
+    }
+    let mut c = lock(&s.control)?;
+    let mut status: Value = c
+        .agent(agent.id)?
+        .and_then(|r| r.status_json)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    status["flow_batch_acked"] = json!(batch.batch);
+    c.agent_heartbeat(agent.id, now_ms(), None, None, Some(&status.to_string()))?;
+    Ok((batch.batch, false))
 }

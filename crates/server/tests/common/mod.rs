@@ -37,6 +37,15 @@ impl Api {
         }
     }
 
+    /// The server restarted: its state dropped and opened again on the same data
+    /// directory, with the same admin token.
+    pub fn restart(self) -> Api {
+        let Api { state, _dir, admin } = self;
+        drop(state);
+        let state = bulkhead_server::open(_dir.path()).unwrap();
+        Api { state, _dir, admin }
+    }
+
     /// One request, as from 10.0.0.13 (what the audit log and the agent API see as the
     /// caller's address); the body parsed as JSON, or as a string when it is not.
     pub async fn call(

@@ -5,6 +5,7 @@
 //! runtime of its own and waits on it; called from inside another runtime (a blocking
 //! task of the server), it waits on a scoped thread so that runtimes never nest.
 
+mod aggregate;
 mod rows;
 mod schema;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bulkhead_model::{Bucket, FlowSummary};
 
 use crate::{BucketStats, FlowQuery, FlowStore, SeenAddress, StoreError, StoreStats};
-use rows::{OutRow, SeenRow, StatsRow, addr_bytes, bucket_code, hex, in_row, opt_name};
+use rows::{OutRow, StatsRow, addr_bytes, bucket_code, hex, in_row, opt_name};
 
 pub use schema::SCHEMA_VERSION as CLICKHOUSE_SCHEMA_VERSION;
 
@@ -121,7 +122,7 @@ pub struct ClickHouseFlowStore {
     url: ClickHouseUrl,
     options: ClickHouseOptions,
     /// The last sequence number given to a written row: later rows win "latest" columns.
-    last_seq: u64,
+    last_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ClickHouseFlowStore {
@@ -186,12 +187,12 @@ impl ClickHouseFlowStore {
             server = server.with_password(p);
         }
         let client = server.clone().with_database(&parsed.database);
-        let mut store = Self {
+        let store = Self {
             client,
             runtime: OwnRuntime(Some(runtime)),
             url: parsed.clone(),
             options,
-            last_seq: 0,
+            last_seq: std::sync::atomic::AtomicU64::new(0),
         };
         let database = parsed.database.clone();
         store
@@ -214,7 +215,7 @@ impl ClickHouseFlowStore {
         self.url.target()
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    fn migrate(&self) -> Result<(), StoreError> {
         let client = self.client.clone();
         let found: Vec<i64> = self
             .run(async move {
@@ -281,13 +282,20 @@ impl ClickHouseFlowStore {
 
     /// Sequence numbers for `n` rows, after every number given before: the wall clock in
     /// nanoseconds, so that rows of several writers order by when they were written.
-    fn next_seqs(&mut self, n: usize) -> u64 {
+    fn next_seqs(&self, n: usize) -> u64 {
+        use std::sync::atomic::Ordering;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let first = now.max(self.last_seq.saturating_add(1));
-        self.last_seq = first.saturating_add(n as u64);
+        let mut first = 0;
+        // Concurrent writers each take a range after every range given before.
+        let _ = self
+            .last_seq
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                first = now.max(last.saturating_add(1));
+                Some(first.saturating_add(n as u64))
+            });
         first
     }
 
@@ -315,23 +323,28 @@ impl ClickHouseFlowStore {
 
     /// Waits until no mutation of `summary` is pending.
     fn wait_for_mutations(&self) -> Result<(), StoreError> {
+        self.wait_for_mutations_of("'summary', 'summary_terms'")
+    }
+
+    /// Waits until no mutation of `tables` (a quoted, comma-separated list) is pending.
+    fn wait_for_mutations_of(&self, tables: &str) -> Result<(), StoreError> {
         let deadline = std::time::Instant::now() + STATEMENT_TIMEOUT;
         loop {
             let pending: Vec<u64> = self
                 .fetch(
-                    "SELECT count() FROM system.mutations
-                     WHERE database = ? AND table IN ('summary', 'summary_terms')
-                         AND is_done = 0"
-                        .into(),
+                    format!(
+                        "SELECT count() FROM system.mutations
+                         WHERE database = ? AND table IN ({tables}) AND is_done = 0"
+                    ),
                     vec![Bind::Text(self.url.database.clone())],
                 )
-                .map_err(backend("waiting for expired summaries to be deleted"))?;
+                .map_err(backend("waiting for a deletion to finish"))?;
             if pending.first().copied().unwrap_or(0) == 0 {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
                 return Err(StoreError::Backend {
-                    context: "waiting for expired summaries to be deleted",
+                    context: "waiting for a deletion to finish",
                     source: format!(
                         "the deletion is still running after {} s",
                         STATEMENT_TIMEOUT.as_secs()
@@ -379,7 +392,7 @@ fn corrupt(row: String) -> impl FnOnce(String) -> StoreError {
 }
 
 impl FlowStore for ClickHouseFlowStore {
-    fn upsert(&mut self, summaries: &[FlowSummary]) -> Result<(), StoreError> {
+    fn upsert(&self, summaries: &[FlowSummary]) -> Result<(), StoreError> {
         let rollup = self.options.hour_rollup;
         let kept: Vec<&FlowSummary> = summaries
             .iter()
@@ -408,6 +421,80 @@ impl FlowStore for ClickHouseFlowStore {
             insert.end().await
         })
         .map_err(backend("writing flow summaries to ClickHouse"))
+    }
+
+    fn upsert_batch(
+        &self,
+        mark: crate::BatchMark<'_>,
+        at_ms: i64,
+        summaries: &[FlowSummary],
+    ) -> Result<crate::BatchWrite, StoreError> {
+        // No transaction: check, insert, record. A failure between the insert and the
+        // record leaves the batch stored and unrecorded, so its re-sending stores it
+        // again: at least once rather than lost (see the trait).
+        if let Some(highest) = self
+            .batch_mark(mark.source, mark.stream)?
+            .filter(|&h| h >= mark.seq)
+        {
+            return Ok(crate::BatchWrite::Repeated { highest });
+        }
+        if mark.seq > i64::MAX as u64 {
+            return Err(StoreError::Backend {
+                context: "recording a batch number",
+                source: format!("batch {} is past 2^63 - 1", mark.seq).into(),
+            });
+        }
+        self.upsert(summaries)?;
+        let row = rows::MarkRow {
+            source: mark.source.to_string(),
+            stream: mark.stream.to_string(),
+            seq: mark.seq,
+            written_ms: at_ms,
+        };
+        let client = self.client.clone();
+        self.run(async move {
+            let mut insert = client.insert::<rows::MarkRow>("batch_mark").await?;
+            insert.write(&row).await?;
+            insert.end().await
+        })
+        .map_err(backend("recording a batch number in ClickHouse"))?;
+        Ok(crate::BatchWrite::Stored)
+    }
+
+    fn forget_batches(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        // Streams whose newest row is older: a stream still written keeps its mark.
+        let stale = format!(
+            "(source, stream) IN (SELECT source, stream FROM batch_mark
+                GROUP BY source, stream HAVING max(written_ms) < {older_than_ms})"
+        );
+        let counted: Vec<u64> = self
+            .fetch(
+                format!(
+                    "SELECT count() FROM (SELECT 1 FROM batch_mark WHERE {stale} \
+                     GROUP BY source, stream)"
+                ),
+                Vec::new(),
+            )
+            .map_err(backend("counting old batch marks"))?;
+        let n = counted.first().copied().unwrap_or(0);
+        if n > 0 {
+            self.execute(format!(
+                "ALTER TABLE batch_mark DELETE WHERE written_ms < {older_than_ms}"
+            ))
+            .map_err(backend("forgetting old batch marks"))?;
+            self.wait_for_mutations_of("'batch_mark'")?;
+        }
+        Ok(n)
+    }
+
+    fn batch_mark(&self, source: &str, stream: &str) -> Result<Option<u64>, StoreError> {
+        let found: Vec<(u64, u64)> = self
+            .fetch(
+                "SELECT count(), max(seq) FROM batch_mark WHERE source = ? AND stream = ?".into(),
+                vec![Bind::Text(source.into()), Bind::Text(stream.into())],
+            )
+            .map_err(backend("reading a batch mark from ClickHouse"))?;
+        Ok(found.first().filter(|(n, _)| *n > 0).map(|(_, seq)| *seq))
     }
 
     fn query(&self, q: &FlowQuery) -> Result<Vec<FlowSummary>, StoreError> {
@@ -514,7 +601,7 @@ impl FlowStore for ClickHouseFlowStore {
             .collect()
     }
 
-    fn expire(&mut self, older_than_ms: i64) -> Result<u64, StoreError> {
+    fn expire(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         // A bucket ends at start + width (exclusive), so it is wholly past when
         // start + width <= older_than.
         let expired = format!(
@@ -609,55 +696,11 @@ impl FlowStore for ClickHouseFlowStore {
     }
 
     fn groups(&self, q: &crate::GroupQuery) -> Result<crate::GroupPage, StoreError> {
-        if q.limit == 0 || q.from_ms >= q.to_ms {
-            return Ok(crate::GroupPage {
-                items: Vec::new(),
-                more: false,
-            });
-        }
-        let merged = schema::merged(
-            &format!(
-                "WHERE bucket = {} AND bucket_start >= {} AND bucket_start < {}",
-                bucket_code(q.bucket),
-                q.from_ms,
-                q.to_ms
-            ),
-            "",
-        );
-        let total = |c: &str| {
-            format!(
-                "if(sum(toFloat64({c})) >= 1.8e19, toUInt64(18446744073709551615), \
-                 sum({c})) AS {c}_total"
-            )
-        };
-        let sql = format!(
-            "SELECT if(src_workload = '', src, '') AS src_end,
-                if(dst_workload = '', dst, '') AS dst_end,
-                src_workload, dst_workload, src_labels, dst_labels, proto, port,
-                prov_verdict, draft_verdict, {}, {}, {},
-                count() AS summaries, min(first_seen) AS first, max(last_seen) AS last
-             FROM ({merged})
-             GROUP BY src_end, dst_end, src_workload, dst_workload, src_labels, dst_labels,
-                proto, port, prov_verdict, draft_verdict
-             ORDER BY last DESC LIMIT {}",
-            total("packets"),
-            total("bytes"),
-            total("connections"),
-            q.limit.saturating_add(1).min(1 << 40),
-        );
-        let rows: Vec<rows::GroupRow> = self
-            .fetch(sql, Vec::new())
-            .map_err(backend("grouping flow summaries in ClickHouse"))?;
-        let mut items = rows
-            .into_iter()
-            .map(|r| {
-                let row = format!("group {}→{}", r.src_workload, r.dst_workload);
-                r.decode().map_err(corrupt(row))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() > q.limit;
-        items.truncate(q.limit);
-        Ok(crate::GroupPage { items, more })
+        self.groups_in(q)
+    }
+
+    fn conversations(&self, q: &crate::GroupQuery) -> Result<crate::ConversationPage, StoreError> {
+        self.conversations_in(q)
     }
 
     fn seen_addresses(
@@ -666,41 +709,6 @@ impl FlowStore for ClickHouseFlowStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<SeenAddress>, StoreError> {
-        // Each summary counts once for each of its two ends; the provider end also
-        // records the port it served (-1 on the consumer end).
-        let merged = schema::merged(
-            &format!(
-                "WHERE bucket = {} AND bucket_start >= {from_ms} AND bucket_start < {to_ms}",
-                bucket_code(bucket)
-            ),
-            "",
-        );
-        let sql = format!(
-            "SELECT tupleElement(end, 1) AS addr,
-                min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-                if(sum(toFloat64(bytes)) >= 1.8e19, toUInt64(18446744073709551615),
-                   sum(bytes)) AS bytes,
-                if(sum(toFloat64(connections)) >= 1.8e19, toUInt64(18446744073709551615),
-                   sum(connections)) AS connections,
-                uniqExact(tupleElement(end, 2)) AS peers,
-                groupUniqArrayIf(tupleElement(end, 3), tupleElement(end, 3) >= 0) AS served,
-                groupUniqArrayIf(reporter, reporter != '') AS reporters,
-                groupUniqArrayIf(tupleElement(end, 4), tupleElement(end, 4) != '')
-                    AS workloads
-             FROM ({merged})
-             ARRAY JOIN [(src, dst, toInt32(-1), src_workload),
-                         (dst, src, toInt32(proto * 65536 + port), dst_workload)]
-                 AS end
-             GROUP BY addr ORDER BY addr"
-        );
-        let rows: Vec<SeenRow> = self
-            .fetch(sql, Vec::new())
-            .map_err(backend("aggregating addresses in ClickHouse"))?;
-        rows.into_iter()
-            .map(|r| {
-                let row = format!("address {}", hex(&r.addr));
-                r.decode().map_err(corrupt(row))
-            })
-            .collect()
+        self.seen_addresses_in(bucket, from_ms, to_ms)
     }
 }

@@ -39,6 +39,15 @@ pub struct InRow<'a> {
     pub derive_hour: u8,
 }
 
+/// A row of `batch_mark`.
+#[derive(clickhouse::Row, Serialize)]
+pub struct MarkRow {
+    pub source: String,
+    pub stream: String,
+    pub seq: u64,
+    pub written_ms: i64,
+}
+
 #[derive(clickhouse::Row, Deserialize)]
 pub struct OutRow {
     pub bucket: u8,
@@ -346,6 +355,49 @@ impl GroupRow {
             packets: self.packets_total,
             bytes: self.bytes_total,
             connections: self.connections_total,
+            summaries: self.summaries,
+            first_seen_ms: self.first,
+            last_seen_ms: self.last,
+        })
+    }
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+pub struct ConversationRow {
+    pub src: Vec<u8>,
+    pub dst: Vec<u8>,
+    pub proto: u8,
+    pub port: u16,
+    pub process: String,
+    pub src_workload: String,
+    pub dst_workload: String,
+    pub src_labels: String,
+    pub dst_labels: String,
+    pub packets_total: u64,
+    pub bytes_total: u64,
+    pub connections_total: u64,
+    pub observations_total: u64,
+    pub summaries: u64,
+    pub first: i64,
+    pub last: i64,
+}
+
+impl ConversationRow {
+    pub fn decode(self) -> Result<crate::Conversation, String> {
+        Ok(crate::Conversation {
+            src: addr_from(&self.src, "src")?,
+            dst: addr_from(&self.dst, "dst")?,
+            proto: self.proto,
+            port: self.port,
+            process: name_from(&self.process, "process")?,
+            src_workload: name_from(&self.src_workload, "src_workload")?,
+            dst_workload: name_from(&self.dst_workload, "dst_workload")?,
+            src_labels: labels_from(&self.src_labels, "src_labels")?,
+            dst_labels: labels_from(&self.dst_labels, "dst_labels")?,
+            packets: self.packets_total,
+            bytes: self.bytes_total,
+            connections: self.connections_total,
+            observations: self.observations_total,
             summaries: self.summaries,
             first_seen_ms: self.first,
             last_seen_ms: self.last,

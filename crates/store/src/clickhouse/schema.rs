@@ -29,8 +29,9 @@
 //!
 //! [`FlowSummary::merge`]: bulkhead_model::FlowSummary::merge
 
-/// The schema version this build writes. `schema_version` holds it.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes. `schema_version` holds it. Version 2 added
+/// `batch_mark`.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Milliseconds per partition.
 pub const PARTITION_MS: i64 = 86_400_000;
@@ -57,7 +58,8 @@ const TERMS: &str = "arrayConcat(
         arrayMap(l -> concat('s:', l), splitByChar(',', src_labels)),
         arrayMap(l -> concat('d:', l), splitByChar(',', dst_labels)))";
 
-/// The statements that create schema version 1, in order; each is idempotent.
+/// The statements that create the schema, in order; each is idempotent, so running
+/// them all on a database of an older version migrates it.
 pub fn create_statements() -> Vec<String> {
     vec![
         "CREATE TABLE IF NOT EXISTS schema_version (version Int64) ENGINE = TinyLog".into(),
@@ -121,6 +123,14 @@ pub fn create_statements() -> Vec<String> {
             FROM summary_in WHERE derive_hour = 1
             GROUP BY hour_start, src, dst, proto, port, process"
         ),
+        // The highest batch written of each sender's stream (`FlowStore::upsert_batch`):
+        // one row per batch until merges keep the highest of each stream. Readers take
+        // the `max`, so they never depend on whether a merge ran.
+        "CREATE TABLE IF NOT EXISTS batch_mark (
+            source String, stream String, seq UInt64, written_ms Int64
+        ) ENGINE = ReplacingMergeTree(seq)
+        ORDER BY (source, stream)"
+            .into(),
     ]
 }
 

@@ -47,6 +47,29 @@ const WRITE_LOCK: i64 = 0x6275_6c6b_6865_6164;
 /// it when the session ends, so a leader that dies or loses its connection is replaced.
 const LEADER_LOCK: i64 = WRITE_LOCK + 1;
 
+/// The session-level advisory lock of the process that expires old flows. Apart from
+/// [`LEADER_LOCK`] because collectors, which never lead the servers' singletons, take
+/// part in this election too.
+const RETENTION_LOCK: i64 = WRITE_LOCK + 2;
+
+/// The singletons elected through [`Backend::lead`], one lock each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Singleton {
+    /// Rollout calendar and agent-offline watch: servers only; writes fenced.
+    Leader,
+    /// Flow retention: any server or collector; idempotent, so not fenced.
+    Retention,
+}
+
+impl Singleton {
+    fn lock(self) -> i64 {
+        match self {
+            Singleton::Leader => LEADER_LOCK,
+            Singleton::Retention => RETENTION_LOCK,
+        }
+    }
+}
+
 /// Whether this session holds [`LEADER_LOCK`] (a bigint advisory key is stored as
 /// classid = high 32 bits, objid = low 32 bits).
 const HOLDS_LEADER_LOCK: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
@@ -100,7 +123,7 @@ impl Backend {
 
     /// Takes or keeps the leadership; returns the session it is held on (always `Some`
     /// on SQLite, whose file belongs to one server).
-    pub fn lead(&mut self) -> Result<Option<u64>, StoreError> {
+    pub fn lead(&mut self, singleton: Singleton) -> Result<Option<u64>, StoreError> {
         let fail = |source: BackendError| StoreError::Backend {
             context: "taking the leadership",
             source,
@@ -113,14 +136,14 @@ impl Backend {
                 let session = pg.session_no;
                 let client = pg.client.get().map_err(fail)?;
                 let held: bool = client
-                    .query_one(HOLDS_LEADER_LOCK, &[&LEADER_LOCK])
+                    .query_one(HOLDS_LEADER_LOCK, &[&singleton.lock()])
                     .and_then(|r| r.try_get(0))
                     .map_err(|e| fail(pg_err(e)))?;
                 if held {
                     return Ok(Some(session));
                 }
                 let taken: bool = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&singleton.lock()])
                     .and_then(|r| r.try_get(0))
                     .map_err(|e| fail(pg_err(e)))?;
                 Ok(taken.then_some(session))

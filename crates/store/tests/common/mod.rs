@@ -220,3 +220,75 @@ fn fold(g: &mut bulkhead_store::FlowGroup, s: &FlowSummary) {
     g.first_seen_ms = g.first_seen_ms.min(s.first_seen_ms);
     g.last_seen_ms = g.last_seen_ms.max(s.last_seen_ms);
 }
+
+/// What a correct store's `conversations` holds: the model's summaries of the window
+/// (distinct keys) folded by conversation, process and enrichment, in a canonical order.
+pub fn expected_conversations(
+    model: &[FlowSummary],
+    bucket: Bucket,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<bulkhead_store::Conversation> {
+    let mut out: Vec<bulkhead_store::Conversation> = Vec::new();
+    for s in model {
+        if s.key.bucket != bucket
+            || s.key.bucket_start_ms < from_ms
+            || s.key.bucket_start_ms >= to_ms
+        {
+            continue;
+        }
+        let k = &s.key;
+        let same = |c: &bulkhead_store::Conversation| {
+            (c.src, c.dst, c.proto, c.port, &c.process)
+                == (k.src, k.dst, k.proto, k.port, &k.process)
+                && (
+                    &c.src_workload,
+                    &c.dst_workload,
+                    &c.src_labels,
+                    &c.dst_labels,
+                ) == (
+                    &s.src_workload,
+                    &s.dst_workload,
+                    &s.src_labels,
+                    &s.dst_labels,
+                )
+        };
+        match out.iter_mut().find(|c| same(c)) {
+            Some(c) => {
+                c.packets = c.packets.saturating_add(s.packets);
+                c.bytes = c.bytes.saturating_add(s.bytes);
+                c.connections = c.connections.saturating_add(s.connections);
+                c.observations = c.observations.saturating_add(s.connections.max(1));
+                c.summaries += 1;
+                c.first_seen_ms = c.first_seen_ms.min(s.first_seen_ms);
+                c.last_seen_ms = c.last_seen_ms.max(s.last_seen_ms);
+            }
+            None => out.push(bulkhead_store::Conversation {
+                src: k.src,
+                dst: k.dst,
+                proto: k.proto,
+                port: k.port,
+                process: k.process.clone(),
+                src_workload: s.src_workload.clone(),
+                dst_workload: s.dst_workload.clone(),
+                src_labels: s.src_labels.clone(),
+                dst_labels: s.dst_labels.clone(),
+                packets: s.packets,
+                bytes: s.bytes,
+                connections: s.connections,
+                observations: s.connections.max(1),
+                summaries: 1,
+                first_seen_ms: s.first_seen_ms,
+                last_seen_ms: s.last_seen_ms,
+            }),
+        }
+    }
+    canonical_conversations(out)
+}
+
+pub fn canonical_conversations(
+    mut items: Vec<bulkhead_store::Conversation>,
+) -> Vec<bulkhead_store::Conversation> {
+    items.sort_by_key(|c| format!("{c:?}"));
+    items
+}

@@ -2,7 +2,7 @@
 // defines `open()` (a new, empty store).
 
 fn store_with(summaries: &[FlowSummary]) -> Box<dyn FlowStore> {
-    let mut store = open();
+    let store = open();
     store.upsert(summaries).unwrap();
     store
 }
@@ -93,7 +93,7 @@ fn upsert_merges_like_flow_summary_merge() {
     expected.merge(&third);
 
     // Across transactions, and repeated keys within one.
-    let mut store = store_with(&[old.clone()]);
+    let store = store_with(&[old.clone()]);
     store.upsert(&[new.clone()]).unwrap();
     store.upsert(&[third.clone()]).unwrap();
     assert_eq!(everything(&*store), vec![expected.clone()]);
@@ -106,7 +106,7 @@ fn counters_saturate_at_i64_max() {
     let mut a = summary(0, "10.0.0.1", "10.0.0.2", 6, 80);
     a.bytes = u64::MAX;
     a.packets = i64::MAX as u64 - 1;
-    let mut store = store_with(&[a.clone()]);
+    let store = store_with(&[a.clone()]);
     store.upsert(&[a]).unwrap();
     let got = everything(&*store).remove(0);
     assert_eq!(got.bytes, i64::MAX as u64);
@@ -116,7 +116,7 @@ fn counters_saturate_at_i64_max() {
 
 #[test]
 fn empty_batch_is_fine() {
-    let mut store = open();
+    let store = open();
     store.upsert(&[]).unwrap();
     assert!(everything(&*store).is_empty());
 }
@@ -279,7 +279,7 @@ fn expire_deletes_exactly_the_buckets_that_ended() {
         s.key.bucket_start_ms = T0 + hour * HOUR;
         model.push(s);
     }
-    let mut store = store_with(&model);
+    let store = store_with(&model);
 
     // Minute 1 ends exactly at T0 + 2 min: gone. Minute 2 is still open then: kept.
     // Hour 0 ends at T0 + 1 h, later than the cutoff: kept.
@@ -309,7 +309,7 @@ fn expire_deletes_exactly_the_buckets_that_ended() {
 
 #[test]
 fn stats_count_rows_per_bucket() {
-    let mut store = open();
+    let store = open();
     let stats = store.stats().unwrap();
     assert_eq!(stats.minute.rows, 0);
     assert_eq!(stats.minute.oldest_start_ms, None);
@@ -497,4 +497,157 @@ fn groups_fold_a_window_and_keep_the_most_recent_under_a_limit() {
         two.items.iter().map(|g| g.last_seen_ms).collect::<Vec<_>>(),
         newest
     );
+}
+
+#[test]
+fn conversations_fold_a_window_by_conversation_process_and_enrichment() {
+    let mut model = estate();
+    // One conversation over several minutes folds into one row, where a minute that
+    // counted no connection weighs one; another process, or other labels, stay apart.
+    for m in 0..5 {
+        let mut s = summary(m, "10.0.0.1", "10.0.0.2", 6, 443);
+        s.src_workload = Some("web".into());
+        s.dst_workload = Some("db".into());
+        s.connections = if m == 0 { 0 } else { 3 };
+        s.last_seen_ms += m;
+        model.push(s);
+    }
+    let mut nginx = summary(5, "10.0.0.1", "10.0.0.2", 6, 443);
+    nginx.key.process = Some("nginx".into());
+    model.push(nginx);
+    let mut relabelled = summary(6, "10.0.0.1", "10.0.0.2", 6, 443);
+    relabelled.src_workload = Some("web".into());
+    relabelled.src_labels = labels("app=shop,role=web");
+    model.push(relabelled);
+    let store = store_with(&model);
+    let window = |bucket, limit| bulkhead_store::GroupQuery {
+        bucket,
+        from_ms: T0 - HOUR,
+        to_ms: T0 + HOUR,
+        limit,
+    };
+    let all = store
+        .conversations(&window(Bucket::Minute, usize::MAX))
+        .unwrap();
+    assert!(!all.more);
+    let want = expected_conversations(&model, Bucket::Minute, T0 - HOUR, T0 + HOUR);
+    let folded = want.iter().find(|c| c.summaries == 5).unwrap();
+    assert_eq!((folded.connections, folded.observations), (12, 13));
+    assert_eq!(
+        want.iter()
+            .filter(|c| c.src == ip("10.0.0.1") && c.port == 443)
+            .count(),
+        3
+    );
+    assert_eq!(canonical_conversations(all.items.clone()), want);
+    // Newest first, and a limit keeps the newest and says so.
+    let lasts: Vec<i64> = all.items.iter().map(|c| c.last_seen_ms).collect();
+    assert!(lasts.windows(2).all(|w| w[0] >= w[1]), "{lasts:?}");
+    let two = store.conversations(&window(Bucket::Minute, 2)).unwrap();
+    assert!(two.more);
+    assert_eq!(
+        two.items.iter().map(|c| c.last_seen_ms).collect::<Vec<_>>(),
+        lasts[..2]
+    );
+    // Widths stay apart; an empty window is empty.
+    let hours = store.conversations(&window(Bucket::Hour, 10)).unwrap();
+    assert_eq!(
+        hours.items,
+        expected_conversations(&model, Bucket::Hour, T0 - HOUR, T0 + HOUR)
+    );
+    assert_eq!(hours.items.len(), 1);
+    let mut empty = window(Bucket::Minute, 10);
+    empty.to_ms = empty.from_ms;
+    assert!(store.conversations(&empty).unwrap().items.is_empty());
+}
+
+#[test]
+fn a_batch_of_a_stream_is_stored_once() {
+    use bulkhead_store::{BatchMark, BatchWrite};
+    let store = open();
+    let mark = |source, stream, seq| BatchMark {
+        source,
+        stream,
+        seq,
+    };
+    let one = summary(0, "10.0.0.1", "10.0.0.2", 6, 443);
+    assert_eq!(store.batch_mark("agent 1", "s").unwrap(), None);
+    assert_eq!(
+        store
+            .upsert_batch(mark("agent 1", "s", 1), T0, std::slice::from_ref(&one))
+            .unwrap(),
+        BatchWrite::Stored
+    );
+    // Re-sent: not stored again, and the answer says how far the stream is.
+    assert_eq!(
+        store
+            .upsert_batch(mark("agent 1", "s", 1), T0, std::slice::from_ref(&one))
+            .unwrap(),
+        BatchWrite::Repeated { highest: 1 }
+    );
+    assert_eq!(everything(&*store), vec![one.clone()]);
+    // A gap is fine (batches dropped by the sender); anything at or below the highest
+    // is a repeat, even a number never seen.
+    assert_eq!(
+        store
+            .upsert_batch(mark("agent 1", "s", 5), T0, std::slice::from_ref(&one))
+            .unwrap(),
+        BatchWrite::Stored
+    );
+    assert_eq!(
+        store
+            .upsert_batch(mark("agent 1", "s", 3), T0, std::slice::from_ref(&one))
+            .unwrap(),
+        BatchWrite::Repeated { highest: 5 }
+    );
+    // Other streams, and the same stream name of another source, are their own.
+    for (source, stream) in [("agent 1", "t"), ("agent 2", "s")] {
+        assert_eq!(
+            store
+                .upsert_batch(mark(source, stream, 1), T0, std::slice::from_ref(&one))
+                .unwrap(),
+            BatchWrite::Stored
+        );
+    }
+    // An empty batch moves the mark too.
+    assert_eq!(
+        store.upsert_batch(mark("agent 1", "s", 6), T0, &[]).unwrap(),
+        BatchWrite::Stored
+    );
+    assert_eq!(store.batch_mark("agent 1", "s").unwrap(), Some(6));
+    assert_eq!(store.batch_mark("agent 1", "t").unwrap(), Some(1));
+    let stored = everything(&*store);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].connections, 4 * one.connections, "{stored:?}");
+    assert_eq!(stored[0].packets, 4 * one.packets);
+}
+
+#[test]
+fn streams_not_written_for_a_while_are_forgotten() {
+    use bulkhead_store::BatchMark;
+    let store = open();
+    let mark = |stream| BatchMark {
+        source: "agent 1",
+        stream,
+        seq: 1,
+    };
+    store.upsert_batch(mark("old"), T0, &[]).unwrap();
+    store.upsert_batch(mark("new"), T0 + HOUR, &[]).unwrap();
+    // A stream written before and after the cutoff is still being written: kept.
+    store.upsert_batch(mark("busy"), T0, &[]).unwrap();
+    store
+        .upsert_batch(
+            BatchMark {
+                seq: 2,
+                ..mark("busy")
+            },
+            T0 + HOUR,
+            &[],
+        )
+        .unwrap();
+    assert_eq!(store.forget_batches(T0 + 1).unwrap(), 1);
+    assert_eq!(store.batch_mark("agent 1", "old").unwrap(), None);
+    assert_eq!(store.batch_mark("agent 1", "new").unwrap(), Some(1));
+    assert_eq!(store.batch_mark("agent 1", "busy").unwrap(), Some(2));
+    assert_eq!(store.forget_batches(T0 + 1).unwrap(), 0);
 }
