@@ -17,8 +17,10 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bulkhead_testkit::command::{curl_in_netns, ok, run};
+use bulkhead_testkit::wait_for;
 use serde_json::{Value, json};
 
 const CTL: &str = "10.77.0.1";
@@ -26,37 +28,6 @@ const WEB: &str = "10.77.0.11";
 const APP: &str = "10.77.0.12";
 const DB: &str = "10.77.0.13";
 const ATTACKER: &str = "10.77.0.66";
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?} (see scripts/setup): {e}"))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits until `f` gives `Some`, or fails the test saying what it waited for. The
-/// deadline only bounds a broken run; nothing here measures time.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// The lab: namespaces, processes, and a data directory; torn down on drop, whatever
 /// happened.
@@ -193,37 +164,9 @@ impl Lab {
     /// from the test's own namespace, by design).
     fn try_api(&self, method: &str, path: &str, body: Option<&Value>) -> Option<Value> {
         let url = format!("http://{CTL}:8080{path}");
-        let auth = format!("Authorization: Bearer {}", self.token);
-        let ns = self.ns("ctl");
-        let mut args = vec![
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "-m",
-            "10",
-            "-X",
-            method,
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-        ];
-        let text;
-        if let Some(b) = body {
-            text = b.to_string();
-            args.extend(["--data-binary", &text]);
-        }
-        args.push(&url);
-        let out = run(&args);
-        if !out.status.success() {
-            return None;
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        Some(serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.into_owned())))
+        let body = body.map(Value::to_string);
+        let text = curl_in_netns(&self.ns("ctl"), method, &url, &self.token, body.as_deref())?;
+        Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Value {

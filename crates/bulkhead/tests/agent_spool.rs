@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bulkhead_testkit::command::{curl_in_netns, ok, run};
 use bulkhead_testkit::wait_for;
 use serde_json::{Value, json};
 
@@ -29,24 +30,6 @@ const PORT: u16 = 7001;
 /// Long enough for conntrack to report a closed connection (TIME_WAIT, 1 s here, then
 /// the monitor's reap interval of 10 s), a spool round and a heartbeat, many times over.
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?} (see scripts/setup): {e}"))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The namespace, the processes in it and their data; all removed on drop.
 struct Lab {
@@ -212,36 +195,9 @@ impl Lab {
 
     fn try_api(&self, method: &str, path: &str, body: Option<&Value>) -> Option<Value> {
         let url = format!("http://127.0.0.1:8080{path}");
-        let auth = format!("Authorization: Bearer {}", self.token);
-        let mut args = vec![
-            "ip",
-            "netns",
-            "exec",
-            &self.ns,
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "-m",
-            "10",
-            "-X",
-            method,
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-        ];
-        let text;
-        if let Some(b) = body {
-            text = b.to_string();
-            args.extend(["--data-binary", &text]);
-        }
-        args.push(&url);
-        let out = run(&args);
-        if !out.status.success() {
-            return None;
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        Some(serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.into_owned())))
+        let body = body.map(Value::to_string);
+        let text = curl_in_netns(&self.ns, method, &url, &self.token, body.as_deref())?;
+        Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Value {

@@ -16,24 +16,7 @@ use bulkhead_model::Inventory;
 use bulkhead_nft::{Nft, RenderOptions, render};
 use bulkhead_policy::Policy;
 use bulkhead_policy::host::host_policy;
-
-/// Runs a command to completion; any failure, including a missing program, panics
-/// with the command line so the cause is obvious.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {args:?} (is it installed? see scripts/setup): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use bulkhead_testkit::command::ok as run;
 
 /// A network namespace that is deleted when dropped.
 #[derive(Debug)]

@@ -4,11 +4,15 @@
 
 use std::net::UdpSocket;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bulkhead_model::Bucket;
 use bulkhead_store::{FlowLocation, FlowQuery};
 use bulkhead_testkit::clickhouse::ClickHouse;
+use bulkhead_testkit::wait_for;
+
+/// Bounds a broken run only; nothing here measures time.
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// A NetFlow v5 datagram of one record per port, 10.9.0.1 → 10.9.0.2 over tcp, whose
 /// flows ended five minutes ago: their minute is closed, so the collector hands them
@@ -55,17 +59,6 @@ fn stored_ports(state: &bulkhead_server::AppState) -> Vec<u16> {
     ports
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "gave up waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_collector_holds_summaries_while_clickhouse_restarts_and_delivers_them_after() {
     // A server of this test's own: it is killed.
@@ -82,8 +75,8 @@ fn a_collector_holds_summaries_while_clickhouse_restarts_and_delivers_them_after
         .send_to(&netflow_v5(1000..1010), collector)
         .unwrap();
     let before: Vec<u16> = (1000..1010).collect();
-    wait_for("the first flows in ClickHouse", || {
-        stored_ports(&state) == before
+    wait_for("the first flows in ClickHouse", LIMIT, || {
+        (stored_ports(&state) == before).then_some(())
     });
 
     clickhouse.kill();
@@ -91,15 +84,17 @@ fn a_collector_holds_summaries_while_clickhouse_restarts_and_delivers_them_after
         .send_to(&netflow_v5(2000..2010), collector)
         .unwrap();
     let counters = state.flow_writes.clone();
-    wait_for("the collector to hold what ClickHouse cannot take", || {
-        counters.held.load(Relaxed) >= 10
-    });
+    wait_for(
+        "the collector to hold what ClickHouse cannot take",
+        LIMIT,
+        || (counters.held.load(Relaxed) >= 10).then_some(()),
+    );
     assert!(counters.failures.load(Relaxed) >= 1);
 
     clickhouse.restart();
     // No traffic from here on: the collector retries by itself.
-    wait_for("the held summaries to be delivered", || {
-        counters.held.load(Relaxed) == 0
+    wait_for("the held summaries to be delivered", LIMIT, || {
+        (counters.held.load(Relaxed) == 0).then_some(())
     });
     let mut expected = before;
     expected.extend(2000..2010);
