@@ -11,18 +11,6 @@ use common::build::*;
 
 const T0: u32 = 1_700_000_000;
 
-fn fields() -> Vec<F> {
-    vec![
-        f(8, 4),
-        f(12, 4),
-        f(7, 2),
-        f(11, 2),
-        f(4, 1),
-        f(2, 4),
-        f(1, 4),
-    ]
-}
-
 fn record(i: u32) -> Vec<u8> {
     rec(&[
         (0x0a00_0001 + u64::from(i), 4),
@@ -43,7 +31,7 @@ fn ipfix_seq(domain: u32, seq: u32, sets: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn template() -> Vec<u8> {
-    set(2, &tpl(256, &fields()))
+    set(2, &tpl(256, &basic_fields()))
 }
 
 fn data(first: u32, n: u32) -> Vec<u8> {
@@ -117,7 +105,11 @@ fn flood(cfg: &DecoderConfig) -> Flood {
         } else {
             SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 4739))
         };
-        let m = ipfix_seq(1, 0, &[set(2, &tpl(256 + (i % 1000) as u16, &fields()))]);
+        let m = ipfix_seq(
+            1,
+            0,
+            &[set(2, &tpl(256 + (i % 1000) as u16, &basic_fields()))],
+        );
         d.decode_at(from, &m, now, &mut Vec::new())
             .expect("flood datagram");
         // Silent from 10,000 to 40,000: 15,000 newcomers in between.
@@ -324,7 +316,7 @@ fn v9_seq(source: u32, seq: u32, sets: &[Vec<u8>]) -> Vec<u8> {
 fn v9_sequence_counts_export_packets() {
     let mut d = Decoder::new();
     let e = SocketAddr::from(([192, 0, 2, 1], 2055));
-    let t = set(0, &tpl(256, &fields()));
+    let t = set(0, &tpl(256, &basic_fields()));
     d.decode(e, &v9_seq(3, 10, &[t])).unwrap();
     // Each packet advances by one, whatever it carries.
     d.decode(e, &v9_seq(3, 11, &[data(0, 5)])).unwrap();

@@ -13,19 +13,6 @@ fn exporter(n: u8) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(192, 0, 2, n), 4739))
 }
 
-/// srcIPv4, dstIPv4, srcPort, dstPort, protocol, packets, octets.
-fn basic_fields() -> Vec<F> {
-    vec![
-        f(8, 4),
-        f(12, 4),
-        f(7, 2),
-        f(11, 2),
-        f(4, 1),
-        f(2, 4),
-        f(1, 4),
-    ]
-}
-
 fn basic_record(i: u32) -> Vec<u8> {
     rec(&[
         (0x0a00_0001 + u64::from(i), 4),

@@ -9,6 +9,19 @@ pub fn f(id: u16, len: u16) -> F {
     (id, len, None)
 }
 
+/// srcIPv4, dstIPv4, srcPort, dstPort, protocol, packets, octets.
+pub fn basic_fields() -> Vec<F> {
+    vec![
+        f(8, 4),
+        f(12, 4),
+        f(7, 2),
+        f(11, 2),
+        f(4, 1),
+        f(2, 4),
+        f(1, 4),
+    ]
+}
+
 pub fn fe(id: u16, len: u16, pen: u32) -> F {
     (id, len, Some(pen))
 }
