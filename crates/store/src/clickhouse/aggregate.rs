@@ -16,6 +16,17 @@ fn total(expr: &str, name: &str) -> String {
     )
 }
 
+/// The merged summaries of one bucket width whose buckets start in `[from_ms, to_ms)`.
+fn merged_window(bucket: Bucket, from_ms: i64, to_ms: i64) -> String {
+    schema::merged(
+        &format!(
+            "WHERE bucket = {} AND bucket_start >= {from_ms} AND bucket_start < {to_ms}",
+            bucket_code(bucket)
+        ),
+        "",
+    )
+}
+
 impl ClickHouseFlowStore {
     pub(super) fn groups_in(&self, q: &crate::GroupQuery) -> Result<crate::GroupPage, StoreError> {
         if q.limit == 0 || q.from_ms >= q.to_ms {
@@ -24,15 +35,7 @@ impl ClickHouseFlowStore {
                 more: false,
             });
         }
-        let merged = schema::merged(
-            &format!(
-                "WHERE bucket = {} AND bucket_start >= {} AND bucket_start < {}",
-                bucket_code(q.bucket),
-                q.from_ms,
-                q.to_ms
-            ),
-            "",
-        );
+        let merged = merged_window(q.bucket, q.from_ms, q.to_ms);
         let sql = format!(
             "SELECT if(src_workload = '', src, '') AS src_end,
                 if(dst_workload = '', dst, '') AS dst_end,
@@ -71,13 +74,7 @@ impl ClickHouseFlowStore {
     ) -> Result<Vec<SeenAddress>, StoreError> {
         // Each summary counts once for each of its two ends; the provider end also
         // records the port it served (-1 on the consumer end).
-        let merged = schema::merged(
-            &format!(
-                "WHERE bucket = {} AND bucket_start >= {from_ms} AND bucket_start < {to_ms}",
-                bucket_code(bucket)
-            ),
-            "",
-        );
+        let merged = merged_window(bucket, from_ms, to_ms);
         let sql = format!(
             "SELECT tupleElement(end, 1) AS addr,
                 min(first_seen) AS first_seen, max(last_seen) AS last_seen,
@@ -117,15 +114,7 @@ impl ClickHouseFlowStore {
                 more: false,
             });
         }
-        let merged = schema::merged(
-            &format!(
-                "WHERE bucket = {} AND bucket_start >= {} AND bucket_start < {}",
-                bucket_code(q.bucket),
-                q.from_ms,
-                q.to_ms
-            ),
-            "",
-        );
+        let merged = merged_window(q.bucket, q.from_ms, q.to_ms);
         let sql = format!(
             "SELECT src, dst, proto, port, process, src_workload, dst_workload,
                 src_labels, dst_labels, {}, {}, {}, {},
