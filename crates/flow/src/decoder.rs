@@ -34,6 +34,13 @@ pub struct DecoderConfig {
     pub promote_after: u32,
     /// Templates kept per (exporter, version, observation domain).
     pub max_templates_per_scope: usize,
+    /// Memory the templates of one exporter may hold, over all its scopes: a
+    /// host that sends template after template fills its own budget, not the
+    /// collector's memory. Its further new templates are refused (the datagram
+    /// counts as malformed); refreshing a known one of the same size still works.
+    pub max_template_bytes_per_exporter: usize,
+    /// Memory the templates of all exporters may hold together.
+    pub max_template_bytes_total: usize,
     /// (version, observation domain / source id) scopes kept per exporter.
     pub max_scopes_per_exporter: usize,
     /// Data sets held per exporter while their template is unknown.
@@ -52,6 +59,10 @@ impl Default for DecoderConfig {
             exporter_idle_ttl_ms: 30 * 60 * 1000,
             promote_after: 2,
             max_templates_per_scope: 1024,
+            // A router's templates (tens of templates of tens of fields per
+            // domain) take tens of KiB; this leaves room for forty times that.
+            max_template_bytes_per_exporter: 1 << 20,
+            max_template_bytes_total: 256 << 20,
             max_scopes_per_exporter: 64,
             max_pending_sets: 64,
             max_pending_bytes: 256 * 1024,
@@ -86,6 +97,9 @@ pub struct Counters {
     pub pending_sets: u64,
     /// Bytes of the data sets currently held.
     pub pending_bytes: u64,
+    /// Memory held by the templates of all exporters (see
+    /// [`DecoderConfig::max_template_bytes_total`]).
+    pub template_bytes: u64,
     /// Data sets ending in (or consisting of) a record cut short: the
     /// non-zero tail is too short for the template.
     pub sets_truncated: u64,
@@ -420,11 +434,15 @@ impl Decoder {
         for (set_id, set) in sets {
             let scope = exp.scopes.entry(key).or_default();
             match (version, set_id) {
-                (9, 0) | (10, 2) => {
-                    parse_templates(version, set, false, scope, cfg, counters, &mut learned)?
-                }
-                (9, 1) | (10, 3) => {
-                    parse_templates(version, set, true, scope, cfg, counters, &mut learned)?
+                (9, 0) | (10, 2) | (9, 1) | (10, 3) => {
+                    let options = matches!((version, set_id), (9, 1) | (10, 3));
+                    let budget = &mut exp.template_bytes;
+                    let ids = parse_templates(version, set, options, scope, budget, cfg, counters)?;
+                    for id in ids {
+                        if !learned.contains(&id) {
+                            learned.push(id);
+                        }
+                    }
                 }
                 (_, id) if id >= 256 => match scope.templates.get(&id) {
                     Some(t) => {

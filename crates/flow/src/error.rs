@@ -37,6 +37,8 @@ pub enum DecodeError {
     },
     #[error("too many templates for one exporter scope (limit {0})")]
     TemplateLimit(usize),
+    #[error("template memory of the {budget} is full (limit {limit} bytes)")]
+    TemplateMemory { budget: &'static str, limit: usize },
     /// No longer returned: a full exporter table evicts an idle or
     /// unproven exporter instead (see [`DecoderConfig`](crate::DecoderConfig)).
     /// Kept so that matches on it keep compiling.

@@ -33,6 +33,12 @@ pub(crate) struct Scope {
     pub seq: SeqTrack,
 }
 
+impl Scope {
+    pub(crate) fn template_bytes(&self) -> usize {
+        self.templates.values().map(|t| t.footprint()).sum()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub version: u16,
@@ -60,6 +66,8 @@ pub struct ExporterCounters {
 #[derive(Debug)]
 pub(crate) struct Exporter {
     pub scopes: HashMap<(u16, u32), Scope>,
+    /// Memory of the templates of all its scopes (see `Template::footprint`).
+    pub template_bytes: usize,
     pub pending: VecDeque<Pending>,
     pub pending_bytes: usize,
     pub counters: ExporterCounters,
@@ -185,6 +193,7 @@ impl Table {
                     scopes: HashMap::new(),
                     pending: VecDeque::new(),
                     pending_bytes: 0,
+                    template_bytes: 0,
                     counters: ExporterCounters::default(),
                     first_seen_ms: now_ms,
                     last_seen_ms: now_ms,
@@ -252,6 +261,7 @@ impl Table {
         counters.no_template += n;
         counters.pending_sets -= n;
         counters.pending_bytes -= e.pending_bytes as u64;
+        counters.template_bytes -= e.template_bytes as u64;
         true
     }
 

@@ -44,21 +44,24 @@ pub(crate) fn split_sets(version: u16, mut body: &[u8]) -> Result<Vec<(u16, &[u8
     Ok(sets)
 }
 
+/// Learns (or withdraws) the templates of one template set, within the
+/// exporter's and the decoder's template memory; gives the ids learned.
 pub(crate) fn parse_templates(
     version: u16,
     set: &[u8],
     options: bool,
     scope: &mut Scope,
+    exporter_bytes: &mut usize,
     cfg: &DecoderConfig,
     counters: &mut Counters,
-    learned: &mut Vec<u16>,
-) -> Result<(), DecodeError> {
+) -> Result<Vec<u16>, DecodeError> {
+    let mut learned = Vec::new();
     let mut r = Reader::new(set, "template record");
     loop {
         let rest = r.rest();
         if rest.is_empty() || (rest.len() < 4) || rest.iter().all(|&b| b == 0) {
             // Sets are padded to 4-byte boundaries with zeros.
-            return Ok(());
+            return Ok(learned);
         }
         let id = r.u16()?;
         let t = if version == 9 && options {
@@ -89,7 +92,7 @@ pub(crate) fn parse_templates(
                         reason: "template has no fields",
                     });
                 }
-                withdraw(scope, id, options, counters);
+                withdraw(scope, id, options, exporter_bytes, counters);
                 continue;
             }
             let scope_count = if options { r.u16()? } else { 0 };
@@ -124,7 +127,25 @@ pub(crate) fn parse_templates(
         {
             return Err(DecodeError::TemplateLimit(cfg.max_templates_per_scope));
         }
+        let replaced = scope.templates.get(&id).map_or(0, |t| t.footprint());
+        let added = t.footprint();
+        let exporter_after = *exporter_bytes - replaced + added;
+        let total_after = counters.template_bytes - replaced as u64 + added as u64;
+        if exporter_after > cfg.max_template_bytes_per_exporter {
+            return Err(DecodeError::TemplateMemory {
+                budget: "exporter",
+                limit: cfg.max_template_bytes_per_exporter,
+            });
+        }
+        if added > replaced && total_after > cfg.max_template_bytes_total as u64 {
+            return Err(DecodeError::TemplateMemory {
+                budget: "collector",
+                limit: cfg.max_template_bytes_total,
+            });
+        }
         scope.templates.insert(id, Arc::new(t));
+        *exporter_bytes = exporter_after;
+        counters.template_bytes = total_after;
         counters.templates += 1;
         if !learned.contains(&id) {
             learned.push(id);
@@ -134,14 +155,23 @@ pub(crate) fn parse_templates(
 
 /// RFC 7011 8.1: a template record with no fields withdraws its id; the set
 /// id itself as template id withdraws all templates of that kind.
-fn withdraw(scope: &mut Scope, id: u16, options: bool, counters: &mut Counters) {
+fn withdraw(
+    scope: &mut Scope,
+    id: u16,
+    options: bool,
+    exporter_bytes: &mut usize,
+    counters: &mut Counters,
+) {
     let all = if options { 3 } else { 2 };
-    let before = scope.templates.len();
+    let (before, bytes_before) = (scope.templates.len(), scope.template_bytes());
     if id == all {
         scope.templates.retain(|_, t| t.options != options);
     } else {
         scope.templates.remove(&id);
     }
+    let freed = bytes_before - scope.template_bytes();
+    *exporter_bytes -= freed;
+    counters.template_bytes -= freed as u64;
     counters.templates_withdrawn += (before - scope.templates.len()) as u64;
 }
 

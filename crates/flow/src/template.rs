@@ -74,6 +74,13 @@ impl Template {
         })
     }
 
+    /// Memory this template holds, as counted against the template budgets:
+    /// itself, its fields, and the allocation and map slot around it.
+    pub(crate) fn footprint(&self) -> usize {
+        const AROUND: usize = 64;
+        std::mem::size_of::<Self>() + std::mem::size_of_val(&*self.fields) + AROUND
+    }
+
     /// Decodes one record starting at `pos`, returning the position after it.
     #[inline]
     pub(crate) fn decode_record(

@@ -404,3 +404,78 @@ fn malformed_and_unknown_template_sets_are_counted_per_exporter() {
         (3, 1, 1)
     );
 }
+
+/// Template sets of 30-field templates with ids `first..first + n`, one per set.
+fn wide_templates(first: u16, n: u16) -> Vec<Vec<u8>> {
+    let fields: Vec<F> = (0..30).map(|i| f(100 + i, 4)).collect();
+    (first..first + n)
+        .map(|id| set(2, &tpl(id, &fields)))
+        .collect()
+}
+
+#[test]
+fn a_template_storm_fills_its_own_budget_and_no_one_elses() {
+    let cfg = DecoderConfig {
+        max_template_bytes_per_exporter: 64 * 1024,
+        max_template_bytes_total: 96 * 1024,
+        ..DecoderConfig::default()
+    };
+    let mut d = Decoder::with_config(cfg.clone());
+    let storm = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 66), 4739));
+    let mut real = Real::new(SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 4739)));
+    real.send(&mut d, 0, &[template()], 0);
+    let real_bytes = d.counters().template_bytes;
+    assert!(real_bytes > 0);
+
+    // Distinct templates across many domains, far past the per-exporter budget.
+    let (mut learned, mut refused) = (0u32, 0u32);
+    for domain in 0..60 {
+        for s in wide_templates(256, 50) {
+            match d.decode_at(storm, &ipfix(domain, T0, &[s]), 1, &mut Vec::new()) {
+                Ok(_) => learned += 1,
+                Err(e) => {
+                    assert!(e.to_string().contains("template memory"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        learned > 0 && refused > 0,
+        "{learned} learned, {refused} refused"
+    );
+    let held = d.counters().template_bytes;
+    assert!(
+        held - real_bytes <= cfg.max_template_bytes_per_exporter as u64,
+        "the storm holds {} bytes of templates",
+        held - real_bytes
+    );
+
+    // The real exporter's template still works, and it can refresh it.
+    real.send(&mut d, 2, &[template(), data(0, 5)], 5);
+    assert_eq!(real.got, 5);
+
+    // A second storm finds the collector's budget nearly spent: it is refused
+    // before it can take the whole of its own.
+    let second = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 67), 4739));
+    let mut second_refused = 0;
+    for s in wide_templates(256, 400) {
+        if d.decode_at(second, &ipfix(1, T0, &[s]), 3, &mut Vec::new())
+            .is_err()
+        {
+            second_refused += 1;
+        }
+    }
+    assert!(second_refused > 0);
+    assert!(d.counters().template_bytes <= cfg.max_template_bytes_total as u64);
+
+    // Storms gone, their memory comes back.
+    d.forget_exporter(&storm);
+    d.forget_exporter(&second);
+    assert_eq!(d.counters().template_bytes, real_bytes);
+
+    // Withdrawing templates gives their memory back too.
+    let withdraw_all = set(2, &[0, 2, 0, 0]);
+    real.send(&mut d, 4, &[withdraw_all], 0);
+    assert_eq!(d.counters().template_bytes, 0);
+}
