@@ -163,6 +163,25 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// Bytes waiting in the receive queue of the IPv4 UDP socket bound to `port`, from
+/// /proc/net/udp (columns: sl, local address, remote address, state, tx:rx queue).
+fn udp_receive_queue(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let queues = cols.get(4)?;
+            cols.get(1)?.ends_with(&local).then(|| {
+                let rx = queues.split(':').nth(1).unwrap_or("0");
+                u64::from_str_radix(rx, 16).unwrap_or(0)
+            })
+        })
+        .sum()
+}
+
 fn softflowd(pcap: &std::path::Path, port: u16, version: &str) {
     let out = Command::new("softflowd")
         // -c none: softflowd 1.1.0 hangs in offline mode with its control socket.
@@ -217,7 +236,14 @@ impl Nfcapd {
     }
 
     /// Stops nfcapd (it writes its file on SIGTERM) and reads the flows back with nfdump.
-    fn finish(mut self) -> BTreeMap<FlowTuple, (u64, u64)> {
+    /// Datagrams still in its socket when the signal lands would be lost to it, so the
+    /// socket must be drained first (a busy machine schedules nfcapd late).
+    fn finish(mut self, port: u16) -> BTreeMap<FlowTuple, (u64, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while udp_receive_queue(port) > 0 {
+            assert!(Instant::now() < deadline, "nfcapd did not read its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -320,7 +346,7 @@ fn softflowd_export_agrees_with_nfcapd_and_with_the_capture() {
         let port = free_udp_port();
         let nfcapd = Nfcapd::start(port);
         softflowd(&pcap, port, version);
-        let theirs = nfcapd.finish();
+        let theirs = nfcapd.finish(port);
         assert_eq!(
             &ours, truth,
             "v{version}: Bulkhead's decode differs from the capture"
