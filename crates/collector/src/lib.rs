@@ -78,6 +78,8 @@ pub struct Metrics {
     pub exporters_expired: AtomicU64,
     pub time_clamped_future: AtomicU64,
     pub time_clamped_past: AtomicU64,
+    /// A gauge: workers add what their templates grew by and take off what they shrank by.
+    pub template_bytes: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -103,6 +105,8 @@ pub struct MetricsSnapshot {
     pub time_clamped_future: u64,
     /// Records whose end lay further back than any live exporter reports.
     pub time_clamped_past: u64,
+    /// Memory the workers' templates hold now (each worker within its own budget).
+    pub template_bytes: u64,
 }
 
 /// The inventory and policy the workers enrich with; replace it to make them use new ones.
@@ -250,6 +254,7 @@ impl Collector {
             exporters_expired: m.exporters_expired.load(Ordering::Relaxed),
             time_clamped_future: m.time_clamped_future.load(Ordering::Relaxed),
             time_clamped_past: m.time_clamped_past.load(Ordering::Relaxed),
+            template_bytes: m.template_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -433,6 +438,18 @@ fn worker(
                 c.exporters_expired,
                 reported.exporters_expired,
             );
+            if c.template_bytes >= reported.template_bytes {
+                add_delta(
+                    &metrics.template_bytes,
+                    c.template_bytes,
+                    reported.template_bytes,
+                );
+            } else {
+                metrics.template_bytes.fetch_sub(
+                    reported.template_bytes - c.template_bytes,
+                    Ordering::Relaxed,
+                );
+            }
             reported = c;
             let a = aggregator.stats();
             add_delta(&metrics.time_clamped_future, a.clamped_future, clamped.0);

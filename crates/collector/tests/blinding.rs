@@ -43,11 +43,12 @@ fn drain(collector: &Collector, sent: u64) {
 fn a_flood_of_one_shot_exporters_does_not_blind_the_collector() {
     let template = fixture("ipfix_test_openbsd_pflow_tpl.dat");
     let data = fixture("ipfix_test_openbsd_pflow_data.dat");
-    let per_data = {
+    let (per_data, template_bytes_each) = {
         let mut d = Decoder::new();
         let from: SocketAddr = "127.0.0.9:4739".parse().unwrap();
         d.decode(from, &template).unwrap();
-        d.decode(from, &data).unwrap().len() as u64
+        let records = d.decode(from, &data).unwrap().len() as u64;
+        (records, d.counters().template_bytes)
     };
     assert!(per_data > 0);
 
@@ -115,6 +116,14 @@ fn a_flood_of_one_shot_exporters_does_not_blind_the_collector() {
     assert!(
         m.exporter_table_full > 0 && m.exporters_evicted > 0,
         "{m:?}"
+    );
+    // Every exporter in the table holds the one template it sent, and no more: the
+    // evicted ones gave their template memory back.
+    assert!(template_bytes_each > 0);
+    assert_eq!(
+        m.template_bytes,
+        tables.exporters as u64 * template_bytes_each,
+        "{tables:?}"
     );
     let records_of = |ip: Ipv4Addr| {
         exporters

@@ -350,6 +350,12 @@ pub async fn metrics(State(s): State<AppState>, p: Principal) -> ApiResult<impl 
         metric(name, "counter", help, value.to_string());
     }
     metric(
+        "bulkhead_ingest_template_bytes",
+        "gauge",
+        "Memory the collector's NetFlow v9 and IPFIX templates hold (bounded per exporter).",
+        m.template_bytes.to_string(),
+    );
+    metric(
         "bulkhead_summaries_total",
         "counter",
         "Flow summaries produced.",
