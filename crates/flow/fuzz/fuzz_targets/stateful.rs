@@ -35,6 +35,8 @@ fn config() -> DecoderConfig {
         exporter_idle_ttl_ms: 1_000,
         promote_after: 2,
         max_templates_per_scope: 8,
+        max_template_bytes_per_exporter: 2_048,
+        max_template_bytes_total: 4_096,
         max_scopes_per_exporter: 3,
         max_pending_sets: 4,
         max_pending_bytes: 4_096,
@@ -58,8 +60,14 @@ fn check(d: &Decoder) {
         c.pending_bytes <= cfg.max_pending_bytes_total as u64,
         "{c:?}"
     );
+    assert!(
+        c.template_bytes <= cfg.max_template_bytes_total as u64,
+        "{c:?}"
+    );
     let exporters = d.exporters();
     assert_eq!(exporters.len(), table.exporters);
+    let templates: usize = exporters.iter().map(|e| e.templates).sum();
+    assert_eq!(templates == 0, c.template_bytes == 0, "{c:?}");
     let mut pending = 0u64;
     for e in &exporters {
         assert!(e.pending_sets <= cfg.max_pending_sets, "{e:?}");
