@@ -425,6 +425,11 @@ impl Decoder {
         }
         let cfg = &self.config;
         let counters = &mut self.counters;
+        let template_sets =
+            |&(id, _): &(u16, &[u8])| matches!((version, id), (9, 0 | 1) | (10, 2 | 3));
+        if sets.iter().any(template_sets) {
+            self.table.shed_for_templates(&exporter.ip(), cfg, counters);
+        }
         let exp = self.table.touch(exporter, now_ms, cfg, counters);
         let key = (version, ctx.domain);
         scope(&mut exp.scopes, key, cfg)?;

@@ -211,6 +211,31 @@ impl Table {
         e
     }
 
+    /// Keeps one exporter's budget of template memory free under the total by
+    /// evicting unproven exporters that hold templates, least recently seen
+    /// first (never `keep`, which is about to send templates, nor a protected
+    /// one): a storm of
+    /// spoofed senders cannot fill the total and refuse newcomers' templates.
+    pub fn shed_for_templates(
+        &mut self,
+        keep: &IpAddr,
+        cfg: &DecoderConfig,
+        counters: &mut Counters,
+    ) {
+        let headroom = cfg.max_template_bytes_per_exporter as u64;
+        while counters.template_bytes + headroom > cfg.max_template_bytes_total as u64 {
+            // Only holders of templates: evicting others would free nothing.
+            let victim =
+                self.probation.values().copied().find(|ip| {
+                    ip != keep && self.map.get(ip).is_some_and(|e| e.template_bytes > 0)
+                });
+            let Some(ip) = victim else { return };
+            self.remove(&ip, counters);
+            self.stats.evicted += 1;
+            counters.exporters_evicted += 1;
+        }
+    }
+
     fn make_room(&mut self, now_ms: u64, cfg: &DecoderConfig, counters: &mut Counters) {
         // The least recently seen entry of each segment is the only one
         // that can have outlived the TTL before every other of its segment.
