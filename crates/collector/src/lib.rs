@@ -17,7 +17,10 @@ use bulkhead_enrich::{Aggregator, Closed, Enricher, Observation, TimeBounds};
 use bulkhead_flow::{Decoder, ExporterStats, ExporterTableStats};
 
 use bulkhead_model::FlowSummary;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
 
 /// Defaults: NetFlow, IPFIX and sFlow on every interface.
 pub const DEFAULT_NETFLOW: &str = "0.0.0.0:2055";
@@ -360,21 +363,29 @@ fn worker(
         None => Aggregator::new(current),
     };
     let mut clamped = (0, 0);
-    let mut buf = vec![0u8; 65536];
+    let mut receiver = BatchReceiver::new(&socket);
     let mut records = Vec::with_capacity(64);
     let mut last_flush = std::time::Instant::now();
     let mut reported = bulkhead_flow::Counters::default();
     let mut reporters: std::collections::HashMap<SocketAddr, Arc<str>> =
         std::collections::HashMap::new();
     loop {
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                records.clear();
+        match receiver.receive() {
+            Ok(datagrams) => {
                 let now = now_ms();
-                if decoder
-                    .decode_at(from, &buf[..n], now.max(0) as u64, &mut records)
-                    .is_ok()
-                {
+                for (from, datagram) in datagrams {
+                    records.clear();
+                    if decoder
+                        .decode_at(from, datagram, now.max(0) as u64, &mut records)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    // Spoofed source ports must not grow this without bound; the
+                    // aggregator's buckets keep their own reference.
+                    if reporters.len() >= MAX_REPORTER_NAMES && !reporters.contains_key(&from) {
+                        reporters.clear();
+                    }
                     let reporter = reporters
                         .entry(from)
                         .or_insert_with(|| format!("exporter {from}").into())
@@ -487,6 +498,69 @@ fn worker(
                 return;
             }
         }
+    }
+}
+
+/// Names of the exporters' source addresses a worker keeps at most.
+const MAX_REPORTER_NAMES: usize = 4096;
+
+/// Datagrams taken from the socket per system call.
+const RECEIVE_BATCH: usize = 32;
+
+/// Receives up to [`RECEIVE_BATCH`] datagrams per `recvmmsg` call: at line rate a
+/// system call per datagram is a visible share of a worker's time.
+struct BatchReceiver<'s> {
+    socket: &'s std::net::UdpSocket,
+    buffers: Vec<Vec<u8>>,
+    headers: MultiHeaders<SockaddrStorage>,
+    received: Vec<(SocketAddr, usize)>,
+}
+
+impl<'s> BatchReceiver<'s> {
+    fn new(socket: &'s std::net::UdpSocket) -> Self {
+        Self {
+            socket,
+            // The largest UDP payload; anything shorter than a datagram would cut it.
+            buffers: vec![vec![0u8; 65536]; RECEIVE_BATCH],
+            headers: MultiHeaders::preallocate(RECEIVE_BATCH, None),
+            received: Vec::with_capacity(RECEIVE_BATCH),
+        }
+    }
+
+    /// Waits (up to the socket's read timeout) for one datagram, then takes the ones
+    /// already queued behind it without waiting.
+    fn receive(&mut self) -> std::io::Result<impl Iterator<Item = (SocketAddr, &[u8])>> {
+        self.received.clear();
+        {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
+                .buffers
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(b)])
+                .collect();
+            let results = recvmmsg(
+                self.socket.as_raw_fd(),
+                &mut self.headers,
+                &mut slices,
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            )
+            .map_err(std::io::Error::from)?;
+            for r in results {
+                let from = r.address.as_ref().and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(*v4))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+                });
+                if let Some(from) = from {
+                    self.received.push((from, r.bytes));
+                }
+            }
+        }
+        Ok(self
+            .received
+            .iter()
+            .zip(&self.buffers)
+            .map(|(&(from, len), buffer)| (from, &buffer[..len])))
     }
 }
 

@@ -1,3 +1,4 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use bulkhead_model::{Bucket, FlowSummary, SummaryKey};
@@ -6,16 +7,66 @@ use rustc_hash::FxHashMap;
 use crate::direction::orient;
 use crate::{Enricher, Observation};
 
+/// Process names interned so that records carrying one do not allocate; past this
+/// many the cache starts over (open keys keep their own reference).
+const MAX_INTERNED_PROCESSES: usize = 10_000;
+
+/// The aggregation key as the hot path hashes it: addresses as integers and the
+/// process shared, so a record costs a few integer hashes and no allocation.
+/// [`SummaryKey`] (enum addresses, an owned process name) is built once per bucket, at
+/// flush.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HotKey {
+    start_ms: i64,
+    src: u128,
+    dst: u128,
+    port: u16,
+    proto: u8,
+    /// Bit 0: `src` is IPv6; bit 1: `dst` is. Keeps `::ffff:a.b.c.d` apart from `a.b.c.d`.
+    v6: u8,
+    process: Option<Arc<str>>,
+}
+
+fn pack(addr: IpAddr) -> (u128, bool) {
+    match addr {
+        IpAddr::V4(a) => (u32::from(a) as u128, false),
+        IpAddr::V6(a) => (u128::from(a), true),
+    }
+}
+
+fn unpack(bits: u128, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(bits))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(bits as u32))
+    }
+}
+
+impl HotKey {
+    fn summary_key(&self, bucket: Bucket) -> SummaryKey {
+        SummaryKey {
+            bucket,
+            bucket_start_ms: self.start_ms,
+            src: unpack(self.src, self.v6 & 1 != 0),
+            dst: unpack(self.dst, self.v6 & 2 != 0),
+            proto: self.proto,
+            port: self.port,
+            process: self.process.as_deref().map(str::to_string),
+        }
+    }
+}
+
 /// The hot part of a summary. Enrichment and verdicts are added once, when the bucket
 /// is flushed, so the per-record cost is one hash update.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Counters {
     packets: u64,
     bytes: u64,
     connections: u64,
     first_ms: i64,
     last_ms: i64,
-    reporter: u32,
+    /// The first reporter of the bucket; shared, so a new bucket costs no allocation.
+    reporter: Arc<str>,
 }
 
 impl Counters {
@@ -33,7 +84,6 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct Closed {
     entries: Vec<(SummaryKey, Counters)>,
-    reporters: Vec<Arc<str>>,
 }
 
 impl Closed {
@@ -51,8 +101,7 @@ impl Closed {
             .entries
             .into_iter()
             .map(|(key, c)| {
-                let mut s =
-                    enricher.summary(key, Some(self.reporters[c.reporter as usize].to_string()));
+                let mut s = enricher.summary(key, Some(c.reporter.to_string()));
                 s.packets = c.packets;
                 s.bytes = c.bytes;
                 // A conversation seen only as replies still happened once.
@@ -110,12 +159,9 @@ impl TimeBounds {
 #[derive(Debug)]
 pub struct Aggregator {
     enricher: Arc<Enricher>,
-    minutes: FxHashMap<SummaryKey, Counters>,
-    hours: FxHashMap<SummaryKey, Counters>,
-    reporters: Vec<Arc<str>>,
-    reporter_ids: FxHashMap<Arc<str>, u32>,
-    /// The last reporter seen: consecutive records nearly always share it.
-    last_reporter: Option<(Arc<str>, u32)>,
+    minutes: FxHashMap<HotKey, Counters>,
+    hours: FxHashMap<HotKey, Counters>,
+    processes: FxHashMap<String, Arc<str>>,
     /// `None` for files and replays, whose times are history, not live.
     time_bounds: Option<TimeBounds>,
     records: u64,
@@ -130,9 +176,7 @@ impl Aggregator {
             enricher,
             minutes: FxHashMap::default(),
             hours: FxHashMap::default(),
-            reporters: Vec::new(),
-            reporter_ids: FxHashMap::default(),
-            last_reporter: None,
+            processes: FxHashMap::default(),
             time_bounds: None,
             records: 0,
             flushed: 0,
@@ -180,23 +224,16 @@ impl Aggregator {
         &self.enricher
     }
 
-    fn reporter_id(&mut self, r: &Arc<str>) -> u32 {
-        if let Some((last, id)) = &self.last_reporter
-            && Arc::ptr_eq(last, r)
-        {
-            return *id;
+    fn process(&mut self, name: &str) -> Arc<str> {
+        if let Some(p) = self.processes.get(name) {
+            return p.clone();
         }
-        let id = match self.reporter_ids.get(r) {
-            Some(&id) => id,
-            None => {
-                let id = self.reporters.len() as u32;
-                self.reporters.push(r.clone());
-                self.reporter_ids.insert(r.clone(), id);
-                id
-            }
-        };
-        self.last_reporter = Some((r.clone(), id));
-        id
+        if self.processes.len() >= MAX_INTERNED_PROCESSES {
+            self.processes.clear();
+        }
+        let p: Arc<str> = name.into();
+        self.processes.insert(name.to_string(), p.clone());
+        p
     }
 
     /// Adds one observation; `now_ms` stands in for timestamps the source did not give.
@@ -204,23 +241,25 @@ impl Aggregator {
         self.records += 1;
         let dir = orient(o, &self.enricher.listening);
         let (start, end) = self.record_times(o, now_ms);
-        let reporter = self.reporter_id(&o.reporter);
-        let key = SummaryKey {
-            bucket: Bucket::Minute,
-            bucket_start_ms: Bucket::Minute.start_of(start),
-            src: dir.consumer,
-            dst: dir.provider,
-            proto: o.proto,
+        let (src, src_v6) = pack(dir.consumer);
+        let (dst, dst_v6) = pack(dir.provider);
+        let process = o.process.as_deref().map(|p| self.process(p));
+        let key = HotKey {
+            start_ms: Bucket::Minute.start_of(start),
+            src,
+            dst,
             port: dir.port,
-            process: o.process.clone(),
+            proto: o.proto,
+            v6: src_v6 as u8 | (dst_v6 as u8) << 1,
+            process,
         };
-        let c = self.minutes.entry(key).or_insert(Counters {
+        let c = self.minutes.entry(key).or_insert_with(|| Counters {
             packets: 0,
             bytes: 0,
             connections: 0,
             first_ms: start,
             last_ms: end,
-            reporter,
+            reporter: o.reporter.clone(),
         });
         c.packets = c
             .packets
@@ -236,68 +275,74 @@ impl Aggregator {
         c.last_ms = c.last_ms.max(end);
     }
 
-    fn fold_into_hour(&mut self, minute: &SummaryKey, c: &Counters) {
-        let hour = SummaryKey {
-            bucket: Bucket::Hour,
-            bucket_start_ms: Bucket::Hour.start_of(minute.bucket_start_ms),
+    fn fold_into_hour(hours: &mut FxHashMap<HotKey, Counters>, minute: &HotKey, c: &Counters) {
+        let hour = HotKey {
+            start_ms: Bucket::Hour.start_of(minute.start_ms),
             ..minute.clone()
         };
-        self.hours
+        hours
             .entry(hour)
             .and_modify(|h| h.fold(c))
-            .or_insert(*c);
+            .or_insert_with(|| c.clone());
     }
 
+    /// Takes the buckets of `table` that ended at least `grace_ms` before `now_ms`,
+    /// handing each minute to `closing` first.
     fn take_closed(
-        &mut self,
+        table: &mut FxHashMap<HotKey, Counters>,
         bucket: Bucket,
         now_ms: i64,
         grace_ms: i64,
+        mut closing: impl FnMut(&HotKey, &Counters),
     ) -> Vec<(SummaryKey, Counters)> {
-        let table = match bucket {
-            Bucket::Minute => &mut self.minutes,
-            Bucket::Hour => &mut self.hours,
-        };
-        let closed: Vec<SummaryKey> = table
-            .keys()
-            .filter(|k| k.bucket_start_ms + bucket.millis() + grace_ms <= now_ms)
-            .cloned()
-            .collect();
+        let mut closed = Vec::new();
+        table.retain(|k, c| {
+            if k.start_ms + bucket.millis() + grace_ms > now_ms {
+                return true;
+            }
+            closing(k, c);
+            closed.push((k.summary_key(bucket), c.clone()));
+            false
+        });
         closed
-            .into_iter()
-            .filter_map(|k| table.remove(&k).map(|c| (k, c)))
-            .collect()
     }
 
     fn closed(&mut self, entries: Vec<(SummaryKey, Counters)>) -> Closed {
         self.flushed += entries.len() as u64;
-        Closed {
-            entries,
-            reporters: self.reporters.clone(),
-        }
+        Closed { entries }
     }
 
     /// Removes the buckets that ended at least `grace_ms` before `now_ms` (late records
     /// for them are not expected any more), without enriching them yet.
     pub fn flush_closed(&mut self, now_ms: i64, grace_ms: i64) -> Closed {
-        let minutes = self.take_closed(Bucket::Minute, now_ms, grace_ms);
-        for (k, c) in &minutes {
-            self.fold_into_hour(k, c);
-        }
-        let mut closed = minutes;
-        closed.extend(self.take_closed(Bucket::Hour, now_ms, grace_ms));
+        let hours = &mut self.hours;
+        let mut closed = Self::take_closed(
+            &mut self.minutes,
+            Bucket::Minute,
+            now_ms,
+            grace_ms,
+            |k, c| Self::fold_into_hour(hours, k, c),
+        );
+        closed.extend(Self::take_closed(
+            &mut self.hours,
+            Bucket::Hour,
+            now_ms,
+            grace_ms,
+            |_, _| {},
+        ));
         self.closed(closed)
     }
 
     /// Removes every open bucket (shutdown, end of a file), without enriching them yet.
     pub fn flush_all_closed(&mut self) -> Closed {
-        let minutes: Vec<(SummaryKey, Counters)> =
-            std::mem::take(&mut self.minutes).into_iter().collect();
-        for (k, c) in &minutes {
-            self.fold_into_hour(k, c);
+        let mut closed = Vec::with_capacity(self.minutes.len() + self.hours.len());
+        for (k, c) in std::mem::take(&mut self.minutes) {
+            Self::fold_into_hour(&mut self.hours, &k, &c);
+            closed.push((k.summary_key(Bucket::Minute), c));
         }
-        let mut closed = minutes;
-        closed.extend(std::mem::take(&mut self.hours));
+        for (k, c) in std::mem::take(&mut self.hours) {
+            closed.push((k.summary_key(Bucket::Hour), c));
+        }
         self.closed(closed)
     }
 

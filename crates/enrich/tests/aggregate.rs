@@ -214,3 +214,49 @@ fn a_live_source_never_files_a_flow_ahead_of_the_clock_or_decades_back() {
     assert_eq!(replay.stats().clamped_future, 0);
     assert!(replay.flush_all().iter().all(|s| s.last_seen_ms > now));
 }
+
+#[test]
+fn families_and_processes_stay_apart_in_the_key() {
+    let mut agg = Aggregator::new(enricher(None));
+    // The same 32 bits as IPv4 and as an IPv4-mapped IPv6 address are two peers.
+    agg.add(&obs("10.10.1.21", 51000, "10.10.1.31", 5432, T0, 1), 0);
+    agg.add(
+        &obs("::ffff:10.10.1.21", 51000, "10.10.1.31", 5432, T0, 2),
+        0,
+    );
+    agg.add(&obs("2001:db8::7", 51000, "2001:db8::9", 5432, T0, 4), 0);
+    let mut with_process = obs("10.10.1.21", 51000, "10.10.1.31", 5432, T0, 8);
+    with_process.process = Some("postgres".into());
+    agg.add(&with_process, 0);
+    let mut minutes: Vec<_> = agg
+        .flush_all()
+        .into_iter()
+        .filter(|s| s.key.bucket == Bucket::Minute)
+        .map(|s| {
+            (
+                s.key.src.to_string(),
+                s.key.dst.to_string(),
+                s.key.process,
+                s.packets,
+            )
+        })
+        .collect();
+    minutes.sort();
+    let expected = |src: &str, dst: &str, process: Option<&str>, packets| {
+        (
+            src.to_string(),
+            dst.to_string(),
+            process.map(str::to_string),
+            packets,
+        )
+    };
+    assert_eq!(
+        minutes,
+        vec![
+            expected("10.10.1.21", "10.10.1.31", None, 1),
+            expected("10.10.1.21", "10.10.1.31", Some("postgres"), 8),
+            expected("2001:db8::7", "2001:db8::9", None, 4),
+            expected("::ffff:10.10.1.21", "10.10.1.31", None, 2),
+        ]
+    );
+}
