@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// One `key=value` pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,8 +99,12 @@ impl fmt::Display for Label {
 
 /// A set of labels with at most one value per key, kept sorted so that equal sets
 /// compare, hash and print identically.
+///
+/// Shared: every flow summary carries both ends' labels, and the collector makes
+/// hundreds of thousands a second, so a copy is a reference count, and a change
+/// copies the set only when someone else still holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(BTreeMap<String, String>);
+pub struct Labels(Arc<BTreeMap<String, String>>);
 
 impl Labels {
     pub fn new() -> Self {
@@ -115,7 +120,7 @@ impl Labels {
                 second: label.value,
             }),
             _ => {
-                self.0.insert(label.key, label.value);
+                Arc::make_mut(&mut self.0).insert(label.key, label.value);
                 Ok(())
             }
         }
@@ -123,7 +128,7 @@ impl Labels {
 
     /// Sets a label, replacing any value the key had (label rules use this).
     pub fn set(&mut self, label: Label) {
-        self.0.insert(label.key, label.value);
+        Arc::make_mut(&mut self.0).insert(label.key, label.value);
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -174,7 +179,7 @@ impl Labels {
 impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for (k, v) in &self.0 {
+        for (k, v) in self.0.iter() {
             if !first {
                 f.write_str(",")?;
             }
@@ -196,7 +201,7 @@ impl utoipa::ToSchema for Labels {}
 
 impl serde::Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.0.as_ref().serialize(s)
     }
 }
 

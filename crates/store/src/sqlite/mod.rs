@@ -9,7 +9,7 @@ mod query;
 mod schema;
 mod write;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -42,9 +42,9 @@ struct Writer {
     // Ids interned by this connection, to skip a lookup per string per summary.
     // Interned rows are never deleted, so an id stays valid once committed; an id from
     // a rolled-back transaction is not, hence `forget_ids` on every failed write.
-    names: HashMap<String, i64>,
-    rule_lists: HashMap<Vec<String>, i64>,
-    label_sets: HashMap<Labels, i64>,
+    names: FxHashMap<String, i64>,
+    rule_lists: FxHashMap<Vec<String>, i64>,
+    label_sets: FxHashMap<Labels, i64>,
 }
 
 impl fmt::Debug for SqliteFlowStore {
@@ -157,9 +157,9 @@ impl Writer {
         schema::migrate(&mut conn)?;
         Ok(Self {
             conn,
-            names: HashMap::new(),
-            rule_lists: HashMap::new(),
-            label_sets: HashMap::new(),
+            names: FxHashMap::default(),
+            rule_lists: FxHashMap::default(),
+            label_sets: FxHashMap::default(),
         })
     }
 }

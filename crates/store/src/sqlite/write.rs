@@ -1,6 +1,6 @@
 //! Writes: upserts that merge into stored summaries, interning, expiry.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use bulkhead_model::{Bucket, FlowSummary, Labels, SummaryVerdict};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -214,9 +214,9 @@ pub(super) fn batch_mark_in(
 /// Interns strings and label sets inside the write transaction.
 struct Interner<'a> {
     conn: &'a Connection,
-    names: &'a mut HashMap<String, i64>,
-    rule_lists: &'a mut HashMap<Vec<String>, i64>,
-    label_sets: &'a mut HashMap<Labels, i64>,
+    names: &'a mut FxHashMap<String, i64>,
+    rule_lists: &'a mut FxHashMap<Vec<String>, i64>,
+    label_sets: &'a mut FxHashMap<Labels, i64>,
 }
 
 impl Interner<'_> {
