@@ -513,7 +513,7 @@ struct BatchReceiver<'s> {
     socket: &'s std::net::UdpSocket,
     buffers: Vec<Vec<u8>>,
     headers: MultiHeaders<SockaddrStorage>,
-    received: Vec<(SocketAddr, usize)>,
+    received: Vec<(Option<SocketAddr>, usize)>,
 }
 
 impl<'s> BatchReceiver<'s> {
@@ -545,22 +545,22 @@ impl<'s> BatchReceiver<'s> {
                 None,
             )
             .map_err(std::io::Error::from)?;
-            for r in results {
+            // One entry per message, even one without an inet address (none
+            // arrives on these sockets), so the n-th entry stays the n-th buffer's.
+            self.received.extend(results.map(|r| {
                 let from = r.address.as_ref().and_then(|a| {
                     a.as_sockaddr_in()
                         .map(|v4| SocketAddr::from(*v4))
                         .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
                 });
-                if let Some(from) = from {
-                    self.received.push((from, r.bytes));
-                }
-            }
+                (from, r.bytes)
+            }));
         }
         Ok(self
             .received
             .iter()
             .zip(&self.buffers)
-            .map(|(&(from, len), buffer)| (from, &buffer[..len])))
+            .filter_map(|(&(from, len), buffer)| Some((from?, &buffer[..len]))))
     }
 }
 

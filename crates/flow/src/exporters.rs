@@ -214,8 +214,8 @@ impl Table {
     /// Keeps one exporter's budget of template memory free under the total by
     /// evicting unproven exporters that hold templates, least recently seen
     /// first (never `keep`, which is about to send templates, nor a protected
-    /// one): a storm of
-    /// spoofed senders cannot fill the total and refuse newcomers' templates.
+    /// one): a storm of spoofed senders cannot fill the total and refuse
+    /// newcomers' templates.
     pub fn shed_for_templates(
         &mut self,
         keep: &IpAddr,
