@@ -282,3 +282,24 @@ export interface ExporterList {
   items: Exporter[];
   more: boolean;
 }
+
+/** Desired against applied, for one workload (GET /workloads/{name}/enforcement). */
+export interface Enforcement {
+  workload: string;
+  managed: boolean;
+  mode: string;
+  state: "applied" | "pending" | "no_agent" | "unmanaged";
+  desired_revision?: string | null;
+  applied_revision?: string | null;
+  quarantine?: { reason: string; state: "applied" | "pending" | "no_agent" | "unmanaged" } | null;
+  summary: string;
+}
+
+/** The answer to a quarantine or a release. */
+export interface QuarantineAnswer {
+  workload: string;
+  quarantined: boolean;
+  changed: boolean;
+  enforcement: "applied" | "pending" | "no_agent" | "unmanaged";
+  summary: string;
+}

@@ -550,6 +550,11 @@ test("a workload is quarantined with a reason, marked, alerted on the Alerts pag
   await row.getByText(why).waitFor();
   assert.match((await row.getAttribute("class")) ?? "", /quarantined/);
   assert.equal((await api("GET", `/workloads/${w.name}`)).attributes["bulkhead.quarantine"], why);
+  // Asked is not enforced: the demo's workloads have no agent, and the console says so.
+  const enforcement = await api("GET", `/workloads/${w.name}/enforcement`);
+  assert.equal(enforcement.quarantine.state, "no_agent");
+  await row.getByTestId(`quarantine-state-${w.name}`).getByText("not enforced", { exact: true }).waitFor();
+  await row.getByTestId(`quarantine-state-${w.name}`).getByText(/no agent is enrolled/).waitFor();
   // The quarantined workload is offered for release, not for quarantine.
   assert.equal(await row.getByRole("button", { name: `Quarantine ${w.name}` }).count(), 0);
   // "Quarantined only" lists exactly the quarantined workloads.

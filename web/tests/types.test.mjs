@@ -38,6 +38,8 @@ const PAIRS = {
   Exporter: "ExporterView",
   ExporterTable: "ExporterTableView",
   ExporterList: "ExporterList",
+  Enforcement: "EnforcementView",
+  QuarantineAnswer: "QuarantineState",
 };
 
 /** The property names a schema allows, through $ref, allOf, oneOf and anyOf. */

@@ -531,13 +531,20 @@ async fn update_policy(
     let mut o = lock(outbox);
     match result {
         Ok(Ok(())) => {
-            tracing::info!(
-                "applied policy {} ({} mode, {} inbound and {} outbound rules)",
-                policy.revision,
-                policy.mode,
-                policy.inbound.len(),
-                policy.outbound.len()
-            );
+            if policy.quarantined {
+                tracing::info!(
+                    "applied policy {}: quarantined (failsafe ports and the control plane only)",
+                    policy.revision
+                );
+            } else {
+                tracing::info!(
+                    "applied policy {} ({} mode, {} inbound and {} outbound rules)",
+                    policy.revision,
+                    policy.mode,
+                    policy.inbound.len(),
+                    policy.outbound.len()
+                );
+            }
             *rejected = None;
             o.status.last_error = None;
             if let Err(err) = state.save_policy(&policy) {

@@ -155,6 +155,15 @@ impl Enforcer {
                 revision: policy.revision.clone(),
                 source,
             })?;
+        let was_quarantined = self.applied.as_ref().is_some_and(|a| a.policy.quarantined);
+        if host.quarantined && !was_quarantined && self.nft.in_own_namespace() {
+            // The table already drops what was open before; this makes the rest of
+            // the host forget those connections too.
+            match bulkhead_host::flush_conntrack() {
+                Ok(()) => tracing::info!("quarantined: connection tracking flushed"),
+                Err(e) => tracing::warn!("quarantined, but flushing conntrack failed: {e}"),
+            }
+        }
         let (expected, generation) = self.snapshot()?;
         self.applied = Some(Applied {
             policy: policy.clone(),

@@ -164,6 +164,7 @@ fn an_allow_for_a_process_reaches_only_that_service() {
             ],
         }],
         outbound: vec![],
+        quarantined: false,
     };
     let policy = WirePolicy::new(&hp, &[ServicePort::tcp(22)], 100, false);
     // `ip netns exec` gives the probe a fresh /sys without the host's cgroup mounts;

@@ -256,7 +256,8 @@ impl WirePolicy {
     }
 
     /// Checks and converts to the renderer's input. Quarantine drops every rule, so
-    /// only the failsafe ports (and established connections) stay open.
+    /// only the failsafe ports and the control plane stay open; connections already
+    /// established are cut.
     pub fn to_host_policy(&self) -> Result<(HostPolicy, Vec<ServicePort>), WireError> {
         if self.content_hash() != self.revision {
             return Err(invalid(
@@ -300,6 +301,7 @@ impl WirePolicy {
                 addresses: self.addresses.clone(),
                 inbound: rules(&self.inbound, "inbound")?,
                 outbound: rules(&self.outbound, "outbound")?,
+                quarantined: self.quarantined,
             },
             failsafe,
         ))
@@ -376,6 +378,7 @@ mod tests {
                 services: vec![("tcp/5432".parse().unwrap(), None)],
             }],
             outbound: vec![],
+            quarantined: false,
         }
     }
 
@@ -419,6 +422,10 @@ mod tests {
         let w = WirePolicy::new(&hp, &[ServicePort::tcp(22)], 100, true);
         let (q, failsafe) = w.to_host_policy().unwrap();
         assert!(q.inbound.is_empty() && q.outbound.is_empty());
+        assert!(
+            q.quarantined,
+            "the renderer must know, to cut established connections"
+        );
         assert_eq!(q.mode, EnforcementMode::Enforced);
         assert_eq!(failsafe.len(), 1);
     }

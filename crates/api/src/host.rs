@@ -144,8 +144,10 @@ pub struct LoggedPacket {
 pub struct LogMeaning {
     /// Dropped (enforced) rather than only reported (monitor).
     pub dropped: bool,
-    /// The deny rule that matched, or `None` for the default deny.
+    /// The deny rule that matched, or `None` for the default deny and quarantine.
     pub rule: Option<String>,
+    /// Dropped because the host is quarantined, whatever the rules say.
+    pub quarantine: bool,
 }
 
 impl LoggedPacket {
@@ -157,16 +159,18 @@ impl LoggedPacket {
             Some(r) => (false, r),
             None => (true, rest),
         };
-        if rest == "default-deny" {
+        if rest == "default-deny" || (dropped && rest == "quarantine") {
             return Some(LogMeaning {
                 dropped,
                 rule: None,
+                quarantine: rest == "quarantine",
             });
         }
         let rule = rest.strip_prefix("deny ")?.trim();
         (!rule.is_empty()).then(|| LogMeaning {
             dropped,
             rule: Some(rule.to_string()),
+            quarantine: false,
         })
     }
 }
@@ -197,6 +201,15 @@ mod tests {
         assert_eq!((m.dropped, m.rule.as_deref()), (true, Some("block-ssh")));
         let m = logged("bulkhead would-deny block-ssh").meaning().unwrap();
         assert_eq!((m.dropped, m.rule.as_deref()), (false, Some("block-ssh")));
+        let m = logged("bulkhead quarantine ").meaning().unwrap();
+        assert_eq!((m.dropped, m.rule, m.quarantine), (true, None, true));
+        assert!(
+            !logged("bulkhead default-deny ")
+                .meaning()
+                .unwrap()
+                .quarantine
+        );
+        assert!(logged("bulkhead would-quarantine ").meaning().is_none());
         assert!(logged("other prefix").meaning().is_none());
         assert!(logged("bulkhead deny ").meaning().is_none());
     }

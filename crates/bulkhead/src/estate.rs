@@ -51,6 +51,7 @@ impl EnrichArgs {
             provisioned,
             draft,
             listening: Default::default(),
+            hosts: Default::default(),
         })
     }
 }

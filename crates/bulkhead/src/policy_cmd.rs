@@ -519,6 +519,7 @@ fn analyze(estate: &Estate, flows: &Path, json: bool) -> anyhow::Result<()> {
         let by = match &r.decided_by {
             DecidedBy::Rules { tier, rule_ids } => format!("{} ({tier})", rule_ids.join(", ")),
             DecidedBy::Default => "default".to_string(),
+            DecidedBy::Quarantine { workload, .. } => format!("quarantine of {workload}"),
         };
         outln!(
             "{:<22} {:<22} {:<12} {:<20} {by}",

@@ -406,11 +406,18 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
             let names = bulkhead_server::tls::default_names(addr, &a.agents.tls_san);
             let identity = bulkhead_server::tls::load_or_create(&data.join("tls"), &names)?;
             settings.ca_fingerprint = Some(identity.ca_fingerprint.clone());
+            if !addr.ip().is_unspecified() {
+                settings.control_plane = vec![addr];
+            }
             Some((addr, identity))
         }
         None => None,
     };
     state.agent_settings = Arc::new(settings);
+    // Verdicts take the failsafe ports and the control plane into account.
+    state
+        .recompile()
+        .map_err(|e| anyhow::anyhow!("compiling policy: {e}"))?;
     state.guard = Arc::new(bulkhead_server::guard::Guard::new(
         a.auth_failures_per_minute,
         bulkhead_server::guard::AUDITED_REFUSALS_PER_MINUTE,

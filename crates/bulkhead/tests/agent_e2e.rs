@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bulkhead_testkit::command::{curl_in_netns, ok, run};
+use bulkhead_testkit::sessions::{self, Session};
 use bulkhead_testkit::wait_for;
 use serde_json::{Value, json};
 
@@ -233,6 +234,28 @@ except ConnectionRefusedError:
         ])
         .trim()
         .to_string()
+    }
+
+    /// An echo server in a host's namespace.
+    fn echo(&mut self, host: &str, addr: &str, port: u16) {
+        let port = port.to_string();
+        let stdout = self.spawn(
+            &format!("echo-{host}-{port}"),
+            host,
+            &["python3", "-c", sessions::ECHO_SERVER, addr, &port],
+        );
+        sessions::wait_ready(stdout);
+    }
+
+    /// A long-lived connection from a host that pings an echo server.
+    fn session(&mut self, from: &str, to: &str, port: u16) -> Session {
+        let port = port.to_string();
+        let stdout = self.spawn(
+            &format!("session-{from}-{to}-{port}"),
+            from,
+            &["python3", "-c", sessions::SESSION, to, &port],
+        );
+        Session::opened(stdout)
     }
 
     fn start_agent(&mut self, host: &str, pairing_key: Option<&str>) {
@@ -593,15 +616,90 @@ fn agents_enforce_policy_end_to_end() {
             .then_some(())
     });
 
-    // Quarantine isolates a workload whatever its mode and rules say; release undoes it.
-    lab.api(
+    // Quarantine isolates a workload whatever its mode and rules say, connections
+    // already open included: an inbound session and an outbound, command-and-control
+    // style link, both opened while app is in monitor mode.
+    lab.echo("app", APP, 7000);
+    lab.echo("attacker", ATTACKER, 7001);
+    let mut inbound = lab.session("web", APP, 7000);
+    let mut outbound = lab.session("app", ATTACKER, 7001);
+    assert_eq!(inbound.next_line(), "alive");
+    assert_eq!(outbound.next_line(), "alive");
+    let asked = lab.api(
         "POST",
         "/api/v1/workloads/app/quarantine",
         Some(&json!({ "reason": "e2e: suspected compromise" })),
     );
-    wait_for("app to be isolated", Duration::from_secs(30), || {
-        (lab.connect("web", APP, 8080) == "timeout").then_some(())
-    });
+    assert_eq!(asked["quarantined"], json!(true), "{asked}");
+    assert_ne!(
+        asked["enforcement"],
+        json!("applied"),
+        "not enforced before the agent says so: {asked}"
+    );
+    let enforced = wait_for(
+        "app's agent to report the quarantine applied",
+        Duration::from_secs(30),
+        || {
+            let v = lab.api("GET", "/api/v1/workloads/app/enforcement", None);
+            (v["quarantine"]["state"] == json!("applied")).then_some(v)
+        },
+    );
+    assert_eq!(enforced["state"], json!("applied"), "{enforced}");
+    assert_eq!(
+        enforced["desired_revision"], enforced["applied_revision"],
+        "{enforced}"
+    );
+    // Each ping waits a second at most: ten lines are far more than were in flight
+    // when the agent reported the table.
+    for (name, session) in [("inbound", &mut inbound), ("outbound", &mut outbound)] {
+        session.skip_printed();
+        let lines = session.until_end(10);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("cut"),
+            "{name} session survived the quarantine: {lines:?}"
+        );
+    }
+    assert_eq!(lab.connect("web", APP, 8080), "timeout");
+    assert!(lab.log("agent-app").contains("connection tracking flushed"));
+    // The verdicts say what the kernel does, and why.
+    let explained = lab.api(
+        "POST",
+        "/api/v1/explain",
+        Some(&json!({ "from": WEB, "to": APP, "port": "tcp/8080", "against": "provisioned" })),
+    );
+    assert_eq!(explained["verdict"], json!("blocked"), "{explained}");
+    assert_eq!(
+        explained["decided_by"],
+        json!({ "quarantine": { "workload": "app", "applied": true } }),
+        "{explained}"
+    );
+    // Management access stays: the failsafe port is explained as such.
+    let failsafe = lab.api(
+        "POST",
+        "/api/v1/explain",
+        Some(&json!({ "from": WEB, "to": APP, "port": "tcp/22", "against": "provisioned" })),
+    );
+    assert_eq!(failsafe["exempt"], json!("failsafe"), "{failsafe}");
+    assert_ne!(failsafe["verdict"], json!("blocked"), "{failsafe}");
+    wait_for(
+        "a blocked flow web → app naming the quarantine",
+        Duration::from_secs(30),
+        || {
+            lab.connect("web", APP, 8080);
+            let flows = lab.api("GET", "/api/v1/flows?workload=app&limit=1000", None);
+            flows["items"]
+                .as_array()?
+                .iter()
+                .any(|f| {
+                    f["src"] == json!(WEB)
+                        && f["port"] == json!(8080)
+                        && f["provisioned"]["verdict"] == json!("blocked")
+                        && f["provisioned"]["rules"] == json!(["quarantine"])
+                })
+                .then_some(())
+        },
+    );
     assert!(
         lab.alerts()
             .iter()

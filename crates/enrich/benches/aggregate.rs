@@ -58,6 +58,7 @@ fn enricher() -> (Arc<Enricher>, Vec<Observation>) {
         provisioned: Some(compiled.clone()),
         draft: Some(compiled),
         listening: Default::default(),
+        hosts: Default::default(),
     };
     (Arc::new(e), observations)
 }

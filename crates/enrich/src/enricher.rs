@@ -14,6 +14,10 @@ pub struct Enricher {
     pub provisioned: Option<Arc<CompiledPolicy>>,
     pub draft: Option<Arc<CompiledPolicy>>,
     pub listening: ListeningPorts,
+    /// What the hosts' tables add that the verdicts above took into account (the
+    /// server's failsafe ports, control plane and applied quarantines), for the
+    /// explanations that must agree with them.
+    pub hosts: bulkhead_policy::HostContext,
 }
 
 fn verdict_of(policy: &CompiledPolicy, key: &SummaryKey) -> SummaryVerdict {

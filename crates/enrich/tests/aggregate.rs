@@ -34,6 +34,7 @@ fn enricher(with_draft: Option<&Policy>) -> Arc<Enricher> {
         provisioned: Some(provisioned),
         draft,
         listening: Default::default(),
+        hosts: Default::default(),
     })
 }
 

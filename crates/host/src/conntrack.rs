@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bulkhead_api::host::{HostDirection, HostFlow, ListeningSocket, ProcessInfo};
 use netlink_packet_core::{
-    DefaultNla, NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    DefaultNla, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, Nla, NlasIterator,
 };
 use netlink_packet_netfilter::{
@@ -696,6 +696,27 @@ impl ConntrackMonitor {
             .or_else(|| sockets.iter().find(same_port))
             .map(|s| s.inode)
     }
+}
+
+/// Deletes every conntrack entry of this network namespace, both families (what
+/// `conntrack -F` does). For quarantine: its table already drops packets of connections
+/// opened before it, and with their entries gone nothing else on the host (another
+/// table's `ct state established` accept, NAT) keeps treating them as known either.
+pub fn flush_conntrack() -> Result<(), HostError> {
+    let socket = netlink::open(NETLINK_NETFILTER, "opening a ctnetlink socket")?;
+    for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        let request = NetlinkMessage::new(
+            header,
+            NetlinkPayload::from(NetfilterMessage::new(
+                NetfilterHeader::new(family, 0, 0),
+                ConntrackMessage::Delete(vec![]),
+            )),
+        );
+        netlink::drain(&socket, request, "flushing conntrack")?;
+    }
+    Ok(())
 }
 
 /// IPCTNL_MSG_CT_GET with NLM_F_DUMP, both families.

@@ -23,7 +23,7 @@ pub use bulkhead_api::host::{
 };
 pub use conntrack::{
     ConntrackEvent, ConntrackEventKind, ConntrackMonitor, ConntrackStats, decode_conntrack,
-    enable_conntrack_accounting,
+    enable_conntrack_accounting, flush_conntrack,
 };
 pub use info::{host_info, listening_sockets, local_addresses, service_cgroups};
 pub use nflog::{NflogReader, NflogStats, PacketHeaders, parse_packet};

@@ -484,6 +484,43 @@ time.sleep(30)
     drop(client);
 }
 
+/// Quarantine's conntrack flush: an open connection's entry is gone afterwards, and
+/// nothing else about the namespace changed (the connection itself is the table's to cut).
+#[test]
+fn conntrack_flush_forgets_open_connections() {
+    let pair = pair();
+    pair.server.nft(
+        "table inet bhtest {
+  chain input { type filter hook input priority 0; ct state new counter; }
+}
+",
+    );
+    let _server = listener(&pair.server, true);
+    let mut client = Proc::spawn(pair.client.cmd("python3").args([
+        "-c",
+        &format!(
+            r#"
+import socket, time
+c = socket.create_connection(("{SERVER_IP}", 8080), source_address=("{CLIENT_IP}", 41004))
+print("sent", flush=True)
+time.sleep(30)
+"#
+        ),
+    ]));
+    client.expect_line("sent", Duration::from_secs(10));
+    let open = |pair: &Pair| -> bool {
+        let out = run(pair.server.cmd(PROBE).arg("conntrack-dump"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<HostFlow>(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .any(|f| f.dst_port == 8080 && f.src_port == 41004)
+    };
+    assert!(open(&pair), "the connection is tracked before the flush");
+    run(pair.server.cmd(PROBE).arg("conntrack-flush"));
+    assert!(!open(&pair), "and forgotten after it");
+    drop(client);
+}
+
 #[test]
 fn the_nftables_generation_moves_with_every_transaction_and_only_then() {
     let pair = pair();

@@ -16,8 +16,11 @@ pub use labels::{Label, LabelError, Labels, validate_key, validate_value};
 pub use service::{
     PortRange, ProtoMatch, ServiceError, ServicePort, protocol_name, protocol_number,
 };
-pub use verdict::{Action, Connection, DecidedBy, Decision, Verdict, VerdictKind};
-pub use workload::{EnforcementMode, Workload, WorkloadKind};
+pub use verdict::{
+    Action, AtHosts, Connection, DecidedBy, Decision, End, Exemption, HostEnd, Quarantine, Verdict,
+    VerdictKind,
+};
+pub use workload::{EnforcementMode, QUARANTINE_ATTRIBUTE, Workload, WorkloadKind};
 
 /// Checks an object name (workload, group, list, service, tier, ruleset, rule id).
 ///

@@ -117,7 +117,15 @@ pub struct Workload {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// The workload attribute that marks quarantine; its value is the reason.
+pub const QUARANTINE_ATTRIBUTE: &str = "bulkhead.quarantine";
+
 impl Workload {
+    /// Quarantine asked for: only a managed workload's agent can isolate it.
+    pub fn quarantined(&self) -> bool {
+        self.managed && self.attributes.contains_key(QUARANTINE_ATTRIBUTE)
+    }
+
     /// Whether this workload drops what policy denies. Unmanaged workloads never do:
     /// nothing of ours runs on them.
     pub fn enforces(&self) -> bool {

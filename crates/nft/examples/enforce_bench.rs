@@ -105,6 +105,7 @@ fn host_policy(peers: usize, client: IpAddr) -> HostPolicy {
         addresses: vec![server_addr()],
         inbound,
         outbound: Vec::new(),
+        quarantined: false,
     }
 }
 

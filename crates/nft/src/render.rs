@@ -68,7 +68,7 @@ pub fn render(hp: &HostPolicy, opts: &RenderOptions) -> String {
     );
     let _ = writeln!(out, "table inet {t} {{}}");
     let _ = writeln!(out, "delete table inet {t}");
-    if hp.mode == EnforcementMode::Idle {
+    if hp.mode == EnforcementMode::Idle && !hp.quarantined {
         return out;
     }
     let input = Direction::Inbound.render(hp, &hp.inbound, opts);
@@ -77,9 +77,10 @@ pub fn render(hp: &HostPolicy, opts: &RenderOptions) -> String {
     let _ = writeln!(out, "table inet {t} {{");
     let _ = writeln!(
         out,
-        "\tcomment \"bulkhead workload {} mode {}\"",
+        "\tcomment \"bulkhead workload {} mode {}{}\"",
         safe(&hp.workload),
-        hp.mode
+        hp.mode,
+        if hp.quarantined { " quarantined" } else { "" }
     );
     for set in input.sets.iter().chain(&output.sets) {
         out.push_str(set);
@@ -168,6 +169,9 @@ impl Direction {
     }
 
     fn render(self, hp: &HostPolicy, rules: &[HostRule], opts: &RenderOptions) -> Chain {
+        if hp.quarantined {
+            return self.isolate(opts);
+        }
         let mut chain = Chain::default();
         // Replies and related ICMP errors of connections already accepted: policy is
         // about who may open a connection, and replies are implied (stateful).
@@ -202,6 +206,40 @@ impl Direction {
             _ => log_verdict(opts.log_group, "would-default-deny", "accept"),
         };
         chain.lines.push(format!("{default} comment \"default\""));
+        chain
+    }
+
+    /// Quarantine: no `ct state established` accept, so connections opened before it
+    /// are cut too (a command-and-control link as much as an inbound session). What
+    /// stays: loopback, the failsafe ports and their replies, the control plane. The
+    /// reply rules match ports rather than conntrack state, so a session the agent's
+    /// conntrack flush forgot is picked up again mid-stream instead of dropped.
+    fn isolate(self, opts: &RenderOptions) -> Chain {
+        let mut chain = Chain::default();
+        chain.lines.push(self.loopback().into());
+        for l4 in l4_matches(opts.failsafe_ports.iter().copied()) {
+            let text = match self {
+                Direction::Inbound => l4.text(),
+                Direction::Outbound => l4.reply_text(),
+            };
+            chain
+                .lines
+                .push(join(&[&text, "accept comment \"bulkhead failsafe\""]));
+        }
+        for ep in &opts.control_plane {
+            let family = Family::of(&ep.ip()).payload();
+            let (addr, port) = match self {
+                Direction::Outbound => ("daddr", "dport"),
+                Direction::Inbound => ("saddr", "sport"),
+            };
+            chain.lines.push(format!(
+                "{family} {addr} {} tcp {port} {} accept comment \"bulkhead control plane\"",
+                ep.ip(),
+                ep.port()
+            ));
+        }
+        let drop = log_verdict(opts.log_group, "quarantine", "drop");
+        chain.lines.push(format!("{drop} comment \"quarantine\""));
         chain
     }
 
@@ -467,6 +505,20 @@ impl L4 {
         }
     }
 
+    /// The replies of connections this match accepts: the same ports as source;
+    /// without ports (ICMP types, a whole protocol), whatever conntrack relates to them.
+    fn reply_text(&self) -> String {
+        match self {
+            L4::Proto(p @ (TCP | UDP | SCTP), Some(_)) => {
+                let text = self.text();
+                let field = protocol_name(*p).unwrap_or("sctp");
+                text.replacen(&format!("{field} dport"), &format!("{field} sport"), 1)
+            }
+            L4::Proto(..) => join(&["ct state established,related", &self.text()]),
+            L4::Any => String::new(),
+        }
+    }
+
     fn text(&self) -> String {
         match self {
             L4::Any => String::new(),
@@ -555,6 +607,44 @@ mod tests {
         let prefix = v.split('"').nth(1).unwrap();
         assert_eq!(prefix.len(), MAX_LOG_PREFIX);
         assert!(prefix.ends_with(' '));
+    }
+
+    #[test]
+    fn quarantine_keeps_failsafe_and_control_plane_and_nothing_established() {
+        let hp = HostPolicy {
+            workload: "db".into(),
+            mode: EnforcementMode::Monitor,
+            addresses: vec!["10.0.0.3".parse().unwrap()],
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            quarantined: true,
+        };
+        let opts = RenderOptions {
+            failsafe_ports: vec![sp("tcp/22"), sp("udp/161"), sp("icmp/8")],
+            control_plane: vec!["10.0.0.1:8443".parse().unwrap()],
+            ..RenderOptions::default()
+        };
+        let text = render(&hp, &opts);
+        assert!(
+            !text.contains("ct state established,related accept"),
+            "{text}"
+        );
+        for line in [
+            "tcp dport 22 accept comment \"bulkhead failsafe\"",
+            "tcp sport 22 accept comment \"bulkhead failsafe\"",
+            "udp sport 161 accept comment \"bulkhead failsafe\"",
+            "ct state established,related icmp type 8 accept",
+            "ip daddr 10.0.0.1 tcp dport 8443 accept",
+            "ip saddr 10.0.0.1 tcp sport 8443 accept",
+            "log group 100 prefix \"bulkhead quarantine \" drop comment \"quarantine\"",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // Monitor mode does not soften it: the drop is the last word in both chains.
+        assert_eq!(
+            text.matches("prefix \"bulkhead quarantine \" drop").count(),
+            2
+        );
     }
 
     #[test]

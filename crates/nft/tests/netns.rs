@@ -17,6 +17,7 @@ use bulkhead_nft::{Nft, RenderOptions, render};
 use bulkhead_policy::Policy;
 use bulkhead_policy::host::host_policy;
 use bulkhead_testkit::command::ok as run;
+use bulkhead_testkit::sessions::{self, Session};
 
 /// A network namespace that is deleted when dropped.
 #[derive(Debug)]
@@ -158,6 +159,50 @@ except ConnectionRefusedError:
         ])
         .trim()
         .to_string()
+    }
+
+    /// An echo server on `ip:port` in a namespace.
+    fn echo(&mut self, ns: &str, ip: Ipv4Addr, port: u16) {
+        let stdout = self.spawn(
+            ns,
+            &[
+                "python3",
+                "-c",
+                sessions::ECHO_SERVER,
+                &ip.to_string(),
+                &port.to_string(),
+            ],
+        );
+        sessions::wait_ready(stdout);
+    }
+
+    /// A long-lived connection that pings its echo server.
+    fn session(&mut self, from: &str, to: Ipv4Addr, port: u16) -> Session {
+        let stdout = self.spawn(
+            from,
+            &[
+                "python3",
+                "-c",
+                sessions::SESSION,
+                &to.to_string(),
+                &port.to_string(),
+            ],
+        );
+        Session::opened(stdout)
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str]) -> std::process::ChildStdout {
+        let mut full = vec!["netns", "exec", ns];
+        full.extend_from_slice(args);
+        let mut child = Command::new("ip")
+            .args(&full)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {args:?} with ip: {e}"));
+        let stdout = child.stdout.take().expect("piped");
+        self.children.push(child);
+        stdout
     }
 
     /// Renders the lab policy for the workload in A, in the given mode.
@@ -360,4 +405,57 @@ fn golden_files_load_into_the_kernel() {
             assert!(listing.contains("comment \"default\""), "{listing}");
         }
     }
+}
+
+/// Quarantine cuts connections that were open before it, both ways (an inbound session
+/// and an outbound, command-and-control style link), while a session on the failsafe
+/// port keeps working: the quarantine chains have no `ct state established` accept.
+#[test]
+fn quarantine_cuts_established_connections_but_not_the_failsafe_port() {
+    let mut lab = Lab::new();
+    let (a, b) = (lab.a.0.clone(), lab.b.0.clone());
+    lab.echo(&a, lab.a_ip, ALLOWED);
+    lab.echo(&a, lab.a_ip, FAILSAFE);
+    lab.echo(&b, lab.b_ip, ALLOWED);
+    let nft = Nft::in_netns(&a);
+    nft.apply(&lab.render("monitor")).unwrap();
+    let mut inbound = lab.session(&b, lab.a_ip, ALLOWED);
+    let mut outbound = lab.session(&a, lab.b_ip, ALLOWED);
+    let mut failsafe = lab.session(&b, lab.a_ip, FAILSAFE);
+    for s in [&mut inbound, &mut outbound, &mut failsafe] {
+        assert_eq!(s.next_line(), "alive");
+    }
+
+    let inventory = format!(
+        "name,kind,managed,addresses,labels,mode\n\
+         web,vm,true,{},role=web,monitor\n\
+         client,vm,false,{},role=client,\n",
+        lab.a_ip, lab.b_ip
+    );
+    let inv: Inventory = bulkhead_inventory::load(&[("lab.csv", inventory)], None).unwrap();
+    let policy = Policy::from_sources(&[("lab.yaml", LAB_POLICY)]).unwrap();
+    let mut hp = host_policy(&policy, &inv, "web").unwrap();
+    hp.quarantined = true;
+    nft.apply(&render(&hp, &RenderOptions::default())).unwrap();
+
+    // Each ping waits at most a second for its answer: ten lines are far more than
+    // the pings already in flight when the table changed.
+    for (name, s) in [("inbound", &mut inbound), ("outbound", &mut outbound)] {
+        s.skip_printed();
+        let lines = s.until_end(10);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("cut"),
+            "{name}: {lines:?}"
+        );
+    }
+    failsafe.skip_printed();
+    let lines = failsafe.until_end(5);
+    assert!(lines.iter().all(|l| l == "alive"), "failsafe: {lines:?}");
+    assert_eq!(
+        lab.connect(&b, lab.a_ip, ALLOWED),
+        "timeout",
+        "new connections too"
+    );
+    assert_eq!(lab.connect(&b, lab.a_ip, FAILSAFE), "connected");
 }

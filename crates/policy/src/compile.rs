@@ -15,11 +15,13 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use bulkhead_model::{
-    Action, DecidedBy, Decision, Inventory, Labels, ProtoMatch, ServicePort, Verdict, VerdictKind,
+    Action, DecidedBy, Decision, End, Exemption, HostEnd, Inventory, Labels, ProtoMatch,
+    Quarantine, ServicePort, Verdict, VerdictKind,
 };
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
+use crate::context::{HostContext, through_tables};
 use crate::document::{IpList, Ruleset, Selector, ServiceRef};
 use crate::policy::Policy;
 
@@ -35,7 +37,28 @@ pub struct ConnKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AddrInfo {
     class: u32,
+    managed: bool,
     enforces: bool,
+    quarantine: Quarantine,
+}
+
+impl AddrInfo {
+    fn unmanaged(class: u32) -> AddrInfo {
+        AddrInfo {
+            class,
+            managed: false,
+            enforces: false,
+            quarantine: Quarantine::None,
+        }
+    }
+
+    fn end(self, exempt: bool) -> HostEnd {
+        HostEnd {
+            enforces: self.enforces,
+            quarantine: self.quarantine,
+            exempt,
+        }
+    }
 }
 
 trait AddrKey: Copy + Eq + Hash {
@@ -153,6 +176,9 @@ pub struct CompiledPolicy {
     tiers: Vec<String>,
     processes: FxHashMap<String, u32>,
     class_count: usize,
+    hosts: HostContext,
+    /// The workload of each quarantined address, to name it in a verdict.
+    quarantined: FxHashMap<IpAddr, String>,
 }
 
 /// The result of the fast path, with enough context to name the deciding rules later.
@@ -166,7 +192,14 @@ pub struct Outcome {
     /// means the default decided.
     first: u32,
     end: u32,
+    /// The quarantined end that decided, if any.
+    pub quarantined: Option<End>,
+    pub exempt: Option<Exemption>,
 }
+
+/// What [`CompiledPolicy::deciding_rules`] names when a quarantine decided (flow
+/// summaries list it where they list rule ids; agents' logged drops say the same).
+pub const QUARANTINE: &str = "quarantine";
 
 struct ClassKey {
     labels: Option<Labels>,
@@ -328,7 +361,19 @@ fn build_intervals(
 }
 
 impl CompiledPolicy {
+    /// Policy alone: no failsafe port, no control plane, quarantines requested only
+    /// (what recommendation and the CLI's checks want).
     pub fn compile(inventory: &Inventory, policy: &Policy) -> CompiledPolicy {
+        Self::compile_with(inventory, policy, &HostContext::default())
+    }
+
+    /// With what the hosts' tables add, so verdicts say what the kernel does (the
+    /// server's enrichment).
+    pub fn compile_with(
+        inventory: &Inventory,
+        policy: &Policy,
+        hosts: &HostContext,
+    ) -> CompiledPolicy {
         let lists: Vec<&IpList> = policy.ip_lists.values().collect();
         let list_index: FxHashMap<&str, usize> = lists
             .iter()
@@ -350,13 +395,19 @@ impl CompiledPolicy {
             };
         let mut v4 = AddrTable::<u32>::default();
         let mut v6 = AddrTable::<u128>::default();
+        let mut quarantined = FxHashMap::default();
         for w in inventory.workloads() {
             for a in &w.addresses {
                 let members = membership_of_net(&lists, &IpNet::from(*a));
                 let info = AddrInfo {
                     class: intern(Some(w.labels.clone()), members, &mut classes),
+                    managed: w.managed,
                     enforces: w.enforces(),
+                    quarantine: hosts.quarantine_of(w),
                 };
+                if w.quarantined() {
+                    quarantined.insert(*a, w.name.clone());
+                }
                 match a {
                     IpAddr::V4(x) => v4.insert(u32::from(*x), 32, info),
                     IpAddr::V6(x) => v6.insert(u128::from(*x), 128, info),
@@ -367,20 +418,15 @@ impl CompiledPolicy {
         // their memberships, because every prefix containing them contains that one.
         for l in &lists {
             for net in l.include.iter().chain(&l.exclude) {
-                let info = AddrInfo {
-                    class: intern(None, membership_of_net(&lists, net), &mut classes),
-                    enforces: false,
-                };
+                let info =
+                    AddrInfo::unmanaged(intern(None, membership_of_net(&lists, net), &mut classes));
                 match net {
                     IpNet::V4(n) => v4.insert(u32::from(n.network()), n.prefix_len(), info),
                     IpNet::V6(n) => v6.insert(u128::from(n.network()), n.prefix_len(), info),
                 }
             }
         }
-        let unknown = AddrInfo {
-            class: intern(None, vec![false; lists.len()], &mut classes),
-            enforces: false,
-        };
+        let unknown = AddrInfo::unmanaged(intern(None, vec![false; lists.len()], &mut classes));
         let class_count = classes.len();
         let words = class_count.div_ceil(64).max(1);
         let index = ClassIndex::new(&classes, lists.len(), words);
@@ -515,6 +561,8 @@ impl CompiledPolicy {
             tiers: policy.tiers.iter().map(|t| t.name.clone()).collect(),
             processes,
             class_count,
+            hosts: hosts.clone(),
+            quarantined,
         }
     }
 
@@ -568,37 +616,40 @@ impl CompiledPolicy {
             Some(p) => self.processes.get(p).copied().unwrap_or(UNLISTED_PROCESS),
         };
         let end = off + len;
-        for idx in off..end {
-            let e = &self.entries[idx as usize];
-            if self.admits(e, s.class, pid) {
-                let decision = if e.allow {
-                    Decision::Allow
-                } else {
-                    Decision::Deny
-                };
-                return Outcome {
-                    verdict: VerdictKind::from_decision(decision, s.enforces, d.enforces),
-                    decision,
-                    src_class: s.class,
-                    process: pid,
-                    first: idx,
-                    end,
-                };
-            }
-        }
+        let (decision, first) = (off..end)
+            .find(|&idx| self.admits(&self.entries[idx as usize], s.class, pid))
+            .map_or((Decision::Deny, u32::MAX), |idx| {
+                let allow = self.entries[idx as usize].allow;
+                (
+                    if allow {
+                        Decision::Allow
+                    } else {
+                        Decision::Deny
+                    },
+                    idx,
+                )
+            });
+        let to_control = s.managed && self.hosts.control_plane(k.dst, k.proto, k.port);
+        let to_failsafe = d.managed && self.hosts.failsafe(k.proto, k.port);
+        let (at, exempt) = through_tables(decision, s.end(to_control), d.end(to_failsafe));
         Outcome {
-            verdict: VerdictKind::from_decision(Decision::Deny, s.enforces, d.enforces),
-            decision: Decision::Deny,
+            verdict: at.verdict,
+            decision: at.decision,
             src_class: s.class,
             process: pid,
-            first: u32::MAX,
+            first,
             end,
+            quarantined: at.quarantined,
+            exempt,
         }
     }
 
     /// The ids of the deciding rules (all matches of the deciding action in the
     /// deciding tier), sorted; empty when the default decided.
     pub fn deciding_rules(&self, o: &Outcome) -> Vec<&str> {
+        if o.quarantined.is_some() {
+            return vec![QUARANTINE];
+        }
         if o.first == u32::MAX {
             return Vec::new();
         }
@@ -617,7 +668,18 @@ impl CompiledPolicy {
     /// The full verdict, with rule ids, as the oracle reports it.
     pub fn verdict(&self, k: &ConnKey, process: Option<&str>) -> Verdict {
         let o = self.evaluate(k, process);
-        let decided_by = if o.first == u32::MAX {
+        let quarantined = o.quarantined.and_then(|e| {
+            self.quarantined.get(&match e {
+                End::Src => k.src,
+                End::Dst => k.dst,
+            })
+        });
+        let decided_by = if let Some(workload) = quarantined {
+            DecidedBy::Quarantine {
+                workload: workload.clone(),
+                applied: self.hosts.quarantine_applied.contains(workload),
+            }
+        } else if o.first == u32::MAX {
             DecidedBy::Default
         } else {
             let tier = self.rules[self.entries[o.first as usize].rule as usize].tier;
@@ -634,6 +696,7 @@ impl CompiledPolicy {
             verdict: o.verdict,
             decision: o.decision,
             decided_by,
+            exempt: o.exempt,
         }
     }
 }

@@ -5,10 +5,12 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use bulkhead_model::{
-    Action, Connection, DecidedBy, Decision, Inventory, Verdict, VerdictKind, protocol_name,
+    Action, Connection, DecidedBy, Decision, Exemption, Inventory, Quarantine, Verdict,
+    VerdictKind, protocol_name,
 };
 use serde::Serialize;
 
+use crate::context::HostContext;
 use crate::oracle::{self, selector_matches, service_matches};
 use crate::policy::Policy;
 
@@ -25,6 +27,9 @@ pub struct Endpoint {
     pub ip_lists: Vec<String>,
     /// Whether this end drops what policy denies (managed and enforced).
     pub enforces: bool,
+    /// "requested" or "applied" (by its agent) when the workload is quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -69,7 +74,7 @@ pub struct Explanation {
     pub summary: String,
 }
 
-fn endpoint(policy: &Policy, inv: &Inventory, a: IpAddr) -> Endpoint {
+fn endpoint(policy: &Policy, inv: &Inventory, hosts: &HostContext, a: IpAddr) -> Endpoint {
     let w = inv.by_address(a);
     Endpoint {
         address: a,
@@ -92,18 +97,37 @@ fn endpoint(policy: &Policy, inv: &Inventory, a: IpAddr) -> Endpoint {
             .map(|l| l.name.clone())
             .collect(),
         enforces: w.is_some_and(|w| w.enforces()),
+        quarantine: w.and_then(|w| match hosts.quarantine_of(w) {
+            Quarantine::None => None,
+            Quarantine::Requested => Some("requested".to_string()),
+            Quarantine::Applied => Some("applied".to_string()),
+        }),
     }
 }
 
 const NEAR_MISS_LIMIT: usize = 10;
 
+/// Policy alone (see [`oracle::evaluate`]).
 pub fn explain(policy: &Policy, inv: &Inventory, c: &Connection) -> Explanation {
-    let verdict = oracle::evaluate(policy, inv, c);
+    explain_with(policy, inv, &HostContext::default(), c)
+}
+
+/// With what the hosts' tables add: the trace shows what the rules decide, the verdict
+/// and the sentence what the kernel does (a quarantine or a failsafe port can overrule
+/// the rules).
+pub fn explain_with(
+    policy: &Policy,
+    inv: &Inventory,
+    hosts: &HostContext,
+    c: &Connection,
+) -> Explanation {
+    let verdict = oracle::evaluate_with(policy, inv, hosts, c);
+    let (rules_decision, rules_decided_by) = oracle::decide(policy, inv, c);
     let src_w = inv.by_address(c.src);
     let dst_w = inv.by_address(c.dst);
-    let decided_tier = match &verdict.decided_by {
+    let decided_tier = match &rules_decided_by {
         DecidedBy::Rules { tier, .. } => Some(tier.clone()),
-        DecidedBy::Default => None,
+        DecidedBy::Default | DecidedBy::Quarantine { .. } => None,
     };
     let mut tiers = Vec::new();
     let mut near_misses = Vec::new();
@@ -163,9 +187,15 @@ pub fn explain(policy: &Policy, inv: &Inventory, c: &Connection) -> Explanation 
             matched,
         });
     }
-    let source = endpoint(policy, inv, c.src);
-    let destination = endpoint(policy, inv, c.dst);
-    let summary = summarize(&verdict, &source, &destination);
+    let source = endpoint(policy, inv, hosts, c.src);
+    let destination = endpoint(policy, inv, hosts, c.dst);
+    let summary = summarize(
+        &verdict,
+        (rules_decision, &rules_decided_by),
+        &source,
+        &destination,
+        c,
+    );
     Explanation {
         connection: c.clone(),
         source,
@@ -184,33 +214,94 @@ fn name(e: &Endpoint) -> String {
     }
 }
 
-fn summarize(v: &Verdict, src: &Endpoint, dst: &Endpoint) -> String {
-    let why = match &v.decided_by {
+fn rules_sentence(decision: Decision, decided_by: &DecidedBy) -> String {
+    match decided_by {
         DecidedBy::Rules { tier, rule_ids } => {
-            let what = if v.decision == Decision::Allow {
+            let what = if decision == Decision::Allow {
                 "allowed"
             } else {
                 "denied"
             };
             format!("{what} by rule {} in tier {tier}", rule_ids.join(", "))
         }
-        DecidedBy::Default => "denied by default: no rule in any tier matches".to_string(),
+        DecidedBy::Default | DecidedBy::Quarantine { .. } => {
+            "denied by default: no rule in any tier matches".to_string()
+        }
+    }
+}
+
+fn summarize(
+    v: &Verdict,
+    (rules_decision, rules_decided_by): (Decision, &DecidedBy),
+    src: &Endpoint,
+    dst: &Endpoint,
+    c: &Connection,
+) -> String {
+    let rules = rules_sentence(rules_decision, rules_decided_by);
+    let why = match &v.decided_by {
+        DecidedBy::Quarantine { workload, applied } => {
+            let state = if *applied {
+                "its agent has applied the quarantine"
+            } else {
+                "its agent has not applied the quarantine (none enrolled, offline, or not synced yet)"
+            };
+            format!("{workload} is quarantined and {state}; the rules alone: {rules}")
+        }
+        _ => rules,
+    };
+    let service = format!(
+        "{}/{}",
+        protocol_name(c.proto)
+            .map(str::to_string)
+            .unwrap_or_else(|| c.proto.to_string()),
+        c.port
+    );
+    let exempt = match v.exempt {
+        Some(Exemption::Failsafe) => format!(
+            "; {service} is a failsafe port, which {} accepts whatever policy says",
+            name(dst)
+        ),
+        Some(Exemption::ControlPlane) => format!(
+            "; {} is the control plane, which {} always reaches",
+            c.dst,
+            name(src)
+        ),
+        None => String::new(),
     };
     let consequence = match v.verdict {
         VerdictKind::Allowed => "the connection is allowed".to_string(),
         VerdictKind::Blocked => {
-            let ends: Vec<String> = [src, dst].iter().filter(|e| e.enforces).map(|e| name(e)).collect();
+            let dropping = |e: &Endpoint, exempt: bool| {
+                !exempt
+                    && (e.quarantine.as_deref() == Some("applied")
+                        || (e.enforces && v.decision == Decision::Deny))
+            };
+            let ends: Vec<String> = [
+                (src, v.exempt == Some(Exemption::ControlPlane)),
+                (dst, v.exempt == Some(Exemption::Failsafe)),
+            ]
+            .iter()
+            .filter(|(e, exempt)| dropping(e, *exempt))
+            .map(|(e, _)| name(e))
+            .collect();
             format!(
-                "{} {}, so the connection is blocked",
+                "{} {} it, so the connection is blocked",
                 ends.join(" and "),
-                if ends.len() > 1 { "enforce" } else { "enforces" }
+                if ends.len() > 1 { "drop" } else { "drops" }
             )
+        }
+        VerdictKind::PotentiallyBlocked if matches!(v.decided_by, DecidedBy::Quarantine { .. }) => {
+            "nothing drops it yet, so the connection passes and is reported as potentially blocked".to_string()
+        }
+        VerdictKind::PotentiallyBlocked if v.exempt.is_some() => {
+            "so the connection passes and is reported as potentially blocked".to_string()
         }
         VerdictKind::PotentiallyBlocked => {
             "no managed end enforces (monitor, idle or unmanaged), so the connection passes and is reported as potentially blocked".to_string()
         }
     };
-    format!("{why}; {consequence}")
+    let sep = if exempt.is_empty() { "; " } else { ": " };
+    format!("{why}{exempt}{sep}{consequence}")
 }
 
 fn endpoint_text(out: &mut String, role: &str, e: &Endpoint) {
@@ -223,7 +314,12 @@ fn endpoint_text(out: &mut String, role: &str, e: &Endpoint) {
             labels.join(" "),
             e.kind.as_deref().unwrap_or("?"),
             if e.managed {
-                format!("managed, {}", e.mode.as_deref().unwrap_or("?"))
+                let quarantine = e
+                    .quarantine
+                    .as_deref()
+                    .map(|q| format!(", quarantined ({q})"))
+                    .unwrap_or_default();
+                format!("managed, {}{quarantine}", e.mode.as_deref().unwrap_or("?"))
             } else {
                 "unmanaged".to_string()
             }
@@ -259,7 +355,10 @@ impl Explanation {
         endpoint_text(&mut out, "destination", &self.destination);
         let mut reached = true;
         for t in &self.tiers {
-            let status = if t.decided {
+            let overruled = matches!(self.verdict.decided_by, DecidedBy::Quarantine { .. });
+            let status = if t.decided && overruled {
+                "decides the rules; the quarantine overrules them"
+            } else if t.decided {
                 "decides"
             } else if reached {
                 "no match"

@@ -85,6 +85,10 @@ pub struct HostPolicy {
     pub inbound: Vec<HostRule>,
     /// Connections from this workload, first match wins; no match is the default deny.
     pub outbound: Vec<HostRule>,
+    /// Isolated whatever the rules and the mode say: only the failsafe ports and the
+    /// control plane pass, connections already established included (docs/policy.md,
+    /// "Quarantine").
+    pub quarantined: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +160,7 @@ pub fn host_policy(
         addresses,
         inbound,
         outbound,
+        quarantined: w.quarantined(),
     })
 }
 

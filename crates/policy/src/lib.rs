@@ -8,6 +8,7 @@
 //!   tested against; [`explain::explain`] builds on it to say why.
 
 mod compile;
+pub mod context;
 mod document;
 mod error;
 pub mod explain;
@@ -17,7 +18,8 @@ pub mod oracle;
 mod policy;
 pub mod scope;
 
-pub use compile::{CompiledPolicy, ConnKey, Outcome};
+pub use compile::{CompiledPolicy, ConnKey, Outcome, QUARANTINE};
+pub use context::HostContext;
 pub use document::{
     FORMAT_VERSION, IpList, LabelGroup, Object, Rule, Ruleset, Selector, Service, ServiceRef, Tier,
     parse_file,

@@ -4,8 +4,10 @@
 use std::net::IpAddr;
 
 use bulkhead_model::{
-    Action, Connection, DecidedBy, Decision, Inventory, Labels, Verdict, VerdictKind, Workload,
+    Action, Connection, DecidedBy, Decision, Inventory, Labels, Verdict, Workload,
 };
+
+use crate::context::HostContext;
 
 use crate::document::{Rule, Ruleset, Selector, ServiceRef};
 use crate::policy::Policy;
@@ -82,10 +84,15 @@ pub fn rule_matches(
             .any(|s| service_matches(policy, s, rule.action, c))
 }
 
-/// DESIGN.md §2: tiers in order; in the first tier with a matching rule, deny beats
-/// allow; no match anywhere is the default deny. The verdict then depends on whether a
-/// managed end enforces.
+/// DESIGN.md §2 through the hosts' tables, with no failsafe port, control plane or
+/// applied quarantine (policy alone; [`evaluate_with`] takes them).
 pub fn evaluate(policy: &Policy, inv: &Inventory, c: &Connection) -> Verdict {
+    evaluate_with(policy, inv, &HostContext::default(), c)
+}
+
+/// What the rules decide: tiers in order; in the first tier with a matching rule, deny
+/// beats allow; no match anywhere is the default deny.
+pub fn decide(policy: &Policy, inv: &Inventory, c: &Connection) -> (Decision, DecidedBy) {
     let mut decision = Decision::Deny;
     let mut decided_by = DecidedBy::Default;
     for tier in &policy.tiers {
@@ -116,10 +123,29 @@ pub fn evaluate(policy: &Policy, inv: &Inventory, c: &Connection) -> Verdict {
         };
         break;
     }
-    let enforces = |a: IpAddr| inv.by_address(a).is_some_and(Workload::enforces);
+    (decision, decided_by)
+}
+
+/// The rules' decision, then each end's table: failsafe ports, the control plane and
+/// quarantine (docs/policy.md, "What the hosts add").
+pub fn evaluate_with(
+    policy: &Policy,
+    inv: &Inventory,
+    hosts: &HostContext,
+    c: &Connection,
+) -> Verdict {
+    let (decision, mut decided_by) = decide(policy, inv, c);
+    let (at, exempt, quarantined) = hosts.at_hosts(inv, decision, c.src, c.dst, c.proto, c.port);
+    if let Some(workload) = quarantined {
+        decided_by = DecidedBy::Quarantine {
+            applied: hosts.quarantine_applied.contains(&workload),
+            workload,
+        };
+    }
     Verdict {
-        verdict: VerdictKind::from_decision(decision, enforces(c.src), enforces(c.dst)),
-        decision,
+        verdict: at.verdict,
+        decision: at.decision,
         decided_by,
+        exempt,
     }
 }

@@ -57,6 +57,7 @@ fn example_verdicts_match_the_documented_ones() {
         let rules = match &v.decided_by {
             DecidedBy::Default => "default".to_string(),
             DecidedBy::Rules { rule_ids, .. } => rule_ids.join(" "),
+            DecidedBy::Quarantine { workload, .. } => format!("quarantine {workload}"),
         };
         assert_eq!(
             (v.verdict.to_string(), rules),

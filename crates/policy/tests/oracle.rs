@@ -21,6 +21,28 @@ proptest! {
         }
     }
 
+    /// The same with what the hosts add: quarantines, failsafe ports, the control
+    /// plane. Both evaluators end in the same `through_tables`, but each finds the ends
+    /// on its own (the oracle in the inventory, the compiled one in its address tables).
+    #[test]
+    fn compiled_agrees_with_oracle_through_the_hosts(
+        inv in inventory(),
+        s in shape(),
+        marks in proptest::collection::vec(0u8..3, 30),
+        failsafe in proptest::collection::vec(service_port(), 0..3),
+        control in proptest::option::of((0usize..30, proptest::sample::select(vec![80u16, 443]))),
+        conns in proptest::collection::vec(connection(), 40),
+    ) {
+        let (inv, hosts) = with_hosts(&inv, &marks, &failsafe, control);
+        let policy = build_policy(&s);
+        let compiled = CompiledPolicy::compile_with(&inv, &policy, &hosts);
+        for c in &conns {
+            let expected = oracle::evaluate_with(&policy, &inv, &hosts, c);
+            let got = compiled.verdict(&ConnKey { src: c.src, dst: c.dst, proto: c.proto, port: c.port }, c.process.as_deref());
+            prop_assert_eq!(&got, &expected, "connection {:?}", c);
+        }
+    }
+
     #[test]
     fn canonical_form_parses_back_to_itself(s in shape()) {
         let policy = build_policy(&s);

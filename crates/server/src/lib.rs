@@ -10,6 +10,7 @@ pub mod bodies;
 mod console;
 pub mod control;
 pub mod demo;
+pub mod enforcement;
 mod error;
 mod exporters_api;
 pub mod flow_writer;
@@ -103,6 +104,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(console::whoami))
         .routes(routes!(quarantine::quarantine))
         .routes(routes!(quarantine::release))
+        .routes(routes!(enforcement::enforcement))
         .routes(routes!(rollout::list, rollout::create))
         .routes(routes!(rollout::get))
         .routes(routes!(rollout::rollback))

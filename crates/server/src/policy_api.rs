@@ -639,7 +639,10 @@ pub async fn explain_flow(
                 p.scope
             )));
         }
-        let explanation = explain::explain(&policy, inv, &conn);
+        // With the hosts' side the enrichment uses (failsafe ports, control plane,
+        // quarantines as the agents applied them), so `explain` and the flows' verdicts
+        // say the same.
+        let explanation = explain::explain_with(&policy, inv, &enricher.hosts, &conn);
         Ok(Json(ExplainView {
             text: explanation.to_text(),
             explanation,

@@ -16,10 +16,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, blocking, lock, now_ms};
 
 /// The workload attribute that marks quarantine; its value is the reason.
-pub const ATTRIBUTE: &str = "bulkhead.quarantine";
+pub const ATTRIBUTE: &str = bulkhead_model::QUARANTINE_ATTRIBUTE;
 
 pub fn is_quarantined(w: &Workload) -> bool {
-    w.attributes.contains_key(ATTRIBUTE)
+    w.quarantined()
 }
 
 async fn set(
@@ -112,10 +112,23 @@ async fn set(
         Ok(true)
     })
     .await?;
+    let (s2, n) = (s.clone(), name.clone());
+    let view = blocking(move || {
+        let w = s2
+            .current()
+            .inventory
+            .by_name(&n)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("workload {n}")))?;
+        crate::enforcement::view(&s2, &w)
+    })
+    .await?;
     Ok(Json(QuarantineState {
         workload: name,
         quarantined: quarantine,
         changed,
+        enforcement: view.state,
+        summary: view.summary,
     }))
 }
 
@@ -123,9 +136,14 @@ async fn set(
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct QuarantineState {
     pub workload: String,
+    /// What was asked: quarantined or released.
     pub quarantined: bool,
     /// False when it already was in that state (nothing written).
     pub changed: bool,
+    /// Whether the host's kernel runs it yet: `pending` until its agent reports the
+    /// new table, `no_agent` when nothing can (GET `…/enforcement` follows it).
+    pub enforcement: crate::enforcement::Applied,
+    pub summary: String,
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]

@@ -186,29 +186,34 @@ impl AppState {
             Some(v) => Some(Arc::new(policy_of(&v.objects)?)),
             None => None,
         };
-        let provisioned = provisioned_policy
-            .as_ref()
-            .map(|p| Arc::new(CompiledPolicy::compile(&inventory, p)));
-        // A draft with errors cannot be saved, so this only fails on corruption.
-        let draft = Some(Arc::new(CompiledPolicy::compile(
-            &inventory,
-            &policy_of(&draft)?,
-        )));
         // Agents pick up the change at their next heartbeat (revisions are content hashes,
         // so an unchanged host keeps its table).
         if let Ok(mut h) = self.hosts.write() {
             *h = HostInputs {
-                policy: provisioned_policy,
+                policy: provisioned_policy.clone(),
                 inventory: inventory.clone(),
                 cache: Default::default(),
                 generation: h.generation + 1,
             };
         }
+        let hosts = self
+            .agent_settings
+            .host_context(crate::enforcement::quarantines_applied(self, &inventory)?);
+        let provisioned = provisioned_policy
+            .as_ref()
+            .map(|p| Arc::new(CompiledPolicy::compile_with(&inventory, p, &hosts)));
+        // A draft with errors cannot be saved, so this only fails on corruption.
+        let draft = Some(Arc::new(CompiledPolicy::compile_with(
+            &inventory,
+            &policy_of(&draft)?,
+            &hosts,
+        )));
         let enricher = Enricher {
             inventory,
             provisioned,
             draft,
             listening: Default::default(),
+            hosts,
         };
         *self
             .enricher
@@ -233,6 +238,25 @@ pub struct AgentSettings {
     pub offline_after_ms: i64,
     /// The CA fingerprint agents pin, when the TLS listener is on.
     pub ca_fingerprint: Option<String>,
+    /// The agent listener's address when it is a specific one: every agent's table
+    /// lets its host reach it, and verdicts say so (a wildcard listen address names
+    /// no endpoint, so verdicts then cannot).
+    pub control_plane: Vec<std::net::SocketAddr>,
+}
+
+impl AgentSettings {
+    /// What every agent's table adds to policy, for verdicts that say what the kernel
+    /// does; `quarantine_applied` comes from the agents' reports.
+    pub fn host_context(
+        &self,
+        quarantine_applied: std::collections::BTreeSet<String>,
+    ) -> bulkhead_policy::HostContext {
+        bulkhead_policy::HostContext {
+            failsafe_ports: self.failsafe_ports.clone(),
+            control_plane: self.control_plane.clone(),
+            quarantine_applied,
+        }
+    }
 }
 
 impl Default for AgentSettings {
@@ -242,6 +266,7 @@ impl Default for AgentSettings {
             log_group: 100,
             offline_after_ms: 60_000,
             ca_fingerprint: None,
+            control_plane: Vec::new(),
         }
     }
 }

@@ -715,3 +715,95 @@ async fn a_quarantine_survives_edits_and_imports_until_released() {
         .await;
     assert!(!quarantined(&w), "{w}");
 }
+
+/// Asking for a quarantine is not enforcing it: the answer, the enforcement view and the
+/// verdicts say "pending" / potentially blocked until the agent reports the quarantined
+/// revision, then "applied" / blocked, with the quarantine named as the cause. The
+/// failsafe port stays exempt.
+#[tokio::test]
+async fn a_quarantine_counts_as_enforced_only_once_its_agent_reports_it() {
+    let api = Api::new();
+    let credential = shop_with_db_agent(&api).await;
+    let explain = |port: &'static str| {
+        let api = &api;
+        async move {
+            api.admin_ok(
+                Method::POST,
+                "/api/v1/explain",
+                Some(json!({"from": "web", "to": "db", "port": port, "against": "provisioned"})),
+            )
+            .await
+        }
+    };
+    let before = explain("tcp/5432").await;
+    assert_eq!(before["verdict"], json!("allowed"), "{before}");
+
+    let asked = api
+        .admin_ok(
+            Method::POST,
+            "/api/v1/workloads/db/quarantine",
+            Some(json!({"reason": "incident 8"})),
+        )
+        .await;
+    assert_eq!(asked["enforcement"], json!("pending"), "{asked}");
+    let view = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db/enforcement", None)
+        .await;
+    assert_eq!(view["quarantine"]["state"], json!("pending"), "{view}");
+    assert_ne!(view["desired_revision"], view["applied_revision"], "{view}");
+    let pending = explain("tcp/5432").await;
+    assert_eq!(
+        pending["verdict"],
+        json!("potentially_blocked"),
+        "{pending}"
+    );
+    assert_eq!(
+        pending["decided_by"],
+        json!({"quarantine": {"workload": "db", "applied": false}}),
+        "{pending}"
+    );
+
+    // The agent fetches the quarantined policy and reports it in its kernel.
+    let (s, p) = api
+        .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["quarantined"], json!(true), "{p}");
+    let (s, hb) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(json!({"applied_revision": p["revision"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hb}");
+    let view = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db/enforcement", None)
+        .await;
+    assert_eq!(view["quarantine"]["state"], json!("applied"), "{view}");
+    assert_eq!(view["state"], json!("applied"), "{view}");
+    let applied = explain("tcp/5432").await;
+    assert_eq!(applied["verdict"], json!("blocked"), "{applied}");
+    assert_eq!(
+        applied["decided_by"],
+        json!({"quarantine": {"workload": "db", "applied": true}}),
+        "{applied}"
+    );
+    assert!(
+        applied["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("db is quarantined")),
+        "{applied}"
+    );
+    // Management access stays open, and is explained as such.
+    let ssh = explain("tcp/22").await;
+    assert_eq!(ssh["exempt"], json!("failsafe"), "{ssh}");
+    assert_eq!(ssh["verdict"], json!("potentially_blocked"), "{ssh}");
+
+    // Released: the rules decide again.
+    api.admin_ok(Method::POST, "/api/v1/workloads/db/release", None)
+        .await;
+    let released = explain("tcp/5432").await;
+    assert_eq!(released["verdict"], json!("allowed"), "{released}");
+}

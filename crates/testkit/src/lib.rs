@@ -67,3 +67,4 @@ pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -
 
 pub mod clickhouse;
 pub mod command;
+pub mod sessions;

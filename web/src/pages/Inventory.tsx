@@ -3,7 +3,7 @@ import type { PageProps } from ".";
 import { enc, get, post, put, query } from "../api";
 import { setParams } from "../router";
 import { can } from "../session";
-import { type LabelRulesState, type Labels, type Workload, quarantineReason } from "../types";
+import { type Enforcement, type LabelRulesState, type Labels, type QuarantineAnswer, type Workload, quarantineReason } from "../types";
 import { Badge, Empty, ErrorBox, LabelChips, Link, Loading, PageHeader, toast, useAsync } from "../ui";
 
 export function Inventory({ session, params }: PageProps) {
@@ -109,6 +109,7 @@ export function Inventory({ session, params }: PageProps) {
                         {reason !== undefined && (
                           <div class="quarantine-mark" style={{ fontSize: 12, marginTop: 3 }}>
                             <Badge tone="bad">quarantined</Badge> <span>{reason}</span>
+                            <QuarantineEnforcement name={w.name} />
                           </div>
                         )}
                       </td>
@@ -287,8 +288,8 @@ function QuarantineForm({ workload, onDone }: { workload: Workload; onDone: (don
     setBusy(true);
     setErr(null);
     try {
-      await post(`/workloads/${enc(workload.name)}/quarantine`, { reason: reason.trim() });
-      toast(`Quarantined ${workload.name}`);
+      const done = await post<QuarantineAnswer>(`/workloads/${enc(workload.name)}/quarantine`, { reason: reason.trim() });
+      toast(done.summary);
       onDone(true);
     } catch (x) {
       setErr(x);
@@ -299,8 +300,8 @@ function QuarantineForm({ workload, onDone }: { workload: Workload; onDone: (don
   return (
     <form onSubmit={submit} aria-label={`Quarantine ${workload.name}`}>
       <p style={{ margin: "0 0 8px" }}>
-        Quarantine isolates <strong>{workload.name}</strong> whatever the rules say: only the failsafe ports inbound and connections already established stay open. Its
-        agent applies it at its next heartbeat; a critical alert is raised.
+        Quarantine isolates <strong>{workload.name}</strong> whatever the rules say: only the failsafe ports inbound and its agent's channel to the server stay open;
+        connections already established are cut. It is enforced once its agent reports the new table (at its next heartbeat); a critical alert is raised.
       </p>
       <div class="row" style={{ maxWidth: 760 }}>
         <div class="field" style={{ flex: 3 }}>
@@ -316,5 +317,19 @@ function QuarantineForm({ workload, onDone }: { workload: Workload; onDone: (don
       </div>
       <ErrorBox error={err} />
     </form>
+  );
+}
+
+/** Whether the host's kernel runs the quarantine: asking for one is not enforcing it. */
+function QuarantineEnforcement({ name }: { name: string }) {
+  const e = useAsync(() => get<Enforcement>(`/workloads/${enc(name)}/enforcement`), [name]);
+  if (!e.data) return null;
+  const state = e.data.quarantine?.state ?? e.data.state;
+  const tone = state === "applied" ? "ok" : "warn";
+  const word = state === "applied" ? "enforced" : state === "pending" ? "not applied yet" : "not enforced";
+  return (
+    <div style={{ marginTop: 3 }} data-testid={`quarantine-state-${name}`}>
+      <Badge tone={tone}>{word}</Badge> <span class="muted">{e.data.summary}</span>
+    </div>
   );
 }

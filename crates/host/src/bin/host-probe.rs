@@ -6,6 +6,7 @@
 //! host-probe nflog GROUP COUNT SECONDS            LoggedPackets until COUNT or SECONDS
 //! host-probe conntrack COUNT SECONDS [REAP_MS]    HostFlows until COUNT or SECONDS
 //! host-probe conntrack-dump                       HostFlows of the current table
+//! host-probe conntrack-flush                      deletes every entry (quarantine)
 //! host-probe nft-generation                       the nftables ruleset generation
 //! ```
 //!
@@ -53,6 +54,7 @@ fn ready() -> Result<(), String> {
 fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("info") => line(&host_info().map_err(|e| e.to_string())?),
+        Some("conntrack-flush") => bulkhead_host::flush_conntrack().map_err(|e| e.to_string()),
         Some("nft-generation") => line(
             &bulkhead_host::nftables_generation().map_err(|e| e.to_string())?,
         ),

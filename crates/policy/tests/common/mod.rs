@@ -310,3 +310,41 @@ pub fn connection() -> impl Strategy<Value = Connection> {
             process: process.map(str::to_string),
         })
 }
+
+/// The hosts' side at random: some managed workloads quarantined (requested or
+/// applied), a few failsafe ports, a control-plane endpoint that may be a workload's
+/// own address. Returns the inventory with the quarantine marks and the context.
+pub fn with_hosts(
+    inv: &Inventory,
+    marks: &[u8],
+    failsafe: &[ServicePort],
+    control: Option<(usize, u16)>,
+) -> (Inventory, bulkhead_policy::HostContext) {
+    let mut applied = BTreeSet::new();
+    let workloads: Vec<Workload> = inv
+        .workloads()
+        .iter()
+        .zip(marks.iter().chain(std::iter::repeat(&0)))
+        .map(|(w, mark)| {
+            let mut w = w.clone();
+            if *mark > 0 {
+                w.attributes
+                    .insert(bulkhead_model::QUARANTINE_ATTRIBUTE.into(), "test".into());
+                if *mark == 2 {
+                    applied.insert(w.name.clone());
+                }
+            }
+            w
+        })
+        .collect();
+    let pool = addr_pool();
+    let hosts = bulkhead_policy::HostContext {
+        failsafe_ports: failsafe.to_vec(),
+        control_plane: control
+            .map(|(i, port)| std::net::SocketAddr::new(pool[i % pool.len()], port))
+            .into_iter()
+            .collect(),
+        quarantine_applied: applied,
+    };
+    (Inventory::new(workloads).unwrap(), hosts)
+}

@@ -136,6 +136,20 @@ pub async fn heartbeat(
     if was_offline {
         tracing::info!("agent {id} ({}) is back online", a.agent.workload);
     }
+    // A quarantined host's agent reporting another revision: its quarantine may now be
+    // in the kernel (or no longer), which turns its connections' verdicts from
+    // potentially blocked to blocked (or back).
+    let revision_moved =
+        hb.applied_revision.is_some() && hb.applied_revision != a.agent.applied_revision;
+    let quarantined = s
+        .current()
+        .inventory
+        .by_name(&a.agent.workload)
+        .is_some_and(bulkhead_model::Workload::quarantined);
+    if revision_moved && quarantined {
+        let s3 = s.clone();
+        blocking(move || s3.recompile()).await?;
+    }
     if let Some(host) = &hb.host {
         let recorded = s
             .current()
@@ -285,7 +299,11 @@ fn logged_summary(
         } else {
             VerdictKind::PotentiallyBlocked
         },
-        rules: vec![meaning.rule.unwrap_or_else(|| "default".into())],
+        rules: vec![match (meaning.quarantine, meaning.rule) {
+            (true, _) => "quarantine".into(),
+            (false, Some(rule)) => rule,
+            (false, None) => "default".into(),
+        }],
     });
     Some(summary)
 }
