@@ -14,7 +14,7 @@ use bulkhead_api::{
 use reqwest::Method;
 
 use crate::client::{Client, ClientError};
-use crate::enforcer::Enforcer;
+use crate::enforcer::{EnforceError, Enforcer, Tamper};
 use crate::flows::{SharedSpooler, Spooler};
 use crate::state::{Enrollment, StateDir};
 
@@ -256,11 +256,15 @@ pub async fn run(
         cfg.flow_batch,
     ));
 
-    let tamper = tokio::spawn(guard_table(
+    let stop_guard = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guard_outbox = outbox.clone();
+    spawn_guard(
         enforcer.clone(),
-        outbox.clone(),
+        GuardMode::Watch,
         cfg.tamper_check,
-    ));
+        stop_guard.clone(),
+        move |checked| report_check(&guard_outbox, checked),
+    )?;
     let reporting = report_loop(
         cfg.clone(),
         client,
@@ -274,7 +278,7 @@ pub async fn run(
         () = &mut shutdown => {}
         r = reporting => r?,
     }
-    tamper.abort();
+    stop_guard.store(true, std::sync::atomic::Ordering::Relaxed);
     spooling.abort();
     // What the observers buffered goes to disk, to be sent after the restart.
     let batch = cfg.flow_batch;
@@ -385,33 +389,72 @@ fn start_observers(
     Ok(())
 }
 
-/// Reads the table back every `every` and repairs any difference at once.
-async fn guard_table(enforcer: Arc<Mutex<Enforcer>>, outbox: Arc<Mutex<Outbox>>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let e = enforcer.clone();
-        let checked = tokio::task::spawn_blocking(move || lock(&e).check()).await;
-        let mut o = lock(&outbox);
-        match checked {
-            Ok(Ok(None)) => {}
-            Ok(Ok(Some(t))) => {
-                tracing::warn!(
-                    "tamper: the table was changed outside Bulkhead; restored. {}",
-                    t.difference
-                );
-                o.status.tamper_events += 1;
-                o.push_event(AgentEvent::Tamper {
-                    at_ms: now_ms(),
-                    difference: t.difference,
-                });
+/// How the guard learns that the table may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// Woken by every nftables change in this namespace as it is committed (netlink, as
+    /// `nft monitor` is), and at least every interval.
+    Watch,
+    /// Every interval only (the fallback; and the peer bench/tamper.sh measures).
+    Poll,
+}
+
+/// Guards the table from a thread of its own: on every wake-up it compares the kernel
+/// with what was applied, repairs a difference at once and hands the result to
+/// `report`. At least every `every` (services come and go without nftables changes).
+/// Where the watch cannot be had (nft acting on another namespace, or netlink refused),
+/// it polls. Stops within `every` of `stop` being set.
+pub fn spawn_guard(
+    enforcer: Arc<Mutex<Enforcer>>,
+    mode: GuardMode,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut report: impl FnMut(Result<Option<Tamper>, EnforceError>) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let mut watch = if mode == GuardMode::Watch && lock(&enforcer).in_own_namespace() {
+        bulkhead_host::NftablesWatch::open()
+            .inspect_err(|e| tracing::warn!("{e}; the table is checked every {every:?} instead"))
+            .ok()
+    } else {
+        None
+    };
+    std::thread::Builder::new()
+        .name("guard".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match watch.as_mut().map(|w| w.wait(every)) {
+                    None => std::thread::sleep(every),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!("{e}; the table is checked every {every:?} instead");
+                        watch = None;
+                    }
+                }
+                let checked = lock(&enforcer).check();
+                report(checked);
             }
-            Ok(Err(err)) => {
-                tracing::error!("checking the table: {err}");
-                o.status.last_error = Some(err.to_string());
-            }
-            Err(join) => tracing::error!("table check panicked: {join}"),
+        })
+}
+
+/// A check's result into the log, the status and the events for the server.
+fn report_check(outbox: &Mutex<Outbox>, checked: Result<Option<Tamper>, EnforceError>) {
+    let mut o = lock(outbox);
+    match checked {
+        Ok(None) => {}
+        Ok(Some(t)) => {
+            tracing::warn!(
+                "tamper: the table was changed outside Bulkhead; restored. {}",
+                t.difference
+            );
+            o.status.tamper_events += 1;
+            o.push_event(AgentEvent::Tamper {
+                at_ms: now_ms(),
+                difference: t.difference,
+            });
+        }
+        Err(err) => {
+            tracing::error!("checking the table: {err}");
+            o.status.last_error = Some(err.to_string());
         }
     }
 }

@@ -68,6 +68,12 @@ impl Enforcer {
         self.control_plane = endpoints;
     }
 
+    /// Whether nft acts on this process's own network namespace (so a watch of this
+    /// namespace's nftables changes sees the table's).
+    pub fn in_own_namespace(&self) -> bool {
+        self.nft.in_own_namespace()
+    }
+
     pub fn applied_revision(&self) -> Option<&str> {
         self.applied.as_ref().map(|a| a.policy.revision.as_str())
     }

@@ -10,4 +10,4 @@ mod flows;
 pub mod spool;
 pub mod state;
 
-pub use agent::{AgentConfig, run};
+pub use agent::{AgentConfig, GuardMode, run, spawn_guard};

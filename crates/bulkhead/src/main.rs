@@ -32,6 +32,7 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
 mod agent_cmd;
 mod collector_cmd;
 mod demo_cmd;
+mod enforce_cmd;
 mod estate;
 mod files;
 mod flows_cmd;
@@ -93,6 +94,11 @@ enum Command {
     Quarantine(rollout_cmd::QuarantineArgs),
     /// Release a quarantined workload.
     Release(rollout_cmd::ReleaseArgs),
+    /// Set the enforcement mode of a workload or of every workload matching labels,
+    /// showing first which recent connections would change verdict.
+    Enforce(enforce_cmd::EnforceArgs),
+    /// What a workload's host runs: desired against applied revision, mode, quarantine.
+    Enforcement(enforce_cmd::EnforcementArgs),
     /// Run the host agent: enroll, enforce this host's policy with nftables, report.
     Agent(agent_cmd::AgentArgs),
     /// Check inventory files and show what label rules assign.
@@ -171,6 +177,8 @@ fn main() -> ExitCode {
         Command::Rollout(c) => rollout_cmd::run(c),
         Command::Quarantine(a) => rollout_cmd::quarantine(a),
         Command::Release(a) => rollout_cmd::release(a),
+        Command::Enforce(a) => enforce_cmd::enforce(a),
+        Command::Enforcement(a) => enforce_cmd::enforcement(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -296,8 +296,14 @@ pub fn quarantine(a: QuarantineArgs) -> anyhow::Result<()> {
     } else {
         ""
     };
+    // Asked is not enforced: the server says whether the agent has applied it.
     println!(
-        "{} is quarantined{already}: its agent drops everything but the failsafe ports",
+        "{} is quarantined{already}. {}",
+        a.workload,
+        r["summary"].as_str().unwrap_or_default()
+    );
+    println!(
+        "`bulkhead enforcement {}` shows when it is enforced",
         a.workload
     );
     Ok(())

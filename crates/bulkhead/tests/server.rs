@@ -451,6 +451,17 @@ fn rollouts_and_quarantine_from_the_cli() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("pay-db is quarantined"), "{stdout}");
+    assert!(
+        stdout.contains("no agent is enrolled"),
+        "asked is not enforced: {stdout}"
+    );
+    let out = bulkhead(&["enforcement", "pay-db"], &server, &token);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("quarantine        no_agent (incident 42)"),
+        "{stdout}"
+    );
     let w: serde_json::Value = serde_json::from_str(&curl(
         &server,
         &token,
@@ -475,4 +486,40 @@ fn rollouts_and_quarantine_from_the_cli() {
     );
     let out = bulkhead(&["quarantine", "nope", "--reason", "x"], &server, &token);
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+
+    // Enforcement modes set directly: previewed, then applied, the same audited change.
+    let out = bulkhead(
+        &["enforce", "--labels", "app=payments", "--mode", "enforced"],
+        &server,
+        &token,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("would switch 2 of 2"), "{stdout}");
+    assert!(stdout.contains("nothing written"), "{stdout}");
+    let out = bulkhead(
+        &[
+            "enforce",
+            "--workload",
+            "pay-db",
+            "--mode",
+            "enforced",
+            "--apply",
+        ],
+        &server,
+        &token,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("switched 1 of 1"), "{stdout}");
+    let w = curl(&server, &token, "GET", "/api/v1/workloads/pay-db", "");
+    assert!(w.contains("\"mode\":\"enforced\""), "{w}");
+    let out = bulkhead(
+        &["enforce", "--workload", "pay-db", "--mode", "strict"],
+        &server,
+        &token,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mode"), "{stderr}");
 }

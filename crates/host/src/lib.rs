@@ -27,7 +27,7 @@ pub use conntrack::{
 };
 pub use info::{host_info, listening_sockets, local_addresses, service_cgroups};
 pub use nflog::{NflogReader, NflogStats, PacketHeaders, parse_packet};
-pub use nftgen::nftables_generation;
+pub use nftgen::{NftablesWatch, nftables_generation};
 pub use process::process_info;
 
 /// Errors of the host observers, each naming what was being done.

@@ -110,6 +110,52 @@ fn decode_generation(datagram: &[u8]) -> Result<Option<u32>, i32> {
     Ok(None)
 }
 
+/// NFNLGRP_NFTABLES: every committed nftables change is multicast to this group (what
+/// `nft monitor` reads).
+const GROUP_NFTABLES: u32 = 7;
+
+/// Wakes on every nftables change in this network namespace, as it is committed, so a
+/// tamper is seen at once instead of at the next poll. It only says *that* something
+/// changed; comparing the generation and reading the table back stays the checker's job.
+#[derive(Debug)]
+pub struct NftablesWatch {
+    socket: netlink_sys::Socket,
+    buf: Vec<u8>,
+}
+
+impl NftablesWatch {
+    pub fn open() -> Result<Self, HostError> {
+        const WHAT: &str = "watching nftables changes";
+        let socket = netlink::open(NETLINK_NETFILTER, WHAT)?;
+        socket
+            .add_membership(GROUP_NFTABLES)
+            .map_err(|source| HostError::Netlink { what: WHAT, source })?;
+        // A large transaction (100k set elements) is one message per element.
+        let _ = socket.set_rx_buf_sz(4 * 1024 * 1024);
+        Ok(Self {
+            socket,
+            buf: vec![0; netlink::RECV_BUF],
+        })
+    }
+
+    /// Waits up to `timeout` for a change; `true` when one (or more) came, having read
+    /// every message queued so far. A receive buffer that overflowed counts as a change:
+    /// messages were lost, so something did change.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
+        const WHAT: &str = "reading nftables changes";
+        if !netlink::wait_readable(&self.socket, timeout, WHAT)? {
+            return Ok(false);
+        }
+        loop {
+            // Non-blocking drain: the first read is known to be ready.
+            let _ = netlink::recv(&self.socket, &mut self.buf, WHAT)?;
+            if !netlink::wait_readable(&self.socket, Duration::ZERO, WHAT)? {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,3 +188,26 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body as `T`, or a 400 naming the field that did not fit (its path, such as
+/// `mode` or `owners[1].email`), unknown and missing fields included.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // A missing or unknown field is reported at its parent; serde names it in the
+        // message ("missing field `name`", "unknown field `force`").
+        let named = inner
+            .split('`')
+            .nth(1)
+            .filter(|_| inner.contains("field"))
+            .map(str::to_string);
+        let field = match (path.as_str(), named) {
+            (".", Some(n)) => n,
+            (".", None) => "(body)".to_string(),
+            (p, Some(n)) if inner.contains("field") => format!("{p}.{n}"),
+            (p, _) => p.to_string(),
+        };
+        ApiError::invalid(field, inner)
+    })
+}

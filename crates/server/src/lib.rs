@@ -105,6 +105,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(quarantine::quarantine))
         .routes(routes!(quarantine::release))
         .routes(routes!(enforcement::enforcement))
+        .routes(routes!(enforcement::set_mode))
         .routes(routes!(rollout::list, rollout::create))
         .routes(routes!(rollout::get))
         .routes(routes!(rollout::rollback))

@@ -36,7 +36,12 @@ pub const MAX_CONVERSATIONS: usize = 500_000;
 
 /// The window's hour summaries the caller may see, folded by the flow store into one
 /// row per conversation and process, and whether the limit left older ones out.
-fn traffic(s: &AppState, p: &Principal, from: i64, to: i64) -> ApiResult<(Vec<Traffic>, bool)> {
+pub(crate) fn traffic(
+    s: &AppState,
+    p: &Principal,
+    from: i64,
+    to: i64,
+) -> ApiResult<(Vec<Traffic>, bool)> {
     let page = s.flows.conversations(&GroupQuery {
         bucket: Bucket::Hour,
         from_ms: from,
@@ -61,7 +66,7 @@ fn traffic(s: &AppState, p: &Principal, from: i64, to: i64) -> ApiResult<(Vec<Tr
     Ok((rows, page.more))
 }
 
-fn left_out_note() -> String {
+pub(crate) fn left_out_note() -> String {
     format!(
         "the window holds more than {MAX_CONVERSATIONS} conversations: the most recently \
          seen {MAX_CONVERSATIONS} were used and older ones were left out; narrow the window \

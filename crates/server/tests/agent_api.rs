@@ -225,6 +225,10 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
                 at_ms: now,
                 difference: "chain input: 1 rule missing".into(),
             },
+            AgentEvent::Tamper {
+                at_ms: now + 1,
+                difference: "chain input: 1 unexpected rule".into(),
+            },
         ],
     };
     let (s, v) = api
@@ -244,7 +248,28 @@ async fn agents_enroll_once_get_their_policy_and_report_exactly_once() {
         .map(|a| a["kind"].as_str().unwrap())
         .collect();
     assert!(kinds.contains(&"potentially_blocked"), "{alerts}");
-    assert!(kinds.contains(&"tamper"), "{alerts}");
+    // Each tamper is its own alert and its own audit entry, with its difference.
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "tamper").count(),
+        2,
+        "{alerts}"
+    );
+    let audit = api
+        .admin_ok(Method::GET, "/api/v1/audit?limit=1000", None)
+        .await;
+    let tampers: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == json!("agent.tamper"))
+        .collect();
+    assert_eq!(tampers.len(), 2, "{audit}");
+    assert!(
+        tampers.iter().any(|e| e["after"]
+            .as_str()
+            .is_some_and(|a| a.contains("1 unexpected rule"))),
+        "{audit}"
+    );
     let flows = api
         .admin_ok(Method::GET, "/api/v1/flows?address=10.0.0.66", None)
         .await;

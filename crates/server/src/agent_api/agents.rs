@@ -222,6 +222,23 @@ pub async fn delete_agent(
     Ok(Json(crate::bodies::DeletedId { deleted: id }))
 }
 
+/// Beyond the offline time, how long after a server start an agent last seen before it
+/// may take to come back (its heartbeat may have been backing off while the server was
+/// down).
+const RESTART_GRACE_MS: i64 = 30_000;
+
+/// Whether an agent last seen at `last_seen` is offline at `now`. While this server was
+/// down no heartbeat could arrive: an agent last seen before it started gets the offline
+/// time plus a grace from the start to come back, so a restart does not alert every
+/// agent at once.
+fn silent_too_long(now: i64, last_seen: i64, started: i64, offline_after: i64) -> bool {
+    if last_seen < started {
+        now - started > offline_after + RESTART_GRACE_MS
+    } else {
+        now - last_seen > offline_after
+    }
+}
+
 /// Marks agents silent for longer than the configured time offline, once each, with an
 /// alert. Runs until the runtime stops.
 pub async fn watch_offline(s: AppState) {
@@ -245,7 +262,12 @@ pub async fn watch_offline(s: AppState) {
             let mut announced = Vec::new();
             for a in c.agents()? {
                 if a.offline_since_ms.is_some()
-                    || now - a.last_seen_ms <= s2.agent_settings.offline_after_ms
+                    || !silent_too_long(
+                        now,
+                        a.last_seen_ms,
+                        s2.started_ms,
+                        s2.agent_settings.offline_after_ms,
+                    )
                 {
                     continue;
                 }
@@ -278,5 +300,49 @@ pub async fn watch_offline(s: AppState) {
             Ok(announced) => announce(&s, &announced),
             Err(e) => tracing::error!("offline watch: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_restart_gives_agents_time_to_come_back() {
+        let (offline_after, started) = (60_000, 1_000_000);
+        // Seen after the start: the ordinary rule.
+        assert!(!silent_too_long(
+            started + 70_000,
+            started + 20_000,
+            started,
+            offline_after
+        ));
+        assert!(silent_too_long(
+            started + 90_000,
+            started + 20_000,
+            started,
+            offline_after
+        ));
+        // Seen before the start (long ago, while the server was down): not right after
+        // the start, only once the offline time and the grace have passed.
+        let before = started - 3_600_000;
+        assert!(!silent_too_long(
+            started + 1_000,
+            before,
+            started,
+            offline_after
+        ));
+        assert!(!silent_too_long(
+            started + offline_after + RESTART_GRACE_MS,
+            before,
+            started,
+            offline_after
+        ));
+        assert!(silent_too_long(
+            started + offline_after + RESTART_GRACE_MS + 1,
+            before,
+            started,
+            offline_after
+        ));
     }
 }

@@ -347,10 +347,24 @@ pub async fn events(
                 AgentEvent::Tamper { at_ms, difference } => {
                     let at_ms = dated(at_ms);
                     tracing::warn!("tamper on {}: {difference}", agent.workload);
+                    // Each tamper is its own event, kept with its difference: in the
+                    // audit log (append-only, so the history stays) and as an alert of
+                    // its own rather than a counter on the first one.
+                    c.append_audit(
+                        &AuditContext {
+                            actor: format!("agent:{}", agent.id),
+                            source: a.source.clone(),
+                            at_ms,
+                            action: "agent.tamper".into(),
+                        },
+                        &format!("workload/{}", agent.workload),
+                        None,
+                        Some(&json!({ "difference": difference }).to_string()),
+                    )?;
                     announced.extend(record(
                         &mut c,
                         AlertObservation {
-                            key: format!("tamper|{}", agent.workload),
+                            key: format!("tamper|{}|{at_ms}", agent.workload),
                             kind: "tamper".into(),
                             severity: "critical".into(),
                             title: format!(

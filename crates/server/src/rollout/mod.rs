@@ -238,6 +238,7 @@ pub async fn create(
             .collect();
         set_modes(
             &s2,
+            &Principal::system(),
             &to_monitor,
             EnforcementMode::Monitor,
             &audit_as(&r, "rollout.monitor"),
@@ -346,7 +347,7 @@ pub async fn rollback(
             by_mode.entry(*m).or_default().push(w.clone());
         }
         for (mode, names) in by_mode {
-            set_modes(&s2, &names, mode, &audit)?;
+            set_modes(&s2, &Principal::system(), &names, mode, &audit)?;
         }
         r.state = RolloutState::RolledBack { at_ms: now_ms() };
         lock(&s2.control)?.update_rollout(r.id, &to_json(&r)?, &audit)?;
@@ -377,9 +378,12 @@ fn audit_as(r: &Rollout, action: &str) -> AuditContext {
     }
 }
 
-/// Sets the mode of the named workloads in one inventory change (all or none).
-fn set_modes(
+/// Sets the mode of the named workloads in one inventory change (all or none), as the
+/// scheduler (rollouts) and as a user directly (`enforcement::set_mode`): the same
+/// audited change either way.
+pub(crate) fn set_modes(
     s: &AppState,
+    by: &Principal,
     names: &[String],
     mode: EnforcementMode,
     audit: &AuditContext,
@@ -403,7 +407,7 @@ fn set_modes(
     }
     crate::control::commit(
         s,
-        &Principal::system(),
+        by,
         audit,
         crate::control::Mutation::Inventory {
             changes,
@@ -559,6 +563,7 @@ pub async fn run_once(s: &AppState, now_ms: i64) -> ApiResult<Vec<String>> {
                             .collect();
                         set_modes(
                             &s2,
+                            &Principal::system(),
                             &names,
                             EnforcementMode::Enforced,
                             &audit_as(&r, "rollout.enforce"),
