@@ -45,6 +45,7 @@ export const can = {
   manageTokens: (s: Session) => s.role === "admin",
   scheduleRollouts: (s: Session) => writers.includes(s.role),
   quarantine: (s: Session) => writers.includes(s.role),
+  setModes: (s: Session) => writers.includes(s.role),
   manageAgents: (s: Session) => writers.includes(s.role),
   readPairingProfiles: (s: Session) => s.role !== "app_owner",
   editLabelRules: (s: Session) => writers.includes(s.role),

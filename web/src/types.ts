@@ -303,3 +303,34 @@ export interface QuarantineAnswer {
   enforcement: "applied" | "pending" | "no_agent" | "unmanaged";
   summary: string;
 }
+
+/** One kind of connection whose verdict a mode change turns into another. */
+export interface ImpactGroup {
+  consumer: string;
+  provider: string;
+  service: string;
+  from: Verdict;
+  to: Verdict;
+  conversations: number;
+  connections: number;
+}
+
+/** The answer of POST /enforcement/mode: the selection, the impact, whether written. */
+export interface ModeChange {
+  workloads: string[];
+  mode: string;
+  changing: string[];
+  applied: boolean;
+  impact: {
+    from_ms: number;
+    to_ms: number;
+    conversations: number;
+    changed_conversations: number;
+    changed_connections: number;
+    newly_blocked_connections: number;
+    groups: ImpactGroup[];
+    groups_left_out: number;
+    note?: string | null;
+  };
+  summary: string;
+}

@@ -593,6 +593,44 @@ test("a workload is quarantined with a reason, marked, alerted on the Alerts pag
   await page.close();
 });
 
+test("a workload's mode is set from the inventory: the impact on recent traffic first, then the switch", async () => {
+  // A workload whose recent traffic the switch would change (the demo's scans reach some).
+  let w;
+  for (const x of (await api("GET", "/workloads?limit=10000")).items.filter((x) => x.managed && x.mode === "monitor")) {
+    const p = await api("POST", "/enforcement/mode", { workload: x.name, mode: "enforced" });
+    if (p.impact.groups.length > 0) {
+      w = x;
+      break;
+    }
+  }
+  assert.ok(w, "enforcing some monitored workload of the demo changes verdicts of its traffic");
+  const page = await signedIn();
+  await nav(page, "Inventory");
+  const row = page.getByTestId(`workload-${w.name}`);
+  await row.getByRole("button", { name: `Set the mode of ${w.name}` }).click();
+  const form = page.getByRole("form", { name: `Mode of ${w.name}` });
+  await form.getByLabel("Mode").selectOption("enforced");
+  await form.getByRole("button", { name: "Preview impact" }).click();
+  const impact = page.getByTestId(`mode-impact-${w.name}`);
+  await impact.waitFor();
+  // The console shows what the server computed, and nothing was written yet.
+  const preview = await api("POST", "/enforcement/mode", { workload: w.name, mode: "enforced" });
+  assert.match(await impact.innerText(), new RegExp(`would switch 1 of 1 selected workload\\(s\\) to enforced mode`));
+  assert.ok(preview.impact.newly_blocked_connections > 0, JSON.stringify(preview.impact));
+  assert.equal(await impact.locator("tbody tr").count(), preview.impact.groups.length);
+  assert.match(await impact.innerText(), /potentially_blocked\s*→\s*blocked/);
+  assert.equal((await api("GET", `/workloads/${w.name}`)).mode, "monitor");
+  await shot(page, "18b-mode-impact");
+  await impact.getByRole("button", { name: `Switch ${w.name} to enforced` }).click();
+  await row.getByText("enforced", { exact: true }).waitFor();
+  assert.equal((await api("GET", `/workloads/${w.name}`)).mode, "enforced");
+  const audit = (await api("GET", "/audit?limit=1000")).items;
+  assert.ok(audit.some((e) => e.action === "workload.mode" && e.target === `workload/${w.name}`));
+  // Back as it was, for the other tests.
+  await api("POST", "/enforcement/mode", { workload: w.name, mode: "monitor", apply: true });
+  await page.close();
+});
+
 test("the agents page says how to enroll a host; a pairing profile is created (key shown once) and revoked", async () => {
   assert.deepEqual((await api("GET", "/agents")).items, [], "the demo has no agents");
   const page = await signedIn();

@@ -40,6 +40,8 @@ const PAIRS = {
   ExporterList: "ExporterList",
   Enforcement: "EnforcementView",
   QuarantineAnswer: "QuarantineState",
+  ModeChange: "ModeChange",
+  ImpactGroup: "ImpactGroup",
 };
 
 /** The property names a schema allows, through $ref, allOf, oneOf and anyOf. */

@@ -3,7 +3,7 @@ import type { PageProps } from ".";
 import { enc, get, post, put, query } from "../api";
 import { setParams } from "../router";
 import { can } from "../session";
-import { type Enforcement, type LabelRulesState, type Labels, type QuarantineAnswer, type Workload, quarantineReason } from "../types";
+import { type Enforcement, type LabelRulesState, type Labels, type ModeChange, type QuarantineAnswer, type Workload, quarantineReason } from "../types";
 import { Badge, Empty, ErrorBox, LabelChips, Link, Loading, PageHeader, toast, useAsync } from "../ui";
 
 export function Inventory({ session, params }: PageProps) {
@@ -16,7 +16,7 @@ export function Inventory({ session, params }: PageProps) {
   const rules = useAsync(() => (hasRules ? get<LabelRulesState>("/label-rules") : Promise.resolve(undefined)), [list.data]);
   const derived = new Map((rules.data?.assigned ?? []).map((a) => [a.workload, a.labels]));
   // Which inline form is open under a row: its labels, or the quarantine form.
-  const [acting, setActing] = useState<{ name: string; what: "labels" | "quarantine" } | null>(null);
+  const [acting, setActing] = useState<{ name: string; what: "labels" | "quarantine" | "mode" } | null>(null);
   const [onlyQuarantined, setOnlyQuarantined] = useState(params.get("quarantined") === "1");
   const [err, setErr] = useState<unknown>(null);
   const q = text.trim().toLowerCase();
@@ -27,7 +27,8 @@ export function Inventory({ session, params }: PageProps) {
   );
   const editable = can.editInventory(session);
   const mayQuarantine = can.quarantine(session) && session.routes.has("/api/v1/workloads/{name}/quarantine");
-  const withActions = editable || mayQuarantine;
+  const maySetModes = can.setModes(session) && session.routes.has("/api/v1/enforcement/mode");
+  const withActions = editable || mayQuarantine || maySetModes;
   async function release(w: Workload) {
     if (!confirm(`Release ${w.name} from quarantine? Its traffic is again decided by the policy alone.`)) return;
     setErr(null);
@@ -140,6 +141,17 @@ export function Inventory({ session, params }: PageProps) {
                               Edit labels
                             </button>
                           )}{" "}
+                          {maySetModes && w.managed && (
+                            <button
+                              type="button"
+                              class="btn small"
+                              aria-label={`Set the mode of ${w.name}`}
+                              aria-expanded={open === "mode"}
+                              onClick={() => setActing(open === "mode" ? null : { name: w.name, what: "mode" })}
+                            >
+                              Mode…
+                            </button>
+                          )}{" "}
                           {mayQuarantine &&
                             w.managed &&
                             (reason !== undefined ? (
@@ -170,6 +182,14 @@ export function Inventory({ session, params }: PageProps) {
                               onDone={(saved) => {
                                 setActing(null);
                                 if (saved) list.reload();
+                              }}
+                            />
+                          ) : open === "mode" ? (
+                            <ModeForm
+                              workload={w}
+                              onDone={(done) => {
+                                setActing(null);
+                                if (done) list.reload();
                               }}
                             />
                           ) : (
@@ -331,5 +351,106 @@ function QuarantineEnforcement({ name }: { name: string }) {
     <div style={{ marginTop: 3 }} data-testid={`quarantine-state-${name}`}>
       <Badge tone={tone}>{word}</Badge> <span class="muted">{e.data.summary}</span>
     </div>
+  );
+}
+
+/** A workload's mode, set directly: the impact on the last week's traffic is shown first,
+ * and nothing is written before the user confirms it. */
+function ModeForm({ workload, onDone }: { workload: Workload; onDone: (done: boolean) => void }) {
+  const [mode, setMode] = useState(workload.mode === "enforced" ? "monitor" : "enforced");
+  const [preview, setPreview] = useState<ModeChange | null>(null);
+  const [err, setErr] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  async function ask(apply: boolean) {
+    setBusy(true);
+    setErr(null);
+    try {
+      const answer = await post<ModeChange>("/enforcement/mode", { workload: workload.name, mode, apply });
+      if (apply) {
+        toast(answer.summary);
+        onDone(true);
+      } else {
+        setPreview(answer);
+      }
+    } catch (x) {
+      setErr(x);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <form
+      aria-label={`Mode of ${workload.name}`}
+      onSubmit={(e) => {
+        e.preventDefault();
+        ask(false);
+      }}
+    >
+      <div class="row" style={{ maxWidth: 760 }}>
+        <div class="field">
+          <label for={`mode-${workload.name}`}>Mode</label>
+          <select
+            id={`mode-${workload.name}`}
+            value={mode}
+            onChange={(e) => {
+              setMode((e.target as HTMLSelectElement).value);
+              setPreview(null);
+            }}
+          >
+            <option value="idle">idle (no table)</option>
+            <option value="monitor">monitor (report what policy denies)</option>
+            <option value="enforced">enforced (drop what policy denies)</option>
+          </select>
+        </div>
+        <button type="submit" class="btn small" disabled={busy}>
+          {busy && !preview ? "Replaying traffic…" : "Preview impact"}
+        </button>
+        <button type="button" class="btn small" onClick={() => onDone(false)}>
+          Cancel
+        </button>
+      </div>
+      {preview && (
+        <div data-testid={`mode-impact-${workload.name}`} style={{ marginTop: 8 }}>
+          <p style={{ margin: "0 0 6px" }}>{preview.summary}.</p>
+          {preview.impact.groups.length > 0 && (
+            <table aria-label={`Impact on ${workload.name}`}>
+              <thead>
+                <tr>
+                  <th>Consumer</th>
+                  <th>Provider</th>
+                  <th>Service</th>
+                  <th>Verdict</th>
+                  <th>Connections</th>
+                </tr>
+              </thead>
+              <tbody>
+                {preview.impact.groups.map((g) => (
+                  <tr>
+                    <td>{g.consumer}</td>
+                    <td>{g.provider}</td>
+                    <td>
+                      <code>{g.service}</code>
+                    </td>
+                    <td>
+                      <Badge tone={`v-${g.from}`}>{g.from}</Badge> → <Badge tone={`v-${g.to}`}>{g.to}</Badge>
+                    </td>
+                    <td>{g.connections}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          {preview.impact.note && <p class="muted">{preview.impact.note}</p>}
+          {preview.changing.length > 0 ? (
+            <button type="button" class="btn small primary" disabled={busy} onClick={() => ask(true)}>
+              {busy ? "Switching…" : `Switch ${workload.name} to ${mode}`}
+            </button>
+          ) : (
+            <p class="muted">It already is in {mode} mode.</p>
+          )}
+        </div>
+      )}
+      <ErrorBox error={err} />
+    </form>
   );
 }
