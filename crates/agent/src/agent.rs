@@ -267,6 +267,7 @@ pub async fn run(
     )?;
     let reporting = report_loop(
         cfg.clone(),
+        server,
         client,
         state,
         enforcer,
@@ -293,6 +294,9 @@ pub async fn run(
 /// table keeps reachable. A name that does not resolve now (DNS down at boot) gives
 /// none: the restored table then holds what the policy says, and the next policy from
 /// the server adds them.
+/// How often the server's name is resolved again for the table's control-plane rule.
+const RESOLVE_EVERY: Duration = Duration::from_secs(300);
+
 async fn control_plane(servers: &str) -> Vec<std::net::SocketAddr> {
     let mut all = Vec::new();
     for server in crate::client::server_urls(servers) {
@@ -468,6 +472,7 @@ pub fn now_ms() -> i64 {
 
 async fn report_loop(
     cfg: AgentConfig,
+    server: String,
     client: Client,
     state: StateDir,
     enforcer: Arc<Mutex<Enforcer>>,
@@ -477,10 +482,27 @@ async fn report_loop(
     let mut last_host: Option<(Instant, HostInfo)> = None;
     let mut rejected: Option<String> = None;
     let mut reachable = true;
+    let mut resolved = Instant::now();
     let mut tick = tokio::time::interval(cfg.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // The server's address may move (DNS, failover): what the table keeps open to
+        // it follows. A name that does not resolve now keeps the endpoints it had.
+        if resolved.elapsed() >= RESOLVE_EVERY {
+            resolved = Instant::now();
+            let endpoints = control_plane(&server).await;
+            if !endpoints.is_empty() {
+                let e = enforcer.clone();
+                match tokio::task::spawn_blocking(move || lock(&e).follow_control_plane(endpoints))
+                    .await?
+                {
+                    Ok(true) => tracing::info!("the server's address changed; table applied again"),
+                    Ok(false) => {}
+                    Err(err) => tracing::error!("following the server's new address: {err}"),
+                }
+            }
+        }
         // Host inventory: sent when it changed, and at least every refresh period.
         let host = match &last_host {
             Some((at, _)) if at.elapsed() < cfg.host_refresh => None,

@@ -74,6 +74,27 @@ impl Enforcer {
         self.nft.in_own_namespace()
     }
 
+    /// New control-plane endpoints (the server's name resolved again): when they
+    /// differ, the applied policy is rendered and applied again with them. `Ok(true)`
+    /// when it was.
+    pub fn follow_control_plane(
+        &mut self,
+        mut endpoints: Vec<std::net::SocketAddr>,
+    ) -> Result<bool, EnforceError> {
+        endpoints.sort();
+        endpoints.dedup();
+        if endpoints == self.control_plane {
+            return Ok(false);
+        }
+        let before = std::mem::replace(&mut self.control_plane, endpoints);
+        if let Err(e) = self.reapply() {
+            // The kernel kept the old table; so does the reference.
+            self.control_plane = before;
+            return Err(e);
+        }
+        Ok(self.applied.is_some())
+    }
+
     pub fn applied_revision(&self) -> Option<&str> {
         self.applied.as_ref().map(|a| a.policy.revision.as_str())
     }
