@@ -67,4 +67,5 @@ pub fn wait_for<T>(what: &str, limit: std::time::Duration, mut f: impl FnMut() -
 
 pub mod clickhouse;
 pub mod command;
+pub mod netns;
 pub mod sessions;
