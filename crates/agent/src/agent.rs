@@ -354,12 +354,17 @@ fn start_observers(
     std::thread::Builder::new()
         .name("nflog".into())
         .spawn(move || {
+            let mut attempts = crate::attempts::Attempts::default();
             loop {
                 match nflog.recv(Duration::from_millis(500)) {
                     Ok(packets) => {
                         let mut o = lock(&ob);
                         for p in packets {
-                            o.push_logged(p, cap);
+                            if attempts.first(&p) {
+                                o.push_logged(p, cap);
+                            } else {
+                                o.status.logged_repeats += 1;
+                            }
                         }
                     }
                     Err(e) => {

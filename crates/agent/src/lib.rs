@@ -4,6 +4,7 @@
 //! its last policy when the server is unreachable or the agent restarts.
 
 pub mod agent;
+mod attempts;
 pub mod client;
 pub mod enforcer;
 mod flows;

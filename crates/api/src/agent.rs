@@ -57,6 +57,10 @@ pub struct AgentStatus {
     pub tamper_events: u64,
     #[serde(default)]
     pub logged_packets: u64,
+    /// Logged packets that repeated an attempt already logged (a retransmitted SYN):
+    /// counted here, not reported as connections.
+    #[serde(default)]
+    pub logged_repeats: u64,
     /// Flows waiting for delivery: in memory until spooled, and in the disk spool.
     #[serde(default)]
     pub flows_buffered: u64,
