@@ -71,8 +71,14 @@ mod tests {
         for retry in [1_000, 3_000, 7_000, 15_000, 31_000, 63_000] {
             assert!(!a.first(&syn(retry, 40000)), "retry at {retry} ms");
         }
-        assert!(a.first(&syn(63_000, 40001)), "another source port is another attempt");
-        assert!(a.first(&syn(200_000, 40000)), "past the window the port is reused");
+        assert!(
+            a.first(&syn(63_000, 40001)),
+            "another source port is another attempt"
+        );
+        assert!(
+            a.first(&syn(200_000, 40000)),
+            "past the window the port is reused"
+        );
     }
 
     #[test]

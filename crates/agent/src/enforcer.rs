@@ -153,11 +153,12 @@ impl Enforcer {
         policy: &WirePolicy,
         discover_services: bool,
     ) -> Result<(), EnforceError> {
-        let (host, failsafe_ports) =
-            policy.to_host_policy().map_err(|e| EnforceError::Invalid {
-                revision: policy.revision.clone(),
-                message: e.to_string(),
-            })?;
+        let invalid = |e: bulkhead_api::WireError| EnforceError::Invalid {
+            revision: policy.revision.clone(),
+            message: e.to_string(),
+        };
+        let (host, failsafe_ports) = policy.to_host_policy().map_err(invalid)?;
+        let failsafe_outbound = policy.failsafe_outbound().map_err(invalid)?;
         // Rules that name the provider's process need to know which services it runs
         // as here, at this moment; `check` watches for a change of services and renders
         // again (nft resolves a cgroup path when it loads the rule, and a restarted
@@ -170,6 +171,7 @@ impl Enforcer {
         };
         let opts = RenderOptions {
             failsafe_ports,
+            failsafe_outbound,
             log_group: policy.log_group,
             table: self.table.clone(),
             control_plane: self.control_plane.clone(),

@@ -117,6 +117,10 @@ pub struct WirePolicy {
     pub outbound: Vec<WireRule>,
     /// "tcp/22" style; always accepted inbound.
     pub failsafe_ports: Vec<String>,
+    /// Always accepted outbound. Left out when empty, so revisions from before it
+    /// existed stay the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failsafe_outbound: Vec<String>,
     pub log_group: u16,
     /// Quarantined: only the failsafe ports, whatever the rules say.
     #[serde(default)]
@@ -238,11 +242,31 @@ impl WirePolicy {
             inbound: hp.inbound.iter().map(WireRule::from_rule).collect(),
             outbound: hp.outbound.iter().map(WireRule::from_rule).collect(),
             failsafe_ports: failsafe_ports.iter().map(|p| p.to_string()).collect(),
+            failsafe_outbound: Vec::new(),
             log_group,
             quarantined,
         };
         p.revision = p.content_hash();
         p
+    }
+
+    /// With these outbound failsafe ports (the revision follows).
+    pub fn with_failsafe_outbound(mut self, ports: &[ServicePort]) -> WirePolicy {
+        self.failsafe_outbound = ports.iter().map(|p| p.to_string()).collect();
+        self.revision = self.content_hash();
+        self
+    }
+
+    /// The outbound failsafe ports, checked.
+    pub fn failsafe_outbound(&self) -> Result<Vec<ServicePort>, WireError> {
+        self.failsafe_outbound
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<ServicePort>()
+                    .map_err(|e| invalid(format!("failsafe_outbound[{i}]"), e.to_string()))
+            })
+            .collect()
     }
 
     /// FNV-1a over the canonical JSON of everything but the revision: stable across

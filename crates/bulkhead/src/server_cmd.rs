@@ -69,6 +69,14 @@ pub struct AgentListenArgs {
     /// Inbound ports agents never block (management access), repeatable [default: tcp/22].
     #[arg(long = "failsafe", env = "BULKHEAD_FAILSAFE", value_delimiter = ',')]
     pub failsafe: Vec<String>,
+    /// Outbound ports agents never block, even in quarantine (DNS, NTP, a management
+    /// network), repeatable [default: none].
+    #[arg(
+        long = "failsafe-out",
+        env = "BULKHEAD_FAILSAFE_OUT",
+        value_delimiter = ','
+    )]
+    pub failsafe_out: Vec<String>,
 }
 
 /// The config file: the same settings as the flags.
@@ -100,6 +108,8 @@ struct ConfigFile {
     agent_offline_after: Option<u64>,
     #[serde(default)]
     failsafe: Vec<String>,
+    #[serde(default)]
+    failsafe_out: Vec<String>,
 }
 
 impl ServerArgs {
@@ -185,6 +195,9 @@ impl ServerArgs {
         }
         self.agents.agent_offline_after =
             self.agents.agent_offline_after.or(file.agent_offline_after);
+        if self.agents.failsafe_out.is_empty() {
+            self.agents.failsafe_out = file.failsafe_out;
+        }
         if self.agents.failsafe.is_empty() {
             self.agents.failsafe = file.failsafe;
         }
@@ -389,6 +402,12 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         outln!("first start: admin token (shown once, store it now): {token}");
     }
     let mut settings = bulkhead_server::AgentSettings::default();
+    for f in &a.agents.failsafe_out {
+        settings.failsafe_outbound.push(f.parse().map_err(|e| {
+            eprintln!("error: --failsafe-out {f}: {e}");
+            crate::Reported(crate::EXIT_INVALID)
+        })?);
+    }
     if !a.agents.failsafe.is_empty() {
         settings.failsafe_ports = Vec::new();
         for f in &a.agents.failsafe {

@@ -135,6 +135,8 @@ pub enum Exemption {
     Failsafe,
     /// Outbound from a managed host to the control plane (its agent's channel).
     ControlPlane,
+    /// Outbound from a managed host to a port of the server's `--failsafe-out` list.
+    FailsafeOutbound,
 }
 
 /// Where a workload's quarantine stands.
@@ -154,8 +156,8 @@ pub struct HostEnd {
     /// Managed and enforced: drops what policy denies.
     pub enforces: bool,
     pub quarantine: Quarantine,
-    /// This end's table passes this connection whatever the decision.
-    pub exempt: bool,
+    /// This end's table passes this connection whatever the decision, and why.
+    pub exempt: Option<Exemption>,
 }
 
 /// The verdict once the hosts' tables are taken into account, and which end's
@@ -181,11 +183,11 @@ impl AtHosts {
     /// one still waiting for its agent leaves the connection potentially blocked.
     pub fn of(decision: Decision, src: HostEnd, dst: HostEnd) -> AtHosts {
         let blocks = |e: HostEnd| {
-            !e.exempt
+            e.exempt.is_none()
                 && (e.quarantine == Quarantine::Applied
                     || (e.enforces && decision == Decision::Deny))
         };
-        let isolating = |e: HostEnd| !e.exempt && e.quarantine != Quarantine::None;
+        let isolating = |e: HostEnd| e.exempt.is_none() && e.quarantine != Quarantine::None;
         let quarantined = if isolating(dst) {
             Some(End::Dst)
         } else if isolating(src) {
@@ -220,7 +222,7 @@ mod tests {
     const UNMANAGED: HostEnd = HostEnd {
         enforces: false,
         quarantine: Quarantine::None,
-        exempt: false,
+        exempt: None,
     };
     const MONITOR: HostEnd = UNMANAGED;
     const ENFORCED: HostEnd = HostEnd {
@@ -234,7 +236,7 @@ mod tests {
 
     fn exempt(end: HostEnd) -> HostEnd {
         HostEnd {
-            exempt: true,
+            exempt: Some(Exemption::Failsafe),
             ..end
         }
     }

@@ -24,6 +24,9 @@ pub struct RenderOptions {
     /// Inbound ports that are always accepted, whatever the policy says, so that a wrong
     /// policy can never lock the operators out of the host.
     pub failsafe_ports: Vec<ServicePort>,
+    /// Outbound ports always accepted (DNS, NTP, a management network), whatever the
+    /// policy and even in quarantine: the outbound half of Calico's failsafe lists.
+    pub failsafe_outbound: Vec<ServicePort>,
     /// NFLOG group the agent listens on for denied and would-be-denied connections.
     pub log_group: u16,
     /// The one table Bulkhead owns, in the `inet` family.
@@ -44,6 +47,7 @@ impl Default for RenderOptions {
     fn default() -> Self {
         Self {
             failsafe_ports: vec![ServicePort::tcp(22)],
+            failsafe_outbound: Vec::new(),
             log_group: 100,
             table: "bulkhead".to_string(),
             control_plane: Vec::new(),
@@ -189,6 +193,12 @@ impl Direction {
             }
         }
         if self == Direction::Outbound {
+            for l4 in l4_matches(opts.failsafe_outbound.iter().copied()) {
+                chain.lines.push(join(&[
+                    &l4.text(),
+                    "accept comment \"bulkhead failsafe out\"",
+                ]));
+            }
             for ep in &opts.control_plane {
                 let family = Family::of(&ep.ip()).payload();
                 chain.lines.push(format!(
@@ -225,6 +235,15 @@ impl Direction {
             chain
                 .lines
                 .push(join(&[&text, "accept comment \"bulkhead failsafe\""]));
+        }
+        for l4 in l4_matches(opts.failsafe_outbound.iter().copied()) {
+            let text = match self {
+                Direction::Outbound => l4.text(),
+                Direction::Inbound => l4.reply_text(),
+            };
+            chain
+                .lines
+                .push(join(&[&text, "accept comment \"bulkhead failsafe out\""]));
         }
         for ep in &opts.control_plane {
             let family = Family::of(&ep.ip()).payload();
@@ -621,6 +640,7 @@ mod tests {
         };
         let opts = RenderOptions {
             failsafe_ports: vec![sp("tcp/22"), sp("udp/161"), sp("icmp/8")],
+            failsafe_outbound: vec![sp("udp/53")],
             control_plane: vec!["10.0.0.1:8443".parse().unwrap()],
             ..RenderOptions::default()
         };
@@ -635,6 +655,8 @@ mod tests {
             "udp sport 161 accept comment \"bulkhead failsafe\"",
             "ct state established,related icmp type 8 accept",
             "ip daddr 10.0.0.1 tcp dport 8443 accept",
+            "udp dport 53 accept comment \"bulkhead failsafe out\"",
+            "udp sport 53 accept comment \"bulkhead failsafe out\"",
             "ip saddr 10.0.0.1 tcp sport 8443 accept",
             "log group 100 prefix \"bulkhead quarantine \" drop comment \"quarantine\"",
         ] {

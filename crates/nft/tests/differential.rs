@@ -1,8 +1,8 @@
 //! The engine equals the kernel: random policies, modes and quarantines over two hosts,
 //! rendered and applied with real nftables in two namespaces this test creates, then
 //! real connections both ways on every port; what got through must be exactly what the
-//! engine (`CompiledPolicy::compile_with`, with the failsafe port and the quarantine as
-//! the agent applies them) does not call blocked. Every disagreement is a failing case,
+//! engine (`CompiledPolicy::compile_with`, with the failsafe ports in and out and the
+//! quarantine as the agent applies them) does not call blocked. Every disagreement is a failing case,
 //! shrunk by proptest.
 //!
 //! ```text
@@ -24,9 +24,9 @@ use bulkhead_testkit::netns::Pair;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-/// 22 is the failsafe port (inbound); 80 and 81 are ordinary services.
-const PORTS: [u16; 3] = [22, 80, 81];
-const SERVICES: [&str; 4] = ["tcp/80", "tcp/81", "tcp/22", "tcp/80-81"];
+/// 22 is the failsafe port inbound, 82 outbound; 80 and 81 are ordinary services.
+const PORTS: [u16; 4] = [22, 80, 81, 82];
+const SERVICES: [&str; 5] = ["tcp/80", "tcp/81", "tcp/22", "tcp/80-81", "tcp/82"];
 const SELECTORS: [&str; 4] = ["role=a", "role=b", "any", "workloads"];
 
 #[derive(Debug, Clone)]
@@ -200,7 +200,10 @@ for t in threads: t.join()
 fn what_the_kernel_lets_through_is_what_the_engine_does_not_block() {
     let pair = Pair::new("diff", "10.203.0");
     let mut listeners = [listen(&pair.a.0, &pair.a_ip), listen(&pair.b.0, &pair.b_ip)];
-    let opts = RenderOptions::default();
+    let opts = RenderOptions {
+        failsafe_outbound: vec![bulkhead_model::ServicePort::tcp(82)],
+        ..RenderOptions::default()
+    };
     let (nft_a, nft_b) = (Nft::in_netns(&pair.a.0), Nft::in_netns(&pair.b.0));
     let mut runner = TestRunner::new(Config {
         cases: 12,
@@ -224,6 +227,7 @@ fn what_the_kernel_lets_through_is_what_the_engine_does_not_block() {
         }
         let hosts = HostContext {
             failsafe_ports: opts.failsafe_ports.clone(),
+            failsafe_outbound: opts.failsafe_outbound.clone(),
             control_plane: Vec::new(),
             quarantine_applied: if c.a_quarantined {
                 BTreeSet::from(["a".to_string()])

@@ -100,6 +100,7 @@ fn options_are_honoured() {
     let (inv, policy) = estate();
     let opts = RenderOptions {
         failsafe_ports: vec!["tcp/2222".parse().unwrap(), "udp/68".parse().unwrap()],
+        failsafe_outbound: vec!["udp/53".parse().unwrap(), "udp/123".parse().unwrap()],
         log_group: 7,
         table: "bh_test".into(),
         control_plane: vec![
@@ -131,6 +132,10 @@ fn options_are_honoured() {
     assert!(!text.contains("# allow-backup"), "{text}");
     assert!(text.contains("udp dport 68 accept comment \"bulkhead failsafe\""));
     assert!(!text.contains("dport 22 accept comment \"bulkhead failsafe\""));
+    assert!(
+        text.contains("udp dport { 53, 123 } accept comment \"bulkhead failsafe out\""),
+        "{text}"
+    );
     assert!(text.contains("log group 7 prefix"));
     assert!(!text.contains("group 100"));
 }

@@ -52,11 +52,13 @@ impl AddrInfo {
         }
     }
 
-    fn end(self, exempt: bool) -> HostEnd {
+    /// This address as an end of a connection; an unmanaged one has no table, so
+    /// nothing exempts anything there.
+    fn end(self, exempt: Option<Exemption>) -> HostEnd {
         HostEnd {
             enforces: self.enforces,
             quarantine: self.quarantine,
-            exempt,
+            exempt: exempt.filter(|_| self.managed),
         }
     }
 }
@@ -629,9 +631,16 @@ impl CompiledPolicy {
                     idx,
                 )
             });
-        let to_control = s.managed && self.hosts.control_plane(k.dst, k.proto, k.port);
-        let to_failsafe = d.managed && self.hosts.failsafe(k.proto, k.port);
-        let (at, exempt) = through_tables(decision, s.end(to_control), d.end(to_failsafe));
+        // Only a managed end has a table that exempts anything (and most ends are not).
+        let src_exempt = s
+            .managed
+            .then(|| self.hosts.source_exemption(k.dst, k.proto, k.port))
+            .flatten();
+        let dst_exempt = d
+            .managed
+            .then(|| self.hosts.destination_exemption(k.proto, k.port))
+            .flatten();
+        let (at, exempt) = through_tables(decision, s.end(src_exempt), d.end(dst_exempt));
         Outcome {
             verdict: at.verdict,
             decision: at.decision,

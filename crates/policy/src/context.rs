@@ -17,6 +17,9 @@ const TCP: u8 = 6;
 pub struct HostContext {
     /// Inbound ports every managed host accepts whatever policy says.
     pub failsafe_ports: Vec<ServicePort>,
+    /// Ports every managed host may reach outbound whatever policy says (DNS, NTP,
+    /// a management network: Calico's outbound failsafe list is the model).
+    pub failsafe_outbound: Vec<ServicePort>,
     /// The control plane's TCP endpoints, which every managed host may reach.
     pub control_plane: Vec<SocketAddr>,
     /// Quarantined workloads whose agent has reported the quarantine applied.
@@ -27,6 +30,29 @@ impl HostContext {
     /// Inbound to a failsafe port: the destination's table passes it.
     pub fn failsafe(&self, proto: u8, port: u16) -> bool {
         self.failsafe_ports.iter().any(|sp| sp.matches(proto, port))
+    }
+
+    /// Outbound to a failsafe port: the source's table passes it.
+    pub fn failsafe_out(&self, proto: u8, port: u16) -> bool {
+        self.failsafe_outbound
+            .iter()
+            .any(|sp| sp.matches(proto, port))
+    }
+
+    /// Why a managed source's table passes this connection whatever policy says.
+    pub fn source_exemption(&self, dst: IpAddr, proto: u8, port: u16) -> Option<Exemption> {
+        if self.control_plane(dst, proto, port) {
+            Some(Exemption::ControlPlane)
+        } else if self.failsafe_out(proto, port) {
+            Some(Exemption::FailsafeOutbound)
+        } else {
+            None
+        }
+    }
+
+    /// Why a managed destination's table passes this connection whatever policy says.
+    pub fn destination_exemption(&self, proto: u8, port: u16) -> Option<Exemption> {
+        self.failsafe(proto, port).then_some(Exemption::Failsafe)
     }
 
     /// Outbound to the control plane: the source's table passes it.
@@ -50,7 +76,7 @@ impl HostContext {
 
     /// One end as its table treats this connection; `None` (not in the inventory) is
     /// an unmanaged address.
-    pub fn end(&self, w: Option<&Workload>, exempt: bool) -> HostEnd {
+    pub fn end(&self, w: Option<&Workload>, exempt: Option<Exemption>) -> HostEnd {
         match w.filter(|w| w.managed) {
             None => HostEnd::default(),
             Some(w) => HostEnd {
@@ -73,12 +99,10 @@ impl HostContext {
         port: u16,
     ) -> (AtHosts, Option<Exemption>, Option<String>) {
         let (sw, dw) = (inv.by_address(src), inv.by_address(dst));
-        let to_control = sw.is_some_and(|w| w.managed) && self.control_plane(dst, proto, port);
-        let to_failsafe = dw.is_some_and(|w| w.managed) && self.failsafe(proto, port);
         let (at, exempt) = through_tables(
             decision,
-            self.end(sw, to_control),
-            self.end(dw, to_failsafe),
+            self.end(sw, self.source_exemption(dst, proto, port)),
+            self.end(dw, self.destination_exemption(proto, port)),
         );
         let quarantined = at.quarantined.and_then(|e| match e {
             End::Src => sw,
@@ -98,12 +122,10 @@ pub fn through_tables(
 ) -> (AtHosts, Option<Exemption>) {
     let at = AtHosts::of(decision, src, dst);
     let matters = |e: HostEnd| decision == Decision::Deny || e.quarantine != Quarantine::None;
-    let exempt = if dst.exempt && matters(dst) {
-        Some(Exemption::Failsafe)
-    } else if src.exempt && matters(src) {
-        Some(Exemption::ControlPlane)
-    } else {
-        None
+    let exempt = match (dst.exempt, src.exempt) {
+        (Some(why), _) if matters(dst) => Some(why),
+        (_, Some(why)) if matters(src) => Some(why),
+        _ => None,
     };
     (at, exempt)
 }

@@ -266,6 +266,10 @@ fn summarize(
             c.dst,
             name(src)
         ),
+        Some(Exemption::FailsafeOutbound) => format!(
+            "; {service} is an outbound failsafe port, which {} may always reach",
+            name(src)
+        ),
         None => String::new(),
     };
     let consequence = match v.verdict {
@@ -277,7 +281,13 @@ fn summarize(
                         || (e.enforces && v.decision == Decision::Deny))
             };
             let ends: Vec<String> = [
-                (src, v.exempt == Some(Exemption::ControlPlane)),
+                (
+                    src,
+                    matches!(
+                        v.exempt,
+                        Some(Exemption::ControlPlane | Exemption::FailsafeOutbound)
+                    ),
+                ),
                 (dst, v.exempt == Some(Exemption::Failsafe)),
             ]
             .iter()

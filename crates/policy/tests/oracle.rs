@@ -30,10 +30,11 @@ proptest! {
         s in shape(),
         marks in proptest::collection::vec(0u8..3, 30),
         failsafe in proptest::collection::vec(service_port(), 0..3),
+        failsafe_out in proptest::collection::vec(service_port(), 0..2),
         control in proptest::option::of((0usize..30, proptest::sample::select(vec![80u16, 443]))),
         conns in proptest::collection::vec(connection(), 40),
     ) {
-        let (inv, hosts) = with_hosts(&inv, &marks, &failsafe, control);
+        let (inv, hosts) = with_hosts(&inv, &marks, &failsafe, &failsafe_out, control);
         let policy = build_policy(&s);
         let compiled = CompiledPolicy::compile_with(&inv, &policy, &hosts);
         for c in &conns {

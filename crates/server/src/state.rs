@@ -232,6 +232,8 @@ impl AppState {
 pub struct AgentSettings {
     /// Inbound ports every agent keeps open whatever the policy says (management access).
     pub failsafe_ports: Vec<bulkhead_model::ServicePort>,
+    /// Outbound ports every agent keeps open, quarantine included (`--failsafe-out`).
+    pub failsafe_outbound: Vec<bulkhead_model::ServicePort>,
     /// The NFLOG group agents log denied connections to.
     pub log_group: u16,
     /// An agent silent for longer is marked offline and alerted.
@@ -253,6 +255,7 @@ impl AgentSettings {
     ) -> bulkhead_policy::HostContext {
         bulkhead_policy::HostContext {
             failsafe_ports: self.failsafe_ports.clone(),
+            failsafe_outbound: self.failsafe_outbound.clone(),
             control_plane: self.control_plane.clone(),
             quarantine_applied,
         }
@@ -263,6 +266,7 @@ impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
             failsafe_ports: vec![bulkhead_model::ServicePort::tcp(22)],
+            failsafe_outbound: Vec::new(),
             log_group: 100,
             offline_after_ms: 60_000,
             ca_fingerprint: None,

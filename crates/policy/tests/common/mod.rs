@@ -318,6 +318,7 @@ pub fn with_hosts(
     inv: &Inventory,
     marks: &[u8],
     failsafe: &[ServicePort],
+    failsafe_out: &[ServicePort],
     control: Option<(usize, u16)>,
 ) -> (Inventory, bulkhead_policy::HostContext) {
     let mut applied = BTreeSet::new();
@@ -340,6 +341,7 @@ pub fn with_hosts(
     let pool = addr_pool();
     let hosts = bulkhead_policy::HostContext {
         failsafe_ports: failsafe.to_vec(),
+        failsafe_outbound: failsafe_out.to_vec(),
         control_plane: control
             .map(|(i, port)| std::net::SocketAddr::new(pool[i % pool.len()], port))
             .into_iter()

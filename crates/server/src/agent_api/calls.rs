@@ -76,12 +76,15 @@ pub fn wire_policy(s: &AppState, workload: &str) -> ApiResult<Arc<WirePolicy>> {
         .by_name(workload)
         .is_some_and(crate::quarantine::is_quarantined);
     let settings = &s.agent_settings;
-    let wire = Arc::new(WirePolicy::new(
-        &hp,
-        &settings.failsafe_ports,
-        settings.log_group,
-        quarantined,
-    ));
+    let wire = Arc::new(
+        WirePolicy::new(
+            &hp,
+            &settings.failsafe_ports,
+            settings.log_group,
+            quarantined,
+        )
+        .with_failsafe_outbound(&settings.failsafe_outbound),
+    );
     let computed_from = hosts.generation;
     drop(hosts);
     if let Ok(mut h) = s.hosts.write() {
