@@ -564,6 +564,11 @@ test("a workload is quarantined with a reason, marked, alerted on the Alerts pag
   assert.equal(await page.getByRole("table", { name: "Workloads" }).locator("tbody tr.quarantined").count(), quarantined.length);
   assert.equal(await page.getByRole("table", { name: "Workloads" }).locator("tbody tr").count(), quarantined.length);
   await shot(page, "16-quarantined");
+  // The map marks it, at every level (its app and role hold it).
+  await page.goto(`${BASE}/map?level=workload`);
+  await page.waitForFunction((name) => window.__bulkheadMap && window.__bulkheadMap.$(`node[id = "wl:${name}"]`).hasClass("quarantined"), w.name, { timeout: 60_000 });
+  await shot(page, "16b-map-quarantined");
+  await page.goto(`${BASE}/`);
 
   // The dashboard counts it; the Alerts page shows the critical quarantine alert.
   await nav(page, "Dashboard");

@@ -4,7 +4,8 @@ import type { PageProps } from ".";
 import { type Basis, type Edge, type Level, WINDOWS, buildGraph, keyLabel, loadGroups, verdictOf, windowOf } from "../flows";
 import { enc } from "../api";
 import { navigate, setParams } from "../router";
-import type { Verdict } from "../types";
+import { type Verdict, type Workload, quarantineReason } from "../types";
+import { get } from "../api";
 import { ErrorBox, Loading, PageHeader, Segmented, VERDICT_COLOR, VERDICT_LABEL, VerdictBadge, fmtBytes, fmtNum, useAsync } from "../ui";
 
 const NODE_COLOR: Record<string, string> = {
@@ -42,6 +43,19 @@ export function MapPage({ params }: PageProps) {
   const hideAllowed = params.get("hide") === "allowed";
   const [refresh, setRefresh] = useState(0);
   const flows = useAsync(() => loadGroups(win, refresh > 0), [win, refresh]);
+  // Quarantined workloads, marked on the map with the app and role they belong to.
+  const inventory = useAsync(() => get<{ items: Workload[] }>("/workloads?limit=10000"), [refresh]);
+  const quarantinedKeys = useMemo(() => {
+    const keys = new Set<string>();
+    for (const w of inventory.data?.items ?? []) {
+      if (!w.managed || quarantineReason(w) === undefined) continue;
+      const app = w.labels.app ?? "(no app)";
+      keys.add(`wl:${w.name}`);
+      keys.add(`app:${app}`);
+      keys.add(`role:${app}/${w.labels.role ?? "(no role)"}`);
+    }
+    return keys;
+  }, [inventory.data]);
   const container = useRef<HTMLDivElement>(null);
   const container2 = useRef<HTMLDivElement>(null);
   const tip2 = useRef<HTMLDivElement>(null);
@@ -70,7 +84,10 @@ export function MapPage({ params }: PageProps) {
     for (const n of graph.nodes.values()) {
       if (parents.has(n.key)) continue;
       const size = 26 + 30 * Math.sqrt(n.connections / maxNode);
-      elements.push({ data: { id: n.key, label: n.label, kind: n.kind, parent: n.parent, size, color: NODE_COLOR[n.kind] } });
+      elements.push({
+        data: { id: n.key, label: n.label, kind: n.kind, parent: n.parent, size, color: NODE_COLOR[n.kind], quarantined: quarantinedKeys.has(n.key) ? 1 : 0 },
+        classes: quarantinedKeys.has(n.key) ? "quarantined" : "",
+      });
     }
     for (const e of graph.edges) {
       const v = verdictOf(e, basis);
@@ -147,6 +164,7 @@ export function MapPage({ params }: PageProps) {
         },
         { selector: "edge.changed", style: { "line-style": "dashed", "line-dash-pattern": [8, 4] } },
         { selector: "edge:selected, edge.hover", style: { opacity: 1, "overlay-opacity": 0.08, "overlay-color": "#0f172a" } },
+        { selector: "node.quarantined", style: { "border-color": "#b91c1c", "border-width": 4, "border-style": "dashed" } },
         { selector: "node.hover", style: { "border-color": "#f59e0b" } },
       ],
       layout: (positions
@@ -188,7 +206,8 @@ export function MapPage({ params }: PageProps) {
       ev.target.addClass("hover");
       if (n) {
         const hint = n.kind === "app" ? "Click to see its roles" : n.kind === "role" ? "Click to see its workloads" : "";
-        showTip(`<div><b>${n.label}</b></div><div>${fmtNum(n.connections)} connections · ${fmtBytes(n.bytes)}</div>${hint ? `<div style="margin-top:6px;color:#94a3b8">${hint}</div>` : ""}`, ev.renderedPosition.x, ev.renderedPosition.y);
+        const quarantine = quarantinedKeys.has(n.key) ? `<div style="margin-top:4px;color:#fca5a5">${n.kind === "workload" ? "quarantined" : "holds a quarantined workload"}</div>` : "";
+        showTip(`<div><b>${n.label}</b></div><div>${fmtNum(n.connections)} connections · ${fmtBytes(n.bytes)}</div>${quarantine}${hint ? `<div style="margin-top:6px;color:#94a3b8">${hint}</div>` : ""}`, ev.renderedPosition.x, ev.renderedPosition.y);
       }
     });
     cy.on("mouseout", "edge, node", (ev) => {
@@ -223,7 +242,7 @@ export function MapPage({ params }: PageProps) {
       cy.destroy();
       draft?.destroy();
     };
-  }, [graph, compare]);
+  }, [graph, compare, quarantinedKeys]);
 
   const edges = graph ? [...graph.edges].sort((a, b) => rank(verdictOf(b, basis)) - rank(verdictOf(a, basis)) || b.connections - a.connections) : [];
   const counts = { allowed: 0, potentially_blocked: 0, blocked: 0 } as Record<Verdict, number>;
@@ -335,6 +354,10 @@ export function MapPage({ params }: PageProps) {
               <span>
                 <i style={{ background: NODE_COLOR.external }} />
                 External
+              </span>
+              <span>
+                <i style={{ background: "#fff", border: "2px dashed #b91c1c", borderRadius: "50%" }} />
+                Quarantined (or holds a quarantined workload)
               </span>
             </div>
             <p class="muted" style={{ margin: "10px 0 0", fontSize: 12.5 }}>
