@@ -291,6 +291,8 @@ export interface Enforcement {
   state: "applied" | "pending" | "no_agent" | "unmanaged";
   desired_revision?: string | null;
   applied_revision?: string | null;
+  applied_at_ms?: number | null;
+  last_check_ms?: number | null;
   quarantine?: { reason: string; state: "applied" | "pending" | "no_agent" | "unmanaged" } | null;
   summary: string;
 }

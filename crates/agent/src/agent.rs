@@ -523,9 +523,15 @@ async fn report_loop(
                 }
             },
         };
+        // One short lock: a guard taken inside the struct below would live until the end
+        // of the statement.
+        let (applied_revision, (applied_at_ms, checked_at_ms)) = {
+            let e = lock(&enforcer);
+            (e.applied_revision().map(String::from), e.times())
+        };
         let hb = Heartbeat {
             host: host.clone(),
-            applied_revision: lock(&enforcer).applied_revision().map(String::from),
+            applied_revision,
             status: {
                 let spool = lock(&spooler).stats();
                 let o = lock(&outbox);
@@ -536,6 +542,7 @@ async fn report_loop(
                 s.spool_batches_dropped = spool.batches_dropped;
                 s.spool_flows_dropped = spool.flows_dropped;
                 s.spool_corrupt = spool.corrupt;
+                (s.applied_at_ms, s.checked_at_ms) = (applied_at_ms, checked_at_ms);
                 s
             },
         };

@@ -33,6 +33,9 @@ pub struct Enforcer {
     table: String,
     control_plane: Vec<std::net::SocketAddr>,
     applied: Option<Applied>,
+    /// When the current revision first went into the kernel, and the last check.
+    applied_at_ms: Option<i64>,
+    checked_at_ms: Option<i64>,
 }
 
 /// Process name → the cgroup paths of the services it runs as.
@@ -59,7 +62,14 @@ impl Enforcer {
             table: table.to_string(),
             control_plane: Vec::new(),
             applied: None,
+            applied_at_ms: None,
+            checked_at_ms: None,
         }
+    }
+
+    /// When the revision in the kernel was first applied, and when it was last checked.
+    pub fn times(&self) -> (Option<i64>, Option<i64>) {
+        (self.applied_at_ms, self.checked_at_ms)
     }
 
     /// The server's endpoints, kept reachable by every table this enforcer applies
@@ -194,6 +204,10 @@ impl Enforcer {
             }
         }
         let (expected, generation) = self.snapshot()?;
+        // A repair or a re-render of the same revision keeps its time.
+        if self.applied_revision() != Some(policy.revision.as_str()) {
+            self.applied_at_ms = Some(crate::agent::now_ms());
+        }
         self.applied = Some(Applied {
             policy: policy.clone(),
             expected,
@@ -239,6 +253,7 @@ impl Enforcer {
         let Some(applied) = &self.applied else {
             return Ok(None);
         };
+        self.checked_at_ms = Some(crate::agent::now_ms());
         // Services come and go without any nftables transaction: a rule rendered for a
         // service's cgroup stops matching when the service restarts, so the services
         // are compared on every check and the policy rendered again when they changed.

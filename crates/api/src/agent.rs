@@ -61,6 +61,12 @@ pub struct AgentStatus {
     /// counted here, not reported as connections.
     #[serde(default)]
     pub logged_repeats: u64,
+    /// When the revision in the kernel was applied (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at_ms: Option<i64>,
+    /// When the agent last compared the kernel's table with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at_ms: Option<i64>,
     /// Flows waiting for delivery: in memory until spooled, and in the disk spool.
     #[serde(default)]
     pub flows_buffered: u64,

@@ -649,6 +649,13 @@ fn agents_enforce_policy_end_to_end() {
         enforced["desired_revision"], enforced["applied_revision"],
         "{enforced}"
     );
+    // When, as the agent says: applied, and checked since (its guard runs every second
+    // here, and the heartbeat that reported the revision may precede the first check).
+    assert!(enforced["applied_at_ms"].as_i64().is_some(), "{enforced}");
+    wait_for("a tamper check reported", Duration::from_secs(10), || {
+        let v = lab.api("GET", "/api/v1/workloads/app/enforcement", None);
+        (v["last_check_ms"].as_i64()? >= v["applied_at_ms"].as_i64()?).then_some(())
+    });
     // Each ping waits a second at most: ten lines are far more than were in flight
     // when the agent reported the table.
     for (name, session) in [("inbound", &mut inbound), ("outbound", &mut outbound)] {

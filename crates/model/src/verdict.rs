@@ -175,6 +175,16 @@ pub enum End {
     Dst,
 }
 
+impl HostEnd {
+    /// Whether this end's table drops the connection, given what the rules decide (not
+    /// the quarantine of the other end, which this table knows nothing of).
+    pub fn drops(self, rules: Decision) -> bool {
+        self.exempt.is_none()
+            && (self.quarantine == Quarantine::Applied
+                || (self.enforces && rules == Decision::Deny))
+    }
+}
+
 impl AtHosts {
     /// docs/policy.md, "What the hosts add": each end's table drops the connection
     /// unless it is exempt there, when that end's quarantine is applied, or when it
@@ -182,11 +192,7 @@ impl AtHosts {
     /// end's table. A quarantine that is not exempt decides (the destination's first);
     /// one still waiting for its agent leaves the connection potentially blocked.
     pub fn of(decision: Decision, src: HostEnd, dst: HostEnd) -> AtHosts {
-        let blocks = |e: HostEnd| {
-            e.exempt.is_none()
-                && (e.quarantine == Quarantine::Applied
-                    || (e.enforces && decision == Decision::Deny))
-        };
+        let blocks = |e: HostEnd| e.drops(decision);
         let isolating = |e: HostEnd| e.exempt.is_none() && e.quarantine != Quarantine::None;
         let quarantined = if isolating(dst) {
             Some(End::Dst)

@@ -653,6 +653,15 @@ impl CompiledPolicy {
         }
     }
 
+    /// What the rules alone decide (before a quarantine overrules them): what a table
+    /// that is not quarantined applies.
+    pub fn rules_decision(&self, o: &Outcome) -> Decision {
+        match self.entries.get(o.first as usize) {
+            Some(e) if e.allow => Decision::Allow,
+            _ => Decision::Deny,
+        }
+    }
+
     /// The ids of the deciding rules (all matches of the deciding action in the
     /// deciding tier), sorted; empty when the default decided.
     pub fn deciding_rules(&self, o: &Outcome) -> Vec<&str> {

@@ -55,6 +55,10 @@ pub struct EnforcementView {
     pub agent: Option<AgentBrief>,
     pub desired_revision: Option<String>,
     pub applied_revision: Option<String>,
+    /// When the agent applied the revision it reports, and last compared the kernel
+    /// with it (tamper check), as it said at its last heartbeat.
+    pub applied_at_ms: Option<i64>,
+    pub last_check_ms: Option<i64>,
     pub quarantine: Option<QuarantineView>,
     /// The same in one sentence, for people.
     pub summary: String,
@@ -108,6 +112,8 @@ pub(crate) fn view(s: &AppState, w: &Workload) -> ApiResult<EnforcementView> {
             agent: None,
             desired_revision: None,
             applied_revision: None,
+            applied_at_ms: None,
+            last_check_ms: None,
             quarantine: None,
             summary: format!(
                 "{} is unmanaged: nothing runs on it to enforce policy; managed peers enforce their side",
@@ -123,6 +129,11 @@ pub(crate) fn view(s: &AppState, w: &Workload) -> ApiResult<EnforcementView> {
         Some(a) if a.applied_revision.as_deref() == Some(&desired.revision) => Applied::Applied,
         Some(_) => Applied::Pending,
     };
+    let status: serde_json::Value = agent
+        .and_then(|a| a.status_json.as_deref())
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    let reported = |field: &str| status["status"][field].as_i64();
     let now = now_ms();
     let brief = agent.map(|a| AgentBrief {
         id: a.id,
@@ -157,6 +168,8 @@ pub(crate) fn view(s: &AppState, w: &Workload) -> ApiResult<EnforcementView> {
         agent: brief,
         desired_revision: Some(desired.revision.clone()),
         applied_revision: agent.and_then(|a| a.applied_revision.clone()),
+        applied_at_ms: reported("applied_at_ms"),
+        last_check_ms: reported("checked_at_ms"),
         quarantine: quarantine_reason.map(|reason| QuarantineView { reason, state }),
         summary,
     })

@@ -7,6 +7,7 @@ pub mod agent_api;
 mod alerts;
 mod auth;
 pub mod bodies;
+mod breach;
 mod console;
 pub mod control;
 pub mod demo;

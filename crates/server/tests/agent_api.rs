@@ -832,3 +832,92 @@ async fn a_quarantine_counts_as_enforced_only_once_its_agent_reports_it() {
     let released = explain("tcp/5432").await;
     assert_eq!(released["verdict"], json!("allowed"), "{released}");
 }
+
+/// A connection an enforcing end should have dropped, seen established by an agent's
+/// conntrack after that end's table was in force, is an enforcement breach; the same
+/// connection opened before the table was applied, one that never got an answer, and
+/// one the policy allows are not.
+#[tokio::test]
+async fn an_established_connection_the_enforced_policy_blocks_is_a_breach() {
+    let api = Api::new();
+    let credential = shop_with_db_agent(&api).await;
+    let mut db = api
+        .admin_ok(Method::GET, "/api/v1/workloads/db", None)
+        .await;
+    db["mode"] = json!("enforced");
+    api.admin_ok(Method::PUT, "/api/v1/workloads/db", Some(db))
+        .await;
+    let now = bulkhead_server::now_ms();
+    let applied_at = now - 60_000;
+    let (_, p) = api
+        .call(Some(&credential), Method::GET, "/api/v1/agent/policy", None)
+        .await;
+    let (s, hb) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(
+                json!({"applied_revision": p["revision"], "status": {"applied_at_ms": applied_at}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hb}");
+
+    let attacker = |src_port: u16, start_ms: i64, reverse_packets: u64| HostFlow {
+        src: "10.0.0.66".parse().unwrap(),
+        src_port,
+        reverse_packets,
+        start_ms,
+        end_ms: start_ms + 1_000,
+        ..flow(now, src_port)
+    };
+    let batch = FlowBatch {
+        batch: 1,
+        stream: Some("00000000000000000000000000000001".into()),
+        flows: vec![
+            // Opened while the enforced table was in force, and answered: a breach.
+            attacker(41000, now - 10_000, 8),
+            // Opened before the table was applied: not held against it.
+            attacker(41001, applied_at - 30_000, 8),
+            // Never answered (the SYN was dropped): nothing to report.
+            attacker(41002, now - 10_000, 0),
+            // Allowed by the policy.
+            flow(now, 41003),
+        ],
+    };
+    assert_eq!(send(&api, &credential, &batch).await, (1, false));
+    let alerts = api
+        .admin_ok(Method::GET, "/api/v1/alerts?kind=enforcement_breach", None)
+        .await;
+    let items = alerts["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{alerts}");
+    let a = &items[0];
+    assert_eq!(a["severity"], json!("critical"), "{a}");
+    assert_eq!(a["details"]["enforced_by"], json!(["db"]), "{a}");
+    assert_eq!(a["details"]["src"], json!("10.0.0.66"), "{a}");
+    assert_eq!(a["details"]["service"], json!("tcp/5432"), "{a}");
+    assert_eq!(a["details"]["decided_by"], json!("the default deny"), "{a}");
+    assert_eq!(a["details"]["evidence"]["reverse_packets"], json!(8), "{a}");
+
+    // Without a report of when the table went in, nothing is held against it.
+    let (s, _) = api
+        .call(
+            Some(&credential),
+            Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(json!({"applied_revision": "0000000000000000"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let again = FlowBatch {
+        batch: 2,
+        stream: Some("00000000000000000000000000000001".into()),
+        flows: vec![attacker(41004, now - 5_000, 8)],
+    };
+    assert_eq!(send(&api, &credential, &again).await, (2, false));
+    let alerts = api
+        .admin_ok(Method::GET, "/api/v1/alerts?kind=enforcement_breach", None)
+        .await;
+    assert_eq!(alerts["items"][0]["count"], json!(1), "{alerts}");
+}

@@ -59,6 +59,7 @@ export function Alerts({ session, params }: PageProps) {
             <option value="rollout">Rollout notices</option>
             <option value="agent_offline">Agent offline</option>
             <option value="tamper">Firewall tampered with</option>
+            <option value="enforcement_breach">Enforcement breach (blocked, yet established)</option>
             <option value="policy_rejected">Policy rejected by an agent</option>
             <option value="exporter_loss">Exporter losing records</option>
             <option value="exporter_table_full">Exporter table full</option>

@@ -546,7 +546,7 @@ pub async fn flows(
     let batch: FlowBatch = parse_body(body)?;
     check_stream(&batch)?;
     let s2 = s.clone();
-    let (acked, repeated) = blocking(move || {
+    let (acked, repeated, announced) = blocking(move || {
         // One batch at a time per server: the check, the store and the record of the
         // number happen under this lock, so a retry that overtakes a slow first attempt
         // waits for it and is then seen as a repeat.
@@ -564,7 +564,23 @@ pub async fn flows(
                 // allow was logged by the kernel when it opened, and alerted from that
                 // event already.
                 match s2.flows.upsert_batch(mark, now_ms(), &summaries)? {
-                    bulkhead_store::BatchWrite::Stored => Ok((batch.batch, false)),
+                    bulkhead_store::BatchWrite::Stored => {
+                        // What the kernel let through that it should have dropped is
+                        // alerted, from this independent evidence.
+                        let own = OwnTraffic::of(&s2, &a.agent);
+                        let mine: Vec<&HostFlow> =
+                            batch.flows.iter().filter(|f| own.flow(f)).collect();
+                        let agents = lock(&s2.control)?.agents()?;
+                        let found = crate::breach::breaches(&s2, &agents, &a.agent, &mine);
+                        let mut announced = Vec::new();
+                        if !found.is_empty() {
+                            let mut c = lock(&s2.control)?;
+                            for obs in found {
+                                announced.extend(record(&mut c, obs)?);
+                            }
+                        }
+                        Ok((batch.batch, false, announced))
+                    }
                     bulkhead_store::BatchWrite::Repeated { highest } => {
                         tracing::info!(
                             "agent {} ({}) re-sent batch {} of stream {stream}, stored before (up to {highest}); not stored again",
@@ -572,14 +588,15 @@ pub async fn flows(
                             a.agent.workload,
                             batch.batch
                         );
-                        Ok((highest, true))
+                        Ok((highest, true, Vec::new()))
                     }
                 }
             }
-            None => legacy_batch(&s2, &a.agent, &batch),
+            None => legacy_batch(&s2, &a.agent, &batch).map(|(a, r)| (a, r, Vec::new())),
         }
     })
     .await?;
+    announce(&s, &announced);
     Ok(Json(FlowBatchAck { acked, repeated }))
 }
 
