@@ -402,19 +402,31 @@ pub fn server(a: ServerArgs) -> anyhow::Result<()> {
         outln!("first start: admin token (shown once, store it now): {token}");
     }
     let mut settings = bulkhead_server::AgentSettings::default();
-    for f in &a.agents.failsafe_out {
-        settings.failsafe_outbound.push(f.parse().map_err(|e| {
-            eprintln!("error: --failsafe-out {f}: {e}");
+    // `any` would make every table, quarantine included, accept everything.
+    let failsafe_port = |flag: &str, f: &str| -> anyhow::Result<bulkhead_model::ServicePort> {
+        let port: bulkhead_model::ServicePort = f.parse().map_err(|e| {
+            eprintln!("error: {flag} {f}: {e}");
             crate::Reported(crate::EXIT_INVALID)
-        })?);
+        })?;
+        if port.proto == bulkhead_model::ProtoMatch::Any {
+            eprintln!(
+                "error: {flag} {f}: a failsafe port must name a protocol (any would open everything)"
+            );
+            return Err(crate::Reported(crate::EXIT_INVALID).into());
+        }
+        Ok(port)
+    };
+    for f in &a.agents.failsafe_out {
+        settings
+            .failsafe_outbound
+            .push(failsafe_port("--failsafe-out", f)?);
     }
     if !a.agents.failsafe.is_empty() {
         settings.failsafe_ports = Vec::new();
         for f in &a.agents.failsafe {
-            settings.failsafe_ports.push(f.parse().map_err(|e| {
-                eprintln!("error: failsafe port {f}: {e}");
-                crate::Reported(crate::EXIT_INVALID)
-            })?);
+            settings
+                .failsafe_ports
+                .push(failsafe_port("--failsafe", f)?);
         }
     }
     if let Some(secs) = a.agents.agent_offline_after {

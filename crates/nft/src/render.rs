@@ -227,6 +227,11 @@ impl Direction {
     fn isolate(self, opts: &RenderOptions) -> Chain {
         let mut chain = Chain::default();
         chain.lines.push(self.loopback().into());
+        // IPv6 neighbour discovery: without it the failsafe and control-plane peers
+        // become unreachable once the neighbour cache expires.
+        chain.lines.push(
+            "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept comment \"bulkhead neighbour discovery\"".into(),
+        );
         for l4 in l4_matches(opts.failsafe_ports.iter().copied()) {
             let text = match self {
                 Direction::Inbound => l4.text(),
@@ -524,17 +529,31 @@ impl L4 {
         }
     }
 
-    /// The replies of connections this match accepts: the same ports as source;
-    /// without ports (ICMP types, a whole protocol), whatever conntrack relates to them.
+    /// The replies of connections this match accepts, and nothing that could open one:
+    /// TCP from the same ports, but never a bare SYN (a session the conntrack flush
+    /// forgot is still picked up mid-stream, while no one can open a connection from
+    /// such a source port); other protocols only as conntrack replies, and ICMP
+    /// whatever its reply type (an echo request's reply is another type).
     fn reply_text(&self) -> String {
         match self {
-            L4::Proto(p @ (TCP | UDP | SCTP), Some(_)) => {
-                let text = self.text();
+            L4::Proto(TCP, Some(_)) => {
+                let text = self.text().replacen("tcp dport", "tcp sport", 1);
+                format!("{text} tcp flags & (syn | ack) != syn")
+            }
+            L4::Proto(p @ (UDP | SCTP), Some(_)) => {
                 let field = protocol_name(*p).unwrap_or("sctp");
-                text.replacen(&format!("{field} dport"), &format!("{field} sport"), 1)
+                let text =
+                    self.text()
+                        .replacen(&format!("{field} dport"), &format!("{field} sport"), 1);
+                join(&["ct state established", &text])
+            }
+            L4::Proto(p @ (ICMP | ICMPV6), _) => {
+                join(&["ct state established,related", &L4::Proto(*p, None).text()])
             }
             L4::Proto(..) => join(&["ct state established,related", &self.text()]),
-            L4::Any => String::new(),
+            // Never a bare accept: `any` is refused as a failsafe port; were it given,
+            // its replies are conntrack replies.
+            L4::Any => "ct state established,related".to_string(),
         }
     }
 
@@ -651,12 +670,12 @@ mod tests {
         );
         for line in [
             "tcp dport 22 accept comment \"bulkhead failsafe\"",
-            "tcp sport 22 accept comment \"bulkhead failsafe\"",
-            "udp sport 161 accept comment \"bulkhead failsafe\"",
-            "ct state established,related icmp type 8 accept",
+            "tcp sport 22 tcp flags & (syn | ack) != syn accept comment \"bulkhead failsafe\"",
+            "ct state established udp sport 161 accept comment \"bulkhead failsafe\"",
+            "ct state established,related meta l4proto icmp accept",
             "ip daddr 10.0.0.1 tcp dport 8443 accept",
             "udp dport 53 accept comment \"bulkhead failsafe out\"",
-            "udp sport 53 accept comment \"bulkhead failsafe out\"",
+            "ct state established udp sport 53 accept comment \"bulkhead failsafe out\"",
             "ip saddr 10.0.0.1 tcp sport 8443 accept",
             "log group 100 prefix \"bulkhead quarantine \" drop comment \"quarantine\"",
         ] {
