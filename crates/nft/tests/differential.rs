@@ -136,21 +136,7 @@ fn inventory(c: &Case, pair: &Pair) -> Inventory {
 
 /// Listeners that accept and close, on every port, in one namespace.
 fn listen(ns: &str, ip: &str) -> Child {
-    const SCRIPT: &str = r#"
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-for port in sys.argv[2:]:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], int(port)))
-    s.listen(64)
-    sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        conn, _ = key.fileobj.accept()
-        conn.close()
-"#;
+    const SCRIPT: &str = bulkhead_testkit::sessions::ACCEPT_AND_CLOSE;
     let ports: Vec<String> = PORTS.iter().map(u16::to_string).collect();
     let mut args = vec!["netns", "exec", ns, "python3", "-c", SCRIPT, ip];
     args.extend(ports.iter().map(String::as_str));

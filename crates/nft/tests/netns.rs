@@ -98,21 +98,7 @@ impl Lab {
     /// Starts a TCP listener in a namespace that accepts and closes every connection;
     /// returns once every port is bound (the listener says so on stdout).
     fn listen(&mut self, ns: &str, ip: Ipv4Addr, ports: &[u16]) {
-        const SCRIPT: &str = r#"
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-for port in sys.argv[2:]:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[1], int(port)))
-    s.listen(64)
-    sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        conn, _ = key.fileobj.accept()
-        conn.close()
-"#;
+        const SCRIPT: &str = bulkhead_testkit::sessions::ACCEPT_AND_CLOSE;
         let ip = ip.to_string();
         let mut args = vec!["netns", "exec", ns, "python3", "-c", SCRIPT, &ip];
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();

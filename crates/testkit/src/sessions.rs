@@ -4,6 +4,24 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::ChildStdout;
 
+/// `python3 -c ACCEPT_AND_CLOSE ADDR PORT…`: listens on every port, accepts and closes
+/// each connection (a reachability probe's other end); prints "ready" once bound.
+pub const ACCEPT_AND_CLOSE: &str = r#"
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in sys.argv[2:]:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], int(port)))
+    s.listen(64)
+    sel.register(s, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        conn, _ = key.fileobj.accept()
+        conn.close()
+"#;
+
 /// `python3 -c ECHO_SERVER ADDR PORT`: echoes every connection, one thread each; prints
 /// "ready" once listening.
 pub const ECHO_SERVER: &str = r#"
