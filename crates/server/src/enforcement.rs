@@ -353,21 +353,13 @@ fn impact(
             .collect(),
     )
     .map_err(|e| ApiError::Internal(format!("the inventory with the new modes: {e}")))?;
-    let policy = s
-        .hosts
-        .read()
-        .map_err(|_| ApiError::Internal("hosts lock".into()))?
-        .policy
-        .clone();
-    let empty;
-    let policy = match &policy {
-        Some(p) => p.as_ref(),
-        None => {
-            empty = bulkhead_policy::Policy::from_sources::<&str, &str>(&[])
-                .map_err(|e| ApiError::Internal(format!("empty policy: {e}")))?;
-            &empty
-        }
-    };
+    let policy = crate::state::policy_or_empty(
+        &s.hosts
+            .read()
+            .map_err(|_| ApiError::Internal("hosts lock".into()))?
+            .policy,
+    )?;
+    let policy = policy.as_ref();
     let before = bulkhead_policy::CompiledPolicy::compile_with(inv, policy, &enricher.hosts);
     let after = bulkhead_policy::CompiledPolicy::compile_with(&after_inv, policy, &enricher.hosts);
     let addresses: BTreeSet<std::net::IpAddr> = chosen

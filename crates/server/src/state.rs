@@ -75,6 +75,17 @@ pub struct HostInputs {
     pub generation: u64,
 }
 
+/// The provisioned policy, or the empty one before anything was provisioned (every
+/// connection then falls to the default deny).
+pub(crate) fn policy_or_empty(policy: &Option<Arc<Policy>>) -> Result<Arc<Policy>, ApiError> {
+    match policy {
+        Some(p) => Ok(p.clone()),
+        None => Policy::from_sources::<&str, &str>(&[])
+            .map(Arc::new)
+            .map_err(|e| ApiError::Internal(format!("empty policy: {e}"))),
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AppState")

@@ -60,16 +60,8 @@ pub fn wire_policy(s: &AppState, workload: &str) -> ApiResult<Arc<WirePolicy>> {
     if let Some(p) = hosts.cache.get(workload) {
         return Ok(p.clone());
     }
-    let empty;
-    let policy = match &hosts.policy {
-        Some(p) => p.as_ref(),
-        None => {
-            empty = bulkhead_policy::Policy::from_sources::<&str, &str>(&[])
-                .map_err(|e| ApiError::Internal(format!("empty policy: {e}")))?;
-            &empty
-        }
-    };
-    let hp = bulkhead_policy::host::host_policy(policy, &hosts.inventory, workload)
+    let policy = crate::state::policy_or_empty(&hosts.policy)?;
+    let hp = bulkhead_policy::host::host_policy(&policy, &hosts.inventory, workload)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let quarantined = hosts
         .inventory
